@@ -1,0 +1,38 @@
+"""What every edgeseg command line shares: logging set-up and turning errors into exit codes."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Callable
+
+from runner.errors import EdgesegError
+
+
+def setup_logging(verbose: bool) -> None:
+    """Configure logging once, for the command line only (libraries just log)."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    # TVM's own loggers are chatty at INFO (one line per RPC request, per tuning round).
+    for noisy in ("tvm.rpc", "RPCServer", "RPCTracker", "tvm.s_tir.meta_schedule"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+def run_main(body: Callable[[], int], verbose: bool) -> int:
+    """Run a command's body; print an `EdgesegError` as one paragraph and return its exit code."""
+    try:
+        return body()
+    except EdgesegError as err:
+        if verbose:
+            logging.getLogger(__name__).exception("failed")
+        print(f"error: {err.problem}", file=sys.stderr)
+        if err.fix:
+            print(f"  fix: {err.fix}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
