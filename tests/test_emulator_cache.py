@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from runner.emulator import check_host_tools
+from runner.emulator import check_host_tools, default_cache_dir
 from runner.emulator.cache import build_once, read_stamp
 from runner.errors import EdgesegError
 
@@ -93,3 +93,11 @@ def test_check_host_tools_names_the_missing_tool_and_the_apt_command(
         check_host_tools()
     assert missing in error.value.problem
     assert "apt-get install -y qemu-user-static gcc-aarch64-linux-gnu" in error.value.fix
+
+
+def test_default_cache_dir_follows_edgeseg_cache_then_xdg(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGESEG_CACHE", str(tmp_path / "edgeseg"))
+    assert default_cache_dir() == tmp_path / "edgeseg" / "emu-aarch64"
+    monkeypatch.delenv("EDGESEG_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "edgeseg" / "emu-aarch64"

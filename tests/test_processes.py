@@ -13,11 +13,13 @@ from runner.processes import live_group_members, stop_process_group
 
 # A parent that starts a grandchild which ignores SIGTERM (like a stuck popen_worker), prints
 # the grandchild's pid, then sleeps; the parent itself dies on SIGTERM.
-_PARENT = """
+_STUBBORN = (
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+    "print('up', flush=True); time.sleep(60)"
+)
+_PARENT = f"""
 import subprocess, sys, time
-child = subprocess.Popen([sys.executable, "-c",
-    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"],
-    stdout=subprocess.PIPE, text=True)
+child = subprocess.Popen([sys.executable, "-c", {_STUBBORN!r}], stdout=subprocess.PIPE, text=True)
 child.stdout.readline()
 print(child.pid, flush=True)
 time.sleep(60)

@@ -135,11 +135,15 @@ def _build(build: Path, downloads: Path, progress: bool) -> dict:
     logger.info(next(step))
     _byte_compile(build)
     logger.info(next(step))
-    versions = _smoke_test(build, qemu)
+    emulated = _smoke_test(build, qemu)
     shutil.rmtree(downloads)  # kept only to resume a failed build
     return {
+        "emulated_python": emulated,
         "debian_versions": {name: _deb_version(path) for name, path in sorted(debs.items())},
-        "python_versions": versions,
+        "wheel_versions": dict(
+            sorted(info.name.removesuffix(".dist-info").split("-", 1)
+                   for info in site.glob("*.dist-info"))
+        ),
     }
 
 
@@ -178,7 +182,7 @@ def _pip(args: list[str], progress: bool) -> None:
         *([] if progress else ["--quiet"]), *WHEELS,
     ]  # fmt: skip
     _run(command, f"pip {args[0]} of the aarch64 wheels", capture=not progress,
-         fix="Check that PyPI is reachable (pip's proxy settings apply), then try again.")  # fmt: skip
+         fix="Check that PyPI is reachable (pip's proxy settings apply), then retry.")  # fmt: skip
 
 
 def _prune_and_add_launchers(build: Path) -> None:
@@ -213,10 +217,10 @@ def _byte_compile(build: Path) -> None:
 def _smoke_test(build: Path, qemu: str) -> dict[str, str]:
     """Import what the RPC server imports, under QEMU, and return the versions it reports."""
     code = (
-        "import json, sys, numpy, tvm, tvm_ffi, psutil, cloudpickle, tornado\n"
+        "import json, platform, sys, numpy, tvm, tvm_ffi, psutil, cloudpickle, tornado\n"
         "import tvm.rpc.server\n"
-        "print(json.dumps({'python': sys.version.split()[0], 'tvm': tvm.__version__,"
-        " 'tvm_ffi': tvm_ffi.__version__, 'numpy': numpy.__version__}))"
+        "print(json.dumps({'machine': platform.machine(), 'python': sys.version.split()[0],"
+        " 'tvm': tvm.__version__, 'tvm_ffi': tvm_ffi.__version__}))"
     )
     env = emulated_env(build, qemu)
     out = _run([qemu, "-L", str(build), str(build / PYTHON), "-c", code],
@@ -225,9 +229,10 @@ def _smoke_test(build: Path, qemu: str) -> dict[str, str]:
 
 
 def emulated_env(sysroot: Path, qemu: str) -> dict[str, str]:
-    """The environment for the sysroot's python: the host's, minus host Python settings."""
+    """The environment for the sysroot's python: the host's, minus what points at host files."""
+    host_only = ("VIRTUAL_ENV", "TVM_LIBRARY_PATH", "LD_LIBRARY_PATH", "LD_PRELOAD")
     env = {key: value for key, value in os.environ.items()
-           if not key.startswith("PYTHON") and key not in ("VIRTUAL_ENV", "TVM_LIBRARY_PATH")}  # fmt: skip
+           if not key.startswith("PYTHON") and key not in host_only}  # fmt: skip
     env.update(
         PYTHONPATH=str(sysroot / SITE_PACKAGES),
         PYTHONNOUSERSITE="1",
@@ -249,7 +254,7 @@ def _run(
     """Run a build step; its failure becomes an EdgesegError that quotes the tail of its output."""
     logger.debug("running %s", " ".join(command))
     result = subprocess.run(command, cwd=cwd, env=env, text=True, check=False,
-                            stdout=subprocess.PIPE if capture else None,
+                            stdout=subprocess.PIPE if capture else 2,  # 2: progress to stderr
                             stderr=subprocess.STDOUT if capture else None)  # fmt: skip
     if result.returncode != 0:
         tail = "\n".join((result.stdout or "").strip().splitlines()[-15:])
