@@ -195,6 +195,18 @@ class LatencyBudget:
             total = total + table
         return total
 
+    def expected_ms_from_probs(self, unit_probs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """`expected_ms` with each group's distribution made from per-unit keep probabilities
+        (or soft gates) by `kept_count_distribution`."""
+        return self.expected_ms({g: kept_count_distribution(p, self._groups[g].grid)
+                                 for g, p in unit_probs.items() if self._known(g)})
+
+    def _known(self, group: str) -> bool:
+        if group not in self._groups:
+            raise EdgesegError(f"Unknown group {group!r} in the keep probabilities.",
+                               f"Use groups of the description: {', '.join(self._groups)}.")
+        return True
+
     def _dist(self, dists: Mapping[str, torch.Tensor], group: str,
               ref: torch.Tensor) -> torch.Tensor:
         size = len(self._groups[group].grid)

@@ -154,10 +154,12 @@ def scatter_plot(path: Path, measured: np.ndarray, predictions: Mapping[str, np.
     lo = min(measured.min(), *(p.min() for p in predictions.values())) * 0.8
     hi = max(measured.max(), *(p.max() for p in predictions.values())) * 1.25
     line = np.array([lo, hi])
+    colors = plt.get_cmap("tab20").colors  # one color per layer type (there are 11)
     for ax, (title, pred) in zip(axes[0], predictions.items()):
-        for kind in dict.fromkeys(kinds):
+        for i, kind in enumerate(sorted(set(kinds))):
             rows = kinds == kind
-            ax.scatter(measured[rows], pred[rows], s=10, alpha=0.7, label=str(kind))
+            ax.scatter(measured[rows], pred[rows], s=10, alpha=0.7, label=str(kind),
+                       color=colors[(2 * i) % 20 + (2 * i) // 20])
         ax.plot(line, line, "k-", lw=0.8)
         ax.plot(line, line * 1.1, "k--", lw=0.6)
         ax.plot(line, line * 0.9, "k--", lw=0.6)

@@ -105,6 +105,17 @@ def test_hard_gates_give_the_latency_of_the_hard_configuration(counting):
         assert value == pytest.approx(float(counting.predict_ms(configs).sum()), rel=1e-5)
 
 
+def test_unit_probabilities_give_the_same_as_their_distributions(counting):
+    desc = small_description()
+    budget = LatencyBudget(desc, counting)
+    probs = {"dim": torch.tensor([0.9, 0.2, 0.5, 0.7]), "mlp": torch.full((4,), 0.3)}
+    direct = budget.expected_ms({g: kept_count_distribution(p, desc.group(g).grid)
+                                 for g, p in probs.items()})
+    assert budget.expected_ms_from_probs(probs).item() == pytest.approx(direct.item())
+    with pytest.raises(EdgesegError, match="Unknown group"):
+        budget.expected_ms_from_probs({"nope": torch.ones(2)})
+
+
 def test_evaluations_are_cached_table_lookups(counting, tmp_path):
     desc = toy_description()
     budget = LatencyBudget(desc, counting, cache_dir=tmp_path)

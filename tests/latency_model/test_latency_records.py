@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from latency_cases import ONE_OF_EACH, make_record
-from latency_model.records import MeasurementLog, read_records
+from latency_model.records import MeasurementLog, installed_versions, read_records
 from runner.errors import EdgesegError
 
 
@@ -114,3 +114,8 @@ def test_a_one_line_foreign_file_is_never_truncated(tmp_path):
     with pytest.raises(EdgesegError, match="line 1"):
         MeasurementLog(path).append(make_record(ONE_OF_EACH[0]))
     assert path.read_text() == "just some notes"
+
+
+def test_installed_versions_come_from_package_metadata():
+    tvm_version, edgeseg_version = installed_versions()
+    assert tvm_version.startswith("0.27") and edgeseg_version
