@@ -180,10 +180,7 @@ class LatencyBudget:
     def expected_ms(self, dists: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Expected latency (ms, a 0-d tensor) with group g's kept count distributed as
         `dists[g]` over its grid; groups left out are unpruned. Differentiable in `dists`."""
-        unknown = set(dists) - set(self._groups)
-        if unknown:
-            raise EdgesegError(f"Unknown groups {sorted(unknown)} in the distributions.",
-                               f"Use groups of the description: {', '.join(self._groups)}.")
+        self._check_names(dists, "distributions")
         ref = next(iter(dists.values())) if dists else torch.zeros((), dtype=torch.float64)
         key = (ref.dtype, ref.device)
         if key not in self._prepared:
@@ -198,14 +195,15 @@ class LatencyBudget:
     def expected_ms_from_probs(self, unit_probs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """`expected_ms` with each group's distribution made from per-unit keep probabilities
         (or soft gates) by `kept_count_distribution`."""
+        self._check_names(unit_probs, "keep probabilities")
         return self.expected_ms({g: kept_count_distribution(p, self._groups[g].grid)
-                                 for g, p in unit_probs.items() if self._known(g)})
+                                 for g, p in unit_probs.items()})
 
-    def _known(self, group: str) -> bool:
-        if group not in self._groups:
-            raise EdgesegError(f"Unknown group {group!r} in the keep probabilities.",
+    def _check_names(self, names: Mapping[str, torch.Tensor], what: str) -> None:
+        unknown = set(names) - set(self._groups)
+        if unknown:
+            raise EdgesegError(f"Unknown groups {sorted(unknown)} in the {what}.",
                                f"Use groups of the description: {', '.join(self._groups)}.")
-        return True
 
     def _dist(self, dists: Mapping[str, torch.Tensor], group: str,
               ref: torch.Tensor) -> torch.Tensor:
@@ -230,8 +228,8 @@ class LatencyBudget:
         return total
 
     def min_latency_ms(self) -> float:
-        """Latency of the smallest network the grid allows (every group at its smallest entry);
-        a budget below it cannot be met."""
+        """Latency of the smallest network the grid allows (every group at its smallest entry):
+        the floor under which the pruner should reject a budget as infeasible."""
         return self.latency_ms(self.description.minimal_kept())
 
     def full_latency_ms(self) -> float:

@@ -112,7 +112,7 @@ def test_unit_probabilities_give_the_same_as_their_distributions(counting):
     direct = budget.expected_ms({g: kept_count_distribution(p, desc.group(g).grid)
                                  for g, p in probs.items()})
     assert budget.expected_ms_from_probs(probs).item() == pytest.approx(direct.item())
-    with pytest.raises(EdgesegError, match="Unknown group"):
+    with pytest.raises(EdgesegError, match="Unknown groups"):
         budget.expected_ms_from_probs({"nope": torch.ones(2)})
 
 
