@@ -1,0 +1,299 @@
+"""The per-layer latency predictor: XGBoost on log latency, valid for one device and target.
+
+Training compares two designs on a held-out split of configs (stratified by layer type, so each
+type is tested): one model for all layers with the type one-hot among the features ("global"),
+and one model per layer type ("per_type"). The one with the lower held-out RMSPE is kept; both
+errors and the choice go into the training report. The kept model is the one trained on the
+training split only, so the report's held-out keys stay unseen by it (`evaluate` can use them).
+
+A predictor folder holds `predictor.json` (manifest: feature schema, device key, target, mode,
+model files), one XGBoost JSON model per design part and `training_report.json`. Loading
+checks the feature schema; `check_compatible` refuses a device or target it was not made for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import xgboost as xgb
+
+from latency_model.features import FEATURE_NAMES, FEATURE_SCHEMA_VERSION, feature_matrix
+from latency_model.layers import LAYER_TYPES, LayerConfig
+from latency_model.metrics import Metrics, compute_metrics
+from latency_model.records import MeasurementRecord, utc_now
+from runner.errors import EdgesegError
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "predictor.json"
+REPORT = "training_report.json"
+FORMAT = "edgeseg-latency-predictor"
+MIN_CONFIGS = 10
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """XGBoost settings; the defaults fit a few thousand configs in seconds on 2 cores."""
+
+    rounds: int = 800
+    max_depth: int = 4
+    learning_rate: float = 0.05
+    subsample: float = 0.9
+    colsample_bytree: float = 0.9
+    threads: int = 1
+    designs: tuple[str, ...] = ("global", "per_type")  # candidates compared on held-out data
+
+    def params(self, seed: int) -> dict[str, Any]:
+        return {"objective": "reg:squarederror", "tree_method": "hist", "eta": self.learning_rate,
+                "max_depth": self.max_depth, "subsample": self.subsample,
+                "colsample_bytree": self.colsample_bytree, "nthread": self.threads, "seed": seed}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Measured configs, one per key (repeated measurements of a key: median of the medians)."""
+
+    configs: tuple[LayerConfig, ...]
+    measured_ms: np.ndarray
+    device_key: str
+    target_preset: str
+    target: Mapping[str, Any]
+
+
+def dataset_from_records(records: Sequence[MeasurementRecord]) -> Dataset:
+    """Merge records into one sample per config; records from several devices are an error."""
+    if not records:
+        raise EdgesegError("No measurement records to learn from.",
+                           "Collect measurements with `latency_model collect` first.")
+    first = records[0]
+    origins = {(r.device_key, r.target_preset, _canonical(r.target)) for r in records}
+    if len(origins) > 1:
+        listed = "; ".join(f"{d}/{p}" for d, p, _ in sorted(origins))
+        raise EdgesegError(f"The records come from several devices or targets ({listed}).",
+                           "Train one predictor per device and target: split the data file.")
+    by_key: dict[str, list[MeasurementRecord]] = defaultdict(list)
+    for record in records:
+        by_key[record.key].append(record)
+    keys = sorted(by_key)
+    medians = [np.median([r.median_ms for r in by_key[k]]) for k in keys]
+    return Dataset(configs=tuple(by_key[k][0].config for k in keys),
+                   measured_ms=np.array(medians),
+                   device_key=first.device_key, target_preset=first.target_preset,
+                   target=dict(first.target))
+
+
+def _canonical(target: Mapping[str, Any]) -> str:
+    return json.dumps(target, sort_keys=True, separators=(",", ":"))
+
+
+def _split(configs: Sequence[LayerConfig], holdout: float, seed: int) -> np.ndarray:
+    """Boolean test mask, stratified by layer type (a type with one config stays in training)."""
+    rng = np.random.default_rng(seed)
+    test = np.zeros(len(configs), dtype=bool)
+    for kind in LAYER_TYPES:
+        idx = np.array([i for i, c in enumerate(configs) if c.kind == kind], dtype=int)
+        if idx.size < 2:
+            continue
+        n_test = min(idx.size - 1, max(1, int(round(holdout * idx.size))))
+        test[rng.permutation(idx)[:n_test]] = True
+    return test
+
+
+def _fit(x: np.ndarray, y: np.ndarray, settings: TrainSettings, seed: int) -> xgb.Booster:
+    data = xgb.DMatrix(x, label=y, feature_names=list(FEATURE_NAMES))
+    return xgb.train(settings.params(seed), data, num_boost_round=settings.rounds)
+
+
+def _fit_parts(mode: str, configs: Sequence[LayerConfig], x: np.ndarray, y: np.ndarray,
+               settings: TrainSettings, seed: int) -> dict[str, xgb.Booster]:
+    if mode == "global":
+        return {"all": _fit(x, y, settings, seed)}
+    kinds = np.array([c.kind for c in configs])
+    return {kind: _fit(x[kinds == kind], y[kinds == kind], settings, seed)
+            for kind in LAYER_TYPES if np.any(kinds == kind)}
+
+
+class Predictor:
+    """Predicts per-layer latency (ms) on the device and target it was trained for."""
+
+    def __init__(self, mode: str, boosters: Mapping[str, xgb.Booster], manifest: Mapping[str, Any],
+                 report: Mapping[str, Any], directory: Path, fingerprint: str) -> None:
+        self.mode = mode
+        self._boosters = dict(boosters)
+        self.manifest = dict(manifest)
+        self.report = dict(report)
+        self.directory = directory
+        self.fingerprint = fingerprint
+
+    @property
+    def device_key(self) -> str:
+        return self.manifest["device_key"]
+
+    @property
+    def target_preset(self) -> str:
+        return self.manifest["target_preset"]
+
+    @property
+    def holdout_keys(self) -> frozenset[str]:
+        """Config keys held out of training (for an unbiased `evaluate` on the same data)."""
+        return frozenset(self.report.get("holdout_keys", ()))
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "Predictor":
+        directory = Path(directory)
+        manifest = _load_json(directory / MANIFEST)
+        required = {"format", "mode", "models", "device_key", "target_preset", "target"}
+        if manifest.get("format") != FORMAT or not required <= set(manifest):
+            raise EdgesegError(f"{directory / MANIFEST} is not an edgeseg latency predictor.",
+                               "Point to a folder written by `latency_model train`.")
+        if (manifest.get("feature_schema_version") != FEATURE_SCHEMA_VERSION
+                or tuple(manifest.get("feature_names", ())) != FEATURE_NAMES):
+            raise EdgesegError(
+                f"The predictor in {directory} uses feature schema "
+                f"{manifest.get('feature_schema_version')}, this edgeseg uses "
+                f"{FEATURE_SCHEMA_VERSION}.",
+                "Retrain it with `latency_model train` on its measurements.")
+        boosters = {}
+        digest = hashlib.sha256((directory / MANIFEST).read_bytes())
+        for part, name in sorted(manifest["models"].items()):
+            booster = xgb.Booster()
+            try:
+                booster.load_model(str(directory / name))
+            except xgb.core.XGBoostError as err:
+                raise EdgesegError(f"Cannot read model {directory / name}: {err}.",
+                                   "Retrain the predictor; its folder is incomplete.") from err
+            boosters[part] = booster
+            digest.update((directory / name).read_bytes())
+        report_path = directory / REPORT
+        report = _load_json(report_path) if report_path.exists() else {}
+        return cls(manifest["mode"], boosters, manifest, report, directory, digest.hexdigest())
+
+    def check_compatible(self, device_key: str, target: str | Mapping[str, Any]) -> None:
+        """Raise EdgesegError unless this predictor was made for `device_key` and `target`
+        (a preset name, or the resolved TVM target dict)."""
+        if isinstance(target, str):
+            same_target = target == self.target_preset
+        else:
+            same_target = _canonical(target) == _canonical(self.manifest["target"])
+        if device_key != self.device_key or not same_target:
+            raise EdgesegError(
+                f"The predictor in {self.directory} was trained for device key "
+                f"{self.device_key!r} and target {self.target_preset!r} "
+                f"({_canonical(self.manifest['target'])}), not for {device_key!r} and {target!r}.",
+                "Use the predictor trained on that device and target, or collect measurements "
+                "there and train one.")
+
+    def predict_ms(self, configs: Sequence[LayerConfig]) -> np.ndarray:
+        """Predicted latency in ms of each config, in order."""
+        out = np.empty(len(configs), dtype=np.float64)
+        if not configs:
+            return out
+        x = feature_matrix(configs)
+        if self.mode == "global":
+            out[:] = self._predict_log(self._boosters["all"], x)
+            return np.exp(out)
+        kinds = np.array([c.kind for c in configs])
+        for kind in np.unique(kinds):
+            if kind not in self._boosters:
+                raise EdgesegError(
+                    f"The predictor in {self.directory} has no model for layer type {kind!r} "
+                    f"(trained on: {', '.join(sorted(self._boosters))}).",
+                    f"Collect measurements of {kind} layers and retrain.")
+            rows = kinds == kind
+            out[rows] = self._predict_log(self._boosters[kind], x[rows])
+        return np.exp(out)
+
+    @staticmethod
+    def _predict_log(booster: xgb.Booster, x: np.ndarray) -> np.ndarray:
+        return booster.predict(xgb.DMatrix(x, feature_names=list(FEATURE_NAMES)))
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise EdgesegError(f"Missing {path}.",
+                           "Point to a predictor folder written by `latency_model train`.") from err
+    except json.JSONDecodeError as err:
+        raise EdgesegError(f"{path} is not valid JSON: {err}.",
+                           "Retrain the predictor; the file is damaged.") from err
+
+
+def _holdout_metrics(mode: str, boosters: Mapping[str, xgb.Booster],
+                     configs: Sequence[LayerConfig], measured: np.ndarray) -> Metrics:
+    probe = Predictor(mode, boosters, {}, {}, Path("."), "")
+    return compute_metrics(probe.predict_ms(configs), measured)
+
+
+def train_predictor(records: Sequence[MeasurementRecord], out_dir: str | os.PathLike, seed: int,
+                    holdout: float = 0.2, settings: TrainSettings = TrainSettings()) -> Predictor:
+    """Train both designs, keep the better on held-out configs, save it to `out_dir`."""
+    if not settings.designs or set(settings.designs) - {"global", "per_type"}:
+        raise EdgesegError(f"Unknown predictor designs {settings.designs}.",
+                           "Use 'global' and/or 'per_type'.")
+    if not 0.0 < holdout < 1.0:
+        raise EdgesegError(f"holdout must be a fraction in (0, 1), got {holdout}.",
+                           "Pass e.g. holdout=0.2.")
+    data = dataset_from_records(records)
+    if len(data.configs) < MIN_CONFIGS:
+        raise EdgesegError(f"Only {len(data.configs)} distinct configs were measured; "
+                           f"a predictor needs at least {MIN_CONFIGS}.",
+                           "Collect more samples (`latency_model collect --samples N`).")
+    x = feature_matrix(data.configs)
+    y = np.log(data.measured_ms)
+    test = _split(data.configs, holdout, seed)
+    train_cfg = [c for c, t in zip(data.configs, test) if not t]
+    test_cfg = [c for c, t in zip(data.configs, test) if t]
+    candidates: dict[str, tuple[dict[str, xgb.Booster], Metrics]] = {}
+    for mode in settings.designs:
+        boosters = _fit_parts(mode, train_cfg, x[~test], y[~test], settings, seed)
+        candidates[mode] = (boosters, _holdout_metrics(mode, boosters, test_cfg,
+                                                       data.measured_ms[test]))
+        log.info("%s model: held-out RMSPE %.4f, +-10%% accuracy %.3f", mode,
+                 candidates[mode][1].rmspe, candidates[mode][1].within_10)
+    chosen = min(candidates, key=lambda m: (candidates[m][1].rmspe, m != "global"))
+    report = {
+        "chosen": chosen,
+        "choice_metric": "held-out RMSPE",
+        "candidates": {m: metrics.to_dict() for m, (_, metrics) in candidates.items()},
+        "n_records": len(records), "n_configs": len(data.configs),
+        "n_train": int((~test).sum()), "n_test": int(test.sum()),
+        "configs_per_type": {k: sum(c.kind == k for c in data.configs) for k in LAYER_TYPES},
+        "holdout_keys": sorted(c.key for c in test_cfg),
+        "seed": seed, "holdout": holdout, "settings": dataclasses.asdict(settings),
+    }
+    return _save(Path(out_dir), chosen, candidates[chosen][0], data, report, records)
+
+
+def _save(out_dir: Path, mode: str, boosters: Mapping[str, xgb.Booster], data: Dataset,
+          report: Mapping[str, Any], records: Sequence[MeasurementRecord]) -> Predictor:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob("model_*.json"):  # a previous training's other design
+        stale.unlink()
+    models = {}
+    for part, booster in boosters.items():
+        name = f"model_{part}.json"
+        booster.save_model(str(out_dir / name))
+        models[part] = name
+    manifest = {
+        "format": FORMAT, "format_version": 1,
+        "feature_schema_version": FEATURE_SCHEMA_VERSION, "feature_names": list(FEATURE_NAMES),
+        "target_transform": "log(ms)", "mode": mode, "models": models,
+        "device_key": data.device_key, "target_preset": data.target_preset,
+        "target": dict(data.target),
+        "tvm_versions": sorted({r.tvm_version for r in records}),
+        "trained_utc": utc_now(),
+    }
+    (out_dir / REPORT).write_text(json.dumps(report, indent=2) + "\n")
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    log.info("saved a %s predictor to %s", mode, out_dir)
+    return Predictor.load(out_dir)

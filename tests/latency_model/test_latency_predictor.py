@@ -1,0 +1,88 @@
+import json
+
+import numpy as np
+import pytest
+
+from latency_cases import ONE_OF_EACH, TARGET, make_record
+from latency_model.predictor import MANIFEST, Predictor, TrainSettings, train_predictor
+from runner.errors import EdgesegError
+
+FAST_PER_TYPE = TrainSettings(rounds=50, designs=("per_type",))
+
+
+def test_training_saves_a_complete_predictor_folder(trained_predictor):
+    folder = trained_predictor.directory
+    manifest = json.loads((folder / MANIFEST).read_text())
+    assert manifest["device_key"] == "host-cpu" and manifest["target_preset"] == "host"
+    assert manifest["target"] == TARGET and manifest["feature_names"]
+    for name in manifest["models"].values():
+        assert (folder / name).exists()
+    report = trained_predictor.report
+    assert report["chosen"] == trained_predictor.mode in ("global", "per_type")
+    assert set(report["candidates"]) == {"global", "per_type"}
+    chosen, other = report["chosen"], {"global": "per_type", "per_type": "global"}[report["chosen"]]
+    assert report["candidates"][chosen]["rmspe"] <= report["candidates"][other]["rmspe"]
+    assert report["n_test"] == len(trained_predictor.holdout_keys) > 0
+
+
+def test_loaded_predictor_predicts_the_same(trained_predictor):
+    again = Predictor.load(trained_predictor.directory)
+    np.testing.assert_allclose(again.predict_ms(ONE_OF_EACH),
+                               trained_predictor.predict_ms(ONE_OF_EACH), rtol=1e-6)
+    assert again.fingerprint == trained_predictor.fingerprint
+
+
+def test_predictions_on_held_out_configs_are_accurate(trained_predictor, synthetic_records):
+    held = [r for r in synthetic_records if r.key in trained_predictor.holdout_keys]
+    pred = trained_predictor.predict_ms([r.config for r in held])
+    meas = np.array([r.median_ms for r in held])
+    # Synthetic data: checks learning, not a device. 1% noise, so most should be within 10%.
+    assert np.mean(np.abs(pred - meas) / meas <= 0.10) >= 0.85
+
+
+def test_other_device_or_target_is_refused(trained_predictor):
+    trained_predictor.check_compatible("host-cpu", "host")
+    trained_predictor.check_compatible("host-cpu", TARGET)
+    with pytest.raises(EdgesegError, match="trained for device key 'host-cpu'"):
+        trained_predictor.check_compatible("pixel-7", "host")
+    with pytest.raises(EdgesegError):
+        trained_predictor.check_compatible("host-cpu", "android-arm64")
+    with pytest.raises(EdgesegError):
+        trained_predictor.check_compatible("host-cpu", {**TARGET, "num-cores": 8})
+
+
+def test_mixed_devices_and_tiny_data_are_refused(tmp_path):
+    mixed = [make_record(ONE_OF_EACH[0]), make_record(ONE_OF_EACH[1], device_key="phone")]
+    with pytest.raises(EdgesegError, match="several devices"):
+        train_predictor(mixed, tmp_path, seed=0)
+    with pytest.raises(EdgesegError, match="at least"):
+        train_predictor([make_record(c) for c in ONE_OF_EACH[:5]], tmp_path, seed=0)
+
+
+def test_an_old_feature_schema_is_refused(trained_predictor, tmp_path):
+    folder = tmp_path / "old"
+    folder.mkdir()
+    for f in trained_predictor.directory.iterdir():
+        (folder / f.name).write_bytes(f.read_bytes())
+    manifest = json.loads((folder / MANIFEST).read_text())
+    (folder / MANIFEST).write_text(json.dumps({**manifest, "feature_schema_version": 0}))
+    with pytest.raises(EdgesegError, match="feature schema"):
+        Predictor.load(folder)
+    with pytest.raises(EdgesegError, match="Missing"):
+        Predictor.load(tmp_path / "nothing-here")
+
+
+def test_per_type_predictor_refuses_a_type_it_never_saw(synthetic_records, tmp_path):
+    only_two = [r for r in synthetic_records if r.config.kind in ("mix_ffn", "decoder_proj")]
+    predictor = train_predictor(only_two, tmp_path, seed=1, settings=FAST_PER_TYPE)
+    assert predictor.mode == "per_type" and set(predictor.report["candidates"]) == {"per_type"}
+    assert predictor.predict_ms([only_two[0].config])[0] > 0
+    with pytest.raises(EdgesegError, match="no model for layer type"):
+        predictor.predict_ms([ONE_OF_EACH[0]])
+
+
+def test_repeated_measurements_of_a_config_are_merged(tmp_path):
+    configs = ONE_OF_EACH * 2  # 22 records, 11 configs
+    predictor = train_predictor([make_record(c) for c in configs], tmp_path, seed=0,
+                                settings=TrainSettings(rounds=20))
+    assert predictor.report["n_records"] == 22 and predictor.report["n_configs"] == 11
