@@ -1,0 +1,3 @@
+from compile.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,115 @@
+"""`compile_model`: a model file in, a runnable artifact folder out.
+
+Import -> lower (legalize + fuse) -> tune the kernels the device's database lacks, measuring
+on the device over RPC -> apply the database and check that it took -> build the model
+library, the per-kernel library and a probe library -> reference input/output -> manifest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compile.build import apply_database, build_kernels, build_model, lower, probe_library
+from compile.frontend import load_model
+from compile.linkers import check_linker, export_library
+from compile.reference import reference_inputs, reference_outputs
+from compile.targets import TargetPreset
+from compile.tuning import TuningReport, copy_records, open_database, tune
+from runner.artifact import write_manifest
+from runner.device import Device
+from runner.errors import EdgesegError
+from runner.farm import use_device
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class CompileResult:
+    artifact: Path
+    tuning: TuningReport
+    kernels_tuned: int
+    kernels_total: int
+
+    @property
+    def untuned(self) -> int:
+        return self.kernels_total - self.kernels_tuned
+
+
+def compile_model(
+    model_path: Path,
+    out_dir: Path,
+    preset: TargetPreset,
+    database_dir: Path,
+    trials: int,
+    input_shapes: dict[str | None, tuple[int, ...]] | None = None,
+    device: Device | None = None,
+    seed: int = 0,
+) -> CompileResult:
+    """Compile `model_path` for `preset`, tuning on `device` (the embedded farm when None)."""
+    check_linker(preset)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "manifest.json").exists():
+        raise EdgesegError(
+            f"Output folder {out_dir} exists and is not an edgeseg artifact.",
+            "Choose an empty or new folder with -o, so nothing unrelated is overwritten.",
+        )
+    with tempfile.TemporaryDirectory(prefix="edgeseg-compile-") as scratch:
+        model = load_model(Path(model_path), input_shapes, Path(scratch))
+        lowered = lower(model.mod, preset)
+        with ExitStack() as stack:
+            def tuning_device() -> Device:
+                return device or stack.enter_context(use_device(None, None))
+
+            report = tune(lowered, preset, tuning_device, database_dir, trials, seed)
+        db = open_database(database_dir)
+        tuned, status = apply_database(lowered, preset, db)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir.parent if out_dir.parent.exists() else None))
+        try:
+            _write_artifact(staging, model, preset, tuned, status, report, lowered, db)
+            if out_dir.exists():
+                shutil.rmtree(out_dir)
+            staging.rename(out_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return CompileResult(out_dir, report, sum(status.values()), len(status))
+
+
+def _write_artifact(folder, model, preset, tuned, status, report, lowered, db) -> None:
+    export_library(build_model(tuned, preset), folder / "model.so", preset)
+    kernels_lib, kernels = build_kernels(tuned, preset, status)
+    export_library(kernels_lib, folder / "kernels.so", preset)
+    (folder / "kernels.json").write_text(json.dumps([k.to_dict() for k in kernels], indent=1))
+    export_library(probe_library(preset), folder / "probe.so", preset)
+    inputs = reference_inputs(model)
+    outputs = reference_outputs(model, inputs)
+    np.savez(
+        folder / "reference.npz",
+        **{f"input:{k}": v for k, v in inputs.items()},
+        **{f"output:{i}": v for i, v in enumerate(outputs)},
+    )
+    copy_records(lowered, preset, db, folder / "tuning")
+    summary: dict[str, Any] = report.to_dict()
+    summary.update(kernels=len(status), kernels_tuned=sum(status.values()),
+                   untuned_kernels=sorted(k for k, ok in status.items() if not ok))  # fmt: skip
+    write_manifest(
+        folder,
+        target={
+            "preset": preset.name,
+            "tvm": preset.tvm_target,
+            "host": preset.tvm_host,
+            "device_type": preset.device_type,
+            "arch": preset.arch,
+        },
+        inputs=[s.to_dict() for s in model.inputs],
+        outputs=[{"shape": list(o.shape), "dtype": str(o.dtype)} for o in outputs],
+        tuning=summary,
+    )

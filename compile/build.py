@@ -1,0 +1,116 @@
+"""Applying the tuning database and building: the model library and the per-kernel library.
+
+The database is applied with `MetaScheduleApplyDatabase` inside the target, database and pass
+contexts (applying it with `compile_relax` to an already-lowered module silently does
+nothing). Whether a kernel took its tuned schedule is read from the build itself: a kernel is
+tuned when its TIR changed under the pass, and every kernel left untuned is reported loudly,
+because untuned CPU code is naive (no parallelism, no vectorization).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import tvm
+import tvm_ffi
+from tvm import relax
+
+from compile.targets import TargetPreset
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelInfo:
+    """A fused kernel of the model as the runner times it on its own."""
+
+    name: str
+    args: tuple[dict[str, Any], ...]  # {"shape": [...], "dtype": "float32"}
+    calls: int
+    tuned: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "args": list(self.args), "calls": self.calls, "tuned": self.tuned}
+
+
+def lower(mod: Any, preset: TargetPreset) -> Any:
+    """Legalize and fuse: the tuning tasks exist only after this."""
+    with preset.target():
+        return relax.get_pipeline("zero")(mod)
+
+
+def _prim_funcs(mod: Any) -> dict[str, Any]:
+    return {gv.name_hint: f for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)}
+
+
+def apply_database(lowered: Any, preset: TargetPreset, db: Any) -> tuple[Any, dict[str, bool]]:
+    """Replace every kernel the database has a schedule for; say which kernels changed."""
+    target = preset.target()
+    with target, db, tvm.transform.PassContext(opt_level=3):
+        tuned = relax.transform.MetaScheduleApplyDatabase()(lowered)
+    before = _prim_funcs(lowered)
+    after = _prim_funcs(tuned)
+    status = {name: not tvm_ffi.structural_equal(before[name], after[name]) for name in after}
+    untuned = sorted(name for name, ok in status.items() if not ok)
+    if untuned:
+        logger.warning(
+            "UNTUNED: %d of %d kernels have no tuned schedule and will run naive code "
+            "(no parallelism, no vectorization): %s. Tune with more --trials, or reuse a "
+            "--database that has them.", len(untuned), len(status), ", ".join(untuned),
+        )  # fmt: skip
+    return tuned, status
+
+
+def _call_counts(mod: Any) -> dict[str, int]:
+    """How often `main` calls each kernel (a kernel shared by identical layers counts once each)."""
+    counts: dict[str, int] = {}
+    call_tir = tvm.ir.Op.get("relax.call_tir")
+
+    def visit(expr: Any) -> None:
+        if isinstance(expr, relax.Call) and expr.op.same_as(call_tir):
+            name = expr.args[0].name_hint
+            counts[name] = counts.get(name, 0) + 1
+
+    relax.analysis.post_order_visit(mod["main"], visit)
+    return counts
+
+
+def _arg_specs(func: Any) -> tuple[dict[str, Any], ...]:
+    specs = []
+    for param in func.params:  # TVM 0.27: a PrimFunc's params are the buffers themselves
+        specs.append({"shape": [int(d) for d in param.shape], "dtype": str(param.dtype)})
+    return tuple(specs)
+
+
+def build_model(tuned: Any, preset: TargetPreset) -> Any:
+    """The Relax VM executable of the whole model."""
+    return tvm.compile(tuned, target=preset.target())
+
+
+def build_kernels(tuned: Any, preset: TargetPreset, status: dict[str, bool]) -> tuple[Any, list[KernelInfo]]:
+    """Every fused kernel compiled alone into one library, so the runner can time each."""
+    funcs = _prim_funcs(tuned)
+    counts = _call_counts(tuned)
+    kernel_mod = tvm.IRModule(
+        {name: f.with_attr("global_symbol", name) for name, f in funcs.items() if name in counts}
+    )
+    infos = [
+        KernelInfo(name, _arg_specs(funcs[name]), counts[name], status.get(name, False))
+        for name in sorted(counts)
+    ]
+    return tvm.compile(kernel_mod, target=preset.target()), infos
+
+
+def probe_library(preset: TargetPreset) -> Any:
+    """A tiny library for the same target: the runner loads it first to check the device."""
+    from tvm.script import tirx as T
+
+    @T.prim_func
+    def edgeseg_probe(a: T.Buffer((4,), "float32"), b: T.Buffer((4,), "float32")):
+        T.func_attr({"global_symbol": "edgeseg_probe"})
+        for i in range(4):
+            b[i] = a[i] + T.float32(1)
+
+    return tvm.compile(tvm.IRModule({"edgeseg_probe": edgeseg_probe}), target=preset.target())

@@ -1,0 +1,116 @@
+"""`python -m compile MODEL --target PRESET ...`: parse, call `compile_model`, render."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from runner.cli_support import run_main, setup_logging
+
+HELP = {
+    "model": "an ONNX file, or a torch.export program saved as .pt2",
+    "target": "target preset (`--target help` lists them)",
+    "input_shape": "static input shape: 1,3,512,512, or NAME:1,3,512,512;OTHER:... for several inputs",
+    "trials": "MetaSchedule trial budget for the kernels the database lacks (0: build from the database alone)",
+    "tracker": "RPC tracker HOST:PORT of the device that measures candidates (default: the embedded loopback farm)",
+    "key": "device key at the tracker (default: host-cpu)",
+    "database": "tuning database folder to reuse and extend (default: the device's folder in the workspace)",
+    "out": "artifact folder to write (default: ./out/<model>-<target>)",
+    "threads": "threads the compiled code uses (num-cores; default: all cores of the target)",
+    "mcpu": "LLVM CPU name to generate code for (default: the target's)",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    from runner.device import Tracker
+
+    p = argparse.ArgumentParser(prog="python -m compile", description=__doc__)
+    p.add_argument("model", type=Path, nargs="?", help=HELP["model"])
+    p.add_argument("--target", default="host", help=HELP["target"])
+    p.add_argument("--input-shape", type=_shapes, default=None, help=HELP["input_shape"])
+    p.add_argument("--trials", type=_non_negative, default=64, help=HELP["trials"])
+    p.add_argument("--tracker", type=Tracker.parse, default=None, help=HELP["tracker"])
+    p.add_argument("--key", default=None, help=HELP["key"])
+    p.add_argument("--database", type=Path, default=None, help=HELP["database"])
+    p.add_argument("-o", "--out", type=Path, default=None, help=HELP["out"])
+    p.add_argument("--threads", type=_non_negative, default=None, help=HELP["threads"])
+    p.add_argument("--mcpu", default=None, help=HELP["mcpu"])
+    p.add_argument("--seed", type=int, default=0, help="tuning seed")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
+    return p
+
+
+def _shapes(text: str):
+    from compile.frontend import parse_input_shapes
+
+    try:
+        return parse_input_shapes(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    setup_logging(args.verbose)
+    return run_main(lambda: _run(args), args.verbose)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from compile.targets import list_presets, resolve_target
+    from runner.errors import EdgesegError
+
+    if args.target == "help":
+        for name, doc in list_presets().items():
+            print(f"{name:16s} {doc}")
+        return 0
+    if args.model is None:
+        raise EdgesegError("No model file given.", "Usage: python -m compile MODEL.onnx --target host")
+    if args.key and args.tracker is None:
+        raise EdgesegError("--key was given without --tracker.", "Pass both, or neither for the embedded farm.")
+    preset = resolve_target(args.target, threads=args.threads, mcpu=args.mcpu)
+
+    from compile.api import compile_model
+    from runner.device import Device
+    from runner.workspace import tuning_database_dir
+
+    key = args.key or "host-cpu"
+    device = Device(args.tracker, key) if args.tracker else None
+    out = args.out or Path("out") / f"{args.model.stem}-{preset.name}"
+    result = compile_model(
+        model_path=args.model,
+        out_dir=out,
+        preset=preset,
+        database_dir=args.database or tuning_database_dir(key, preset.name),
+        trials=args.trials,
+        input_shapes=args.input_shape,
+        device=device,
+        seed=args.seed,
+    )
+    _render(result, preset.name)
+    return 0
+
+
+def _render(result, preset_name: str) -> None:
+    report = result.tuning
+    print(f"artifact      {result.artifact}")
+    print(f"target        {preset_name}")
+    print(f"tuning        {report.trials} trials in {report.seconds:.0f} s over "
+          f"{sum(1 for t in report.tasks if not t.had_record)} new tasks "
+          f"({sum(t.had_record for t in report.tasks)} reused from the database)")  # fmt: skip
+    print(f"kernels       {result.kernels_tuned}/{result.kernels_total} tuned"
+          + (f"  ({result.untuned} UNTUNED: naive code, slow)" if result.untuned else ""))  # fmt: skip
+    print(f"predicted     {report.predicted_ms:.3f} ms (sum of best kernel times x calls)")
+    width = max((len(t.name) for t in report.tasks), default=4)
+    print(f"\n{'kernel':{width}s}  calls  trials  best_us   GFLOP/s  note")
+    for t in sorted(report.tasks, key=lambda t: -(t.best_us or 0) * t.calls):
+        best = f"{t.best_us:8.1f}" if t.best_us is not None else "       -"
+        gflops = f"{t.flop / t.best_us / 1e3:8.2f}" if t.best_us else "       -"
+        note = "reused" if t.had_record else ("UNTUNED" if t.best_us is None else "")
+        print(f"{t.name:{width}s}  {t.calls:5d}  {t.trials:6d}  {best}  {gflops}  {note}")

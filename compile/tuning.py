@@ -1,0 +1,189 @@
+"""MetaSchedule tuning over RPC, reusing one tuning database across models.
+
+Only tasks without a record in the database are tuned, so recompiling the same or a
+similar model (a pruned variant whose layers were tuned before) costs only the new kernels.
+Candidates are measured on the device named by `device` through TVM's `RPCRunner`, spread
+over every server registered under its key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from tqdm import tqdm
+from tvm.ir.utils import derived_object
+from tvm.s_tir.analysis import estimate_tir_flops
+from tvm.s_tir import meta_schedule as ms
+from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+
+from compile.builder import PooledBuilder
+from compile.targets import TargetPreset
+from runner.device import Device
+from runner.session import check_tracker, wait_for_device
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskReport:
+    """One tuning task (a fused kernel) and what the database knows about it."""
+
+    name: str
+    calls: int
+    flop: float
+    had_record: bool  # found in the database before this run
+    trials: int  # trials spent on it in this run
+    best_us: float | None  # best measured run time; None when it has no valid record
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class TuningReport:
+    tasks: tuple[TaskReport, ...]
+    trials: int
+    seconds: float
+
+    @property
+    def predicted_ms(self) -> float:
+        """Sum of the best kernel times weighted by calls (kernels without records excluded)."""
+        return sum(t.best_us * t.calls for t in self.tasks if t.best_us is not None) / 1000.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tasks": len(self.tasks),
+            "trials": self.trials,
+            "tuning_seconds": round(self.seconds, 1),
+            "reused_tasks": sum(t.had_record for t in self.tasks),
+            "tasks_with_record": sum(t.best_us is not None for t in self.tasks),
+            "predicted_kernel_total_ms": round(self.predicted_ms, 4),
+            "per_task": [t.to_dict() for t in self.tasks],
+        }
+
+
+def open_database(path: Path) -> ms.database.JSONDatabase:
+    """The device's tuning database (created empty when missing)."""
+    path.mkdir(parents=True, exist_ok=True)
+    return ms.database.JSONDatabase(work_dir=str(path), allow_missing=True)
+
+
+def best_run_us(db, task: ms.ExtractedTask, target) -> float | None:
+    record = db.query_tuning_record(task.dispatched[0], target, task.task_name)
+    if record is None or not record.run_secs:
+        return None
+    return float(sum(float(s) for s in record.run_secs) / len(record.run_secs)) * 1e6
+
+
+@derived_object
+class _TrialProgress(PyMeasureCallback):
+    """Advances a progress bar by each measured batch of candidates."""
+
+    def __init__(self, bar: tqdm, counts: dict[int, int]):
+        super().__init__()
+        self.bar = bar
+        self.counts = counts
+
+    def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+        self.counts[task_id] = self.counts.get(task_id, 0) + len(measure_candidates)
+        self.bar.update(len(measure_candidates))
+
+
+def tune(
+    lowered: Any,
+    preset: TargetPreset,
+    device: Callable[[], Device],
+    database_dir: Path,
+    trials: int,
+    seed: int = 0,
+) -> TuningReport:
+    """Tune the kernels of `lowered` that the database lacks, with `trials` in total.
+
+    `device` is called only when there is something to tune, so a build from a complete
+    database never starts or contacts a device.
+    """
+    started = time.monotonic()
+    target = preset.target()
+    db = open_database(database_dir)
+    tasks = ms.relax_integration.extract_tasks(lowered, target)
+    had = {t.task_name: best_run_us(db, t, target) is not None for t in tasks}
+    todo = [t for t in tasks if not had[t.task_name]]
+    logger.info(
+        "%d tuning tasks, %d already in the database %s, %d to tune",
+        len(tasks), len(tasks) - len(todo), database_dir, len(todo),
+    )  # fmt: skip
+    counts: dict[int, int] = {}
+    if todo and trials > 0:
+        _tune_tasks(todo, target, preset, device(), db, database_dir, trials, seed, counts)
+    spent = {todo[i].task_name: n for i, n in counts.items()}
+    reports = tuple(
+        TaskReport(
+            name=t.task_name,
+            calls=int(t.weight),
+            flop=float(estimate_tir_flops(t.dispatched[0])),
+            had_record=had[t.task_name],
+            trials=spent.get(t.task_name, 0),
+            best_us=best_run_us(db, t, target),
+        )
+        for t in tasks
+    )
+    return TuningReport(reports, sum(counts.values()), time.monotonic() - started)
+
+
+def _tune_tasks(todo, target, preset, device, db, database_dir, trials, seed, counts) -> None:
+    check_tracker(device.tracker)
+    wait_for_device(device, timeout_s=60)
+    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+        extracted_tasks=todo, work_dir=str(database_dir), seed=seed
+    )
+    # Every task gets at least one round of candidates before the scheduler picks favourites.
+    per_iter = max(1, min(64, trials // len(todo)))
+    builder = PooledBuilder(preset)
+    runner = ms.runner.RPCRunner(
+        ms.runner.RPCConfig(
+            tracker_host=device.tracker.host,
+            tracker_port=device.tracker.port,
+            tracker_key=device.key,
+            session_timeout_sec=120,
+        ),
+        ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20, enable_cpu_cache_flush=False),
+    )
+    with tqdm(total=trials, desc="tuning", unit="trial") as bar:
+        try:
+            ms.tune_tasks(
+                tasks=contexts,
+                task_weights=weights,
+                work_dir=str(database_dir),
+                max_trials_global=trials,
+                num_trials_per_iter=per_iter,
+                builder=builder,
+                runner=runner,
+                database=db,
+                measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
+                                   _TrialProgress(bar, counts)],
+            )  # fmt: skip
+        finally:
+            builder.shutdown()
+
+
+def copy_records(lowered: Any, preset: TargetPreset, db: Any, dest: Path) -> int:
+    """Copy the best record of each of the model's kernels into a database of its own."""
+    target = preset.target()
+    out = open_database(dest)
+    copied = 0
+    for task in ms.relax_integration.extract_tasks(lowered, target):
+        record = db.query_tuning_record(task.dispatched[0], target, task.task_name)
+        if record is None:
+            continue
+        workload = out.commit_workload(task.dispatched[0])
+        out.commit_tuning_record(
+            ms.database.TuningRecord(
+                record.trace, workload, record.run_secs, record.target, record.args_info
+            )
+        )
+        copied += 1
+    return copied
