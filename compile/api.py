@@ -18,15 +18,23 @@ from typing import Any
 
 import numpy as np
 
-from compile.build import apply_database, build_kernels, build_model, lower, probe_library
+from compile.build import (
+    apply_database,
+    build_kernels,
+    build_model,
+    lower,
+    probe_library,
+    schedule_gpu_defaults,
+)
 from compile.frontend import load_model
-from compile.linkers import check_linker, export_library
+from compile.linkers import check_linker, export_library, export_objects
 from compile.reference import reference_inputs, reference_outputs
 from compile.targets import TargetPreset
 from compile.tuning import TuningReport, copy_records, open_database, tune
 from runner.artifact import write_manifest
 from runner.device import Device
 from runner.errors import EdgesegError
+from runner.emulator import EMULATED_KEY
 from runner.farm import use_device
 
 logger = logging.getLogger(__name__)
@@ -53,9 +61,17 @@ def compile_model(
     input_shapes: dict[str | None, tuple[int, ...]] | None = None,
     device: Device | None = None,
     seed: int = 0,
+    runtime: dict[str, Any] | None = None,
+    export: str = "so",
 ) -> CompileResult:
-    """Compile `model_path` for `preset`, tuning on `device` (the embedded farm when None)."""
-    check_linker(preset)
+    """Compile `model_path` for `preset`, tuning on `device` (the embedded farm when None).
+
+    `runtime` (threads, core affinity, phone preset) goes into the manifest for the runner to
+    apply on the device; `export="tar"` writes object files for linking elsewhere instead of
+    shared libraries.
+    """
+    if export == "so":
+        check_linker(preset)
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "manifest.json").exists():
         raise EdgesegError(
@@ -67,14 +83,16 @@ def compile_model(
         lowered = lower(model.mod, preset)
         with ExitStack() as stack:
             def tuning_device() -> Device:
-                return device or stack.enter_context(use_device(None, None))
+                return device or stack.enter_context(embedded_device(preset))
 
             report = tune(lowered, preset, tuning_device, database_dir, trials, seed)
         db = open_database(database_dir)
         tuned, status = apply_database(lowered, preset, db)
+        if preset.is_gpu:
+            tuned = schedule_gpu_defaults(tuned, preset, status)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir.parent if out_dir.parent.exists() else None))
         try:
-            _write_artifact(staging, model, preset, tuned, status, report, lowered, db)
+            _write_artifact(staging, model, preset, tuned, status, report, lowered, db, runtime or {}, export)
             if out_dir.exists():
                 shutil.rmtree(out_dir)
             staging.rename(out_dir)
@@ -83,12 +101,30 @@ def compile_model(
     return CompileResult(out_dir, report, sum(status.values()), len(status))
 
 
-def _write_artifact(folder, model, preset, tuned, status, report, lowered, db) -> None:
-    export_library(build_model(tuned, preset), folder / "model.so", preset)
+def embedded_device(preset: TargetPreset):
+    """The embedded farm that can measure `preset`'s code: this CPU, or the emulated aarch64."""
+    if preset.embedded_key is None:
+        raise EdgesegError(
+            f"Tuning for {preset.name} measures candidates on the device itself, and no device was named.",
+            "Pass --tracker HOST:PORT --key KEY of a phone registered with the tracker "
+            "(README: Deploying to a phone), or --trials 0 to build from the database alone.",
+        )
+    emulate = "aarch64" if preset.embedded_key == EMULATED_KEY else None
+    return use_device(None, None, emulate=emulate)
+
+
+def _write_artifact(folder, model, preset, tuned, status, report, lowered, db, runtime, export) -> None:
+    def write(lib: Any, stem: str) -> None:
+        if export == "tar":
+            export_objects(lib, folder / f"{stem}.tar")
+        else:
+            export_library(lib, folder / f"{stem}.so", preset)
+
+    write(build_model(tuned, preset), "model")
     kernels_lib, kernels = build_kernels(tuned, preset, status)
-    export_library(kernels_lib, folder / "kernels.so", preset)
+    write(kernels_lib, "kernels")
     (folder / "kernels.json").write_text(json.dumps([k.to_dict() for k in kernels], indent=1))
-    export_library(probe_library(preset), folder / "probe.so", preset)
+    write(probe_library(preset), "probe")
     inputs = reference_inputs(model)
     outputs = reference_outputs(model, inputs)
     np.savez(
@@ -108,7 +144,10 @@ def _write_artifact(folder, model, preset, tuned, status, report, lowered, db) -
             "host": preset.tvm_host,
             "device_type": preset.device_type,
             "arch": preset.arch,
+            "resolved": json.loads(json.dumps(preset.target().export(), default=str)),
         },
+        runtime=runtime,
+        library_format=export,
         inputs=[s.to_dict() for s in model.inputs],
         outputs=[{"shape": list(o.shape), "dtype": str(o.dtype)} for o in outputs],
         tuning=summary,

@@ -18,6 +18,7 @@ import tvm_ffi
 from tvm import relax
 
 from compile.targets import TargetPreset
+from runner.errors import EdgesegError
 
 logger = logging.getLogger(__name__)
 
@@ -55,12 +56,48 @@ def apply_database(lowered: Any, preset: TargetPreset, db: Any) -> tuple[Any, di
     status = {name: not tvm_ffi.structural_equal(before[name], after[name]) for name in after}
     untuned = sorted(name for name, ok in status.items() if not ok)
     if untuned:
+        fallback = (
+            "get DLight's default GPU schedules (correct, rarely fast)" if preset.is_gpu
+            else "will run naive code (no parallelism, no vectorization)"
+        )  # fmt: skip
         logger.warning(
-            "UNTUNED: %d of %d kernels have no tuned schedule and will run naive code "
-            "(no parallelism, no vectorization): %s. Tune with more --trials, or reuse a "
-            "--database that has them.", len(untuned), len(status), ", ".join(untuned),
+            "UNTUNED: %d of %d kernels have no tuned schedule and %s: %s. Tune with more "
+            "--trials, or reuse a --database that has them.",
+            len(untuned), len(status), fallback, ", ".join(untuned),
         )  # fmt: skip
     return tuned, status
+
+
+def schedule_gpu_defaults(tuned: Any, preset: TargetPreset, status: dict[str, bool]) -> Any:
+    """Give every GPU kernel without a tuned schedule one of DLight's default schedules.
+
+    An unscheduled GPU kernel would run on one thread, or not build at all; tuned kernels are
+    marked scheduled first so DLight leaves them as MetaSchedule made them.
+    """
+    from tvm.s_tir import dlight as dl
+
+    mod = tuned
+    for name, is_tuned in status.items():
+        if is_tuned:
+            gv = mod.get_global_var(name)
+            mod[gv] = mod[gv].with_attr("tirx.is_scheduled", True)
+    with preset.target():
+        mod = dl.ApplyDefaultSchedule(
+            dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(),
+            dl.gpu.Transpose(), dl.gpu.Fallback(),
+        )(mod)  # fmt: skip
+    unbound = sorted(name for name, f in _prim_funcs(mod).items() if not _thread_bound(f))
+    if unbound:
+        raise EdgesegError(
+            f"No GPU schedule (tuned or DLight default) binds these kernels to threads: {unbound}.",
+            "Tune them on the phone's GPU (--tracker/--key with --trials), or report the model.",
+        )
+    return mod
+
+
+def _thread_bound(func: Any) -> bool:
+    text = func.script()
+    return "threadIdx." in text or "blockIdx." in text
 
 
 def _call_counts(mod: Any) -> dict[str, int]:
@@ -113,4 +150,5 @@ def probe_library(preset: TargetPreset) -> Any:
         for i in range(4):
             b[i] = a[i] + T.float32(1)
 
-    return tvm.compile(tvm.IRModule({"edgeseg_probe": edgeseg_probe}), target=preset.target())
+    cpu = tvm.target.Target(preset.tvm_host or preset.tvm_target)  # the code the device's CPU loads
+    return tvm.compile(tvm.IRModule({"edgeseg_probe": edgeseg_probe}), target=cpu)

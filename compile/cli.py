@@ -18,6 +18,9 @@ HELP = {
     "out": "artifact folder to write (default: ./out/<model>-<target>)",
     "threads": "threads the compiled code uses (num-cores; default: all cores of the target)",
     "mcpu": "LLVM CPU name to generate code for (default: the target's)",
+    "device": "phone preset (s21-snapdragon, s21-exynos): target CPU, threads and big-core pinning",
+    "cc": "cross compiler that links linux-arm64 libraries (default: aarch64-linux-gnu-gcc)",
+    "export": "so: shared libraries the runner can run; tar: object files to link elsewhere",
 }
 
 
@@ -26,7 +29,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="python -m compile", description=__doc__)
     p.add_argument("model", type=Path, nargs="?", help=HELP["model"])
-    p.add_argument("--target", default="host", help=HELP["target"])
+    p.add_argument("--target", default=None, help=HELP["target"] + " (default: host, or the --device's CPU)")
+    p.add_argument("--device", default=None, help=HELP["device"])
     p.add_argument("--input-shape", type=_shapes, default=None, help=HELP["input_shape"])
     p.add_argument("--trials", type=_non_negative, default=64, help=HELP["trials"])
     p.add_argument("--tracker", type=Tracker.parse, default=None, help=HELP["tracker"])
@@ -35,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", type=Path, default=None, help=HELP["out"])
     p.add_argument("--threads", type=_non_negative, default=None, help=HELP["threads"])
     p.add_argument("--mcpu", default=None, help=HELP["mcpu"])
+    p.add_argument("--cc", default=None, help=HELP["cc"])
+    p.add_argument("--export", choices=("so", "tar"), default="so", help=HELP["export"])
     p.add_argument("--seed", type=int, default=0, help="tuning seed")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
     return p
@@ -66,22 +72,32 @@ def _run(args: argparse.Namespace) -> int:
     from compile.targets import list_presets, resolve_target
     from runner.errors import EdgesegError
 
-    if args.target == "help":
+    from compile.devices import PHONES, resolve_phone
+
+    if args.target == "help" or args.device == "help":
         for name, doc in list_presets().items():
-            print(f"{name:16s} {doc}")
+            print(f"--target {name:24s} {doc}")
+        for name, phone in PHONES.items():
+            print(f"--device {name:24s} {phone.description}")
         return 0
     if args.model is None:
         raise EdgesegError("No model file given.", "Usage: python -m compile MODEL.onnx --target host")
     if args.key and args.tracker is None:
         raise EdgesegError("--key was given without --tracker.", "Pass both, or neither for the embedded farm.")
-    preset = resolve_target(args.target, threads=args.threads, mcpu=args.mcpu)
+    if args.tracker and not args.key:
+        raise EdgesegError("--tracker was given without --key.", "Name the device: --key KEY (see python -m runner devices).")
+    runtime: dict = {}
+    if args.device:
+        preset, runtime = resolve_phone(args.device).resolve(args.target, threads=args.threads)
+    else:
+        preset = resolve_target(args.target or "host", threads=args.threads, mcpu=args.mcpu, cc=args.cc)
 
     from compile.api import compile_model
     from runner.device import Device
     from runner.workspace import tuning_database_dir
 
-    key = args.key or "host-cpu"
-    device = Device(args.tracker, key) if args.tracker else None
+    key = args.key or preset.embedded_key or args.device or "phone"
+    device = Device(args.tracker, args.key) if args.tracker else None
     out = args.out or Path("out") / f"{args.model.stem}-{preset.name}"
     result = compile_model(
         model_path=args.model,
@@ -92,6 +108,8 @@ def _run(args: argparse.Namespace) -> int:
         input_shapes=args.input_shape,
         device=device,
         seed=args.seed,
+        runtime=runtime,
+        export=args.export,
     )
     _render(result, preset.name)
     return 0

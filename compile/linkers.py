@@ -13,9 +13,9 @@ from runner.errors import EdgesegError
 
 def check_linker(preset: TargetPreset) -> None:
     """Fail before any work when the preset's linker is not installed."""
-    if preset.linker == "aarch64-linux-gnu-gcc" and shutil.which("aarch64-linux-gnu-gcc") is None:
+    if preset.linker not in ("host-cc", "ndk") and shutil.which(preset.linker) is None:
         raise EdgesegError(
-            "The linux-arm64 target links with aarch64-linux-gnu-gcc, which is not installed.",
+            f"The {preset.name} target links with {preset.linker}, which is not installed.",
             "Install it: apt-get install -y gcc-aarch64-linux-gnu (or pass --cc PATH).",
         )
     if preset.linker == "ndk" and not os.environ.get("TVM_NDK_CC"):
@@ -31,14 +31,20 @@ def export_library(rt_mod: Any, path: Path, preset: TargetPreset) -> Path:
     """Write `rt_mod` (a built TVM module or Relax executable) as a shared library."""
     if preset.linker == "host-cc":
         rt_mod.export_library(str(path))
-    elif preset.linker == "aarch64-linux-gnu-gcc":
-        from tvm.support import cc
-
-        rt_mod.export_library(str(path), fcompile=cc.cross_compiler("aarch64-linux-gnu-gcc"))
     elif preset.linker == "ndk":
         from tvm.support import ndk
 
         rt_mod.export_library(str(path), fcompile=ndk.create_shared)
     else:
-        raise ValueError(f"unknown linker {preset.linker!r} in preset {preset.name!r}")
+        from tvm.support import cc
+
+        rt_mod.export_library(str(path), fcompile=cc.cross_compiler(preset.linker))
+    return path
+
+
+def export_objects(rt_mod: Any, path: Path) -> Path:
+    """Write the object files as a .tar, for linking elsewhere (no NDK on this machine)."""
+    from tvm.support import tar
+
+    rt_mod.export_library(str(path), fcompile=tar.tar)
     return path

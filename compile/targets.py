@@ -3,7 +3,8 @@
 A preset says what TVM generates code for (`tvm_target`, plus `tvm_host` for GPU targets whose
 kernels are launched by CPU code), which architecture the library runs on (so the runner can
 refuse a library the device cannot load), and which linker packages the shared library.
-The registry is a literal dict of factories; later issues add phone targets to it.
+The registry is a literal dict of factories. Device presets (a phone model: which cores to
+target, how many threads, which GPU) live in `compile/devices.py`.
 """
 
 from __future__ import annotations
@@ -23,9 +24,12 @@ class TargetPreset:
     description: str
     arch: str  # "x86_64" or "aarch64": the CPU that loads the library
     device_type: str  # "cpu" or "opencl": where the kernels run
-    linker: str  # "host-cc", "aarch64-linux-gnu-gcc" or "ndk"
-    tvm_target: dict[str, Any]
+    linker: str  # "host-cc", "ndk", or the cross compiler to link with (aarch64-linux-gnu-gcc)
+    tvm_target: dict[str, Any] | str  # a target dict, or a TVM tag such as qcom/adreno-opencl
     tvm_host: dict[str, Any] | None = None
+    # The key of the embedded device that can run this code when no tracker is given
+    # (host-cpu: this CPU; emu-arm64: the emulated aarch64 server); None: only a real device.
+    embedded_key: str | None = None
 
     def target(self):
         """The `tvm.target.Target` (imports TVM, so only call it when compiling)."""
@@ -35,11 +39,15 @@ class TargetPreset:
             return tvm.target.Target(self.tvm_target)
         return tvm.target.Target(self.tvm_target, host=self.tvm_host)
 
+    @property
+    def is_gpu(self) -> bool:
+        return self.device_type != "cpu"
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-def _host(threads: int | None = None, mcpu: str | None = None) -> TargetPreset:
+def _host(threads: int | None = None, mcpu: str | None = None, cc: str | None = None) -> TargetPreset:
     """The CPU of this machine: the embedded default device runs here."""
     import platform
 
@@ -51,6 +59,7 @@ def _host(threads: int | None = None, mcpu: str | None = None) -> TargetPreset:
         arch=platform.machine(),
         device_type="cpu",
         linker="host-cc",
+        embedded_key="host-cpu",
         tvm_target={
             "kind": "llvm",
             "mcpu": mcpu or codegen.llvm_get_system_cpu(),
@@ -59,8 +68,72 @@ def _host(threads: int | None = None, mcpu: str | None = None) -> TargetPreset:
     )
 
 
+def _arm64_cpu(triple: str, threads: int | None, mcpu: str | None, default_threads: int) -> dict[str, Any]:
+    target: dict[str, Any] = {
+        "kind": "llvm",
+        "mtriple": triple,  # an aarch64- triple: TVM reads arm64-... as 32-bit ARM
+        "mattr": ["+neon"],
+        "num-cores": threads or default_threads,
+    }
+    if mcpu:
+        target["mcpu"] = mcpu
+    return target
+
+
+def _linux_arm64(threads: int | None = None, mcpu: str | None = None, cc: str | None = None) -> TargetPreset:
+    return TargetPreset(
+        name="linux-arm64",
+        description="64-bit ARM Linux (glibc): boards, ARM servers, the emulated device",
+        arch="aarch64",
+        device_type="cpu",
+        linker=cc or "aarch64-linux-gnu-gcc",
+        embedded_key="emu-arm64",
+        tvm_target=_arm64_cpu("aarch64-linux-gnu", threads, mcpu, default_threads=4),
+    )
+
+
+def _android_arm64(threads: int | None = None, mcpu: str | None = None, cc: str | None = None) -> TargetPreset:
+    return TargetPreset(
+        name="android-arm64",
+        description="Android phone CPU (ARM64, NEON), linked with the NDK in TVM_NDK_CC",
+        arch="aarch64",
+        device_type="cpu",
+        linker="ndk",
+        tvm_target=_arm64_cpu("aarch64-linux-android", threads, mcpu, default_threads=4),
+    )
+
+
+def _android_gpu(name: str, description: str, device_target: Any):
+    def factory(threads: int | None = None, mcpu: str | None = None, cc: str | None = None) -> TargetPreset:
+        return TargetPreset(
+            name=name,
+            description=description,
+            arch="aarch64",
+            device_type="opencl",
+            linker="ndk",
+            tvm_target=device_target,
+            tvm_host=_arm64_cpu("aarch64-linux-android", threads, mcpu, default_threads=4),
+        )
+
+    return factory
+
+
 PRESETS: dict[str, tuple[str, Callable[..., TargetPreset]]] = {
     "host": ("this machine's CPU (the embedded loopback device)", _host),
+    "linux-arm64": ("64-bit ARM Linux CPU (boards, servers, the emulated device)", _linux_arm64),
+    "android-arm64": ("Android phone CPU (ARM64 NEON), NDK-linked", _android_arm64),
+    "android-mali": (
+        "Android phone Mali GPU (OpenCL), e.g. Exynos 2100's Mali-G78",
+        _android_gpu("android-mali", "Mali GPU over OpenCL", {"kind": "opencl", "device": "mali"}),
+    ),
+    "android-adreno": (
+        "Android phone Adreno GPU (OpenCL), e.g. Snapdragon 888's Adreno 660",
+        _android_gpu("android-adreno", "Adreno GPU over OpenCL", "qcom/adreno-opencl"),
+    ),
+    "android-adreno-texture": (
+        "Adreno GPU with OpenCL texture memory (qcom/adreno-opencl-texture)",
+        _android_gpu("android-adreno-texture", "Adreno GPU, OpenCL textures", "qcom/adreno-opencl-texture"),
+    ),
 }
 
 
@@ -69,8 +142,13 @@ def list_presets() -> dict[str, str]:
     return {name: doc for name, (doc, _) in PRESETS.items()}
 
 
-def resolve_target(name: str, threads: int | None = None, mcpu: str | None = None) -> TargetPreset:
-    """Expand a preset name; unknown names are an error that lists the known ones."""
+def resolve_target(
+    name: str, threads: int | None = None, mcpu: str | None = None, cc: str | None = None
+) -> TargetPreset:
+    """Expand a preset name; unknown names are an error that lists the known ones.
+
+    `cc` replaces the cross compiler of linux-arm64; the NDK compiler comes from TVM_NDK_CC.
+    """
     if name not in PRESETS:
         known = ", ".join(sorted(PRESETS))
         raise EdgesegError(
@@ -78,4 +156,6 @@ def resolve_target(name: str, threads: int | None = None, mcpu: str | None = Non
             f"Use one of: {known} (`python -m compile --target help` describes them).",
         )
     _, factory = PRESETS[name]
-    return factory(threads=threads, mcpu=mcpu)
+    if cc and name != "linux-arm64":
+        raise EdgesegError(f"--cc applies to linux-arm64 only, not {name}.", "Android targets link with TVM_NDK_CC.")
+    return factory(threads=threads, mcpu=mcpu, cc=cc)
