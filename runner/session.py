@@ -16,6 +16,7 @@ import logging
 import socket
 import struct
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, TypeVar
 
@@ -105,8 +106,6 @@ def open_session(
     The server ends the session after `session_timeout_s`. Release every remote object
     (module, VM, tensor, device) before the block ends.
     """
-    from tvm import rpc  # heavy import, only once a device is used
-
     started = time.monotonic()
     wait_for_device(device, wait_s)
     # TVM's TrackerSession.request queues until a server is free and waits forever: bound it.
@@ -121,6 +120,8 @@ def open_session(
             "Wait for the other client to finish, register more devices under the key, or "
             "raise the wait.",
         ) from None
+    from tvm import rpc  # heavy import, only once a device answered
+
     remote = rpc.connect(url, port, match_key, session_timeout_s)
     logger.info("session to %s opened after %.1f s", device, time.monotonic() - started)
     try:
@@ -159,23 +160,38 @@ def run_with_retry(
         with open_session(device, session_timeout_s, wait_s) as remote:
             return work(remote)
 
-    try:
-        return attempt()
-    except Exception as err:  # noqa: BLE001 - only a dropped session is retried
-        if not is_dropped_session(err):
-            raise
-        logger.warning("session to %s dropped while %s (%s); retrying once", device, what, err)
-    try:
-        return attempt()
-    except Exception as err:  # noqa: BLE001
-        if not is_dropped_session(err):
-            raise
-        raise DeviceError(
-            f"the session to {device} dropped twice while {what} ({err}). "
-            f"Measured before it dropped: {measured_so_far()}.",
-            "Check the device (power, network, screen lock, thermal shutdown, the RPC app "
-            "still running) and the session timeout, then run again.",
-        ) from None
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            return attempt()
+        except Exception as err:  # noqa: BLE001 - only a dropped session is retried
+            _release_frames(err)  # `attempt` has returned: its `remote` can go now
+            if not is_dropped_session(err):
+                raise
+            if attempts == 2:
+                raise DeviceError(
+                    f"the session to {device} dropped twice while {what} ({err}). "
+                    f"Measured before it dropped: {measured_so_far()}.",
+                    "Check the device (power, network, screen lock, thermal shutdown, the RPC "
+                    "app still running) and the session timeout, then run again.",
+                ) from None
+            logger.warning("session to %s dropped while %s (%s); retrying once", device, what,
+                           err)  # fmt: skip
+
+
+def _release_frames(err: BaseException) -> None:
+    """Clear the locals of the finished frames an error's traceback keeps alive.
+
+    An error raised inside a session carries the frames that held the session's remote
+    objects (module, VM, tensors); kept by whoever catches the error, they would hold the
+    session open and the device busy until the session timeout.
+    """
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        traceback.clear_frames(err.__traceback__)
+        err = err.__cause__ or err.__context__
 
 
 def _summary(tracker: Tracker) -> dict:
