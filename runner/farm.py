@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -154,7 +155,7 @@ class LocalFarm:
             sys.executable, "-P", "-m", "tvm.exec.rpc_server", "--host", _LOOPBACK,
             "--port", str(port), "--port-end", str(port + 1), "--tracker", tracker,
             "--key", self.key,
-        ], None  # fmt: skip
+        ], _host_server_env()  # fmt: skip
 
     def _spawn(self, name: str, argv: list[str], env: dict | None = None) -> subprocess.Popen:
         with open(self._log_path(name), "w") as log:
@@ -193,6 +194,17 @@ def use_device(
             f"--key {EMULATED_KEYS.get(emulate, 'KEY')} to use one served elsewhere.",
         )
     yield Device(tracker, key or HOST_KEY)
+
+
+def _host_server_env() -> dict[str, str]:
+    """The environment of a host server: every CPU this process may use in TVM's thread pool.
+
+    On x86 TVM assumes hyper-threading and uses half the logical CPUs by default (1 of the 2
+    real cores of this project's machines); an explicit TVM_NUM_THREADS wins over both.
+    """
+    env = dict(os.environ)
+    env.setdefault("TVM_NUM_THREADS", str(len(os.sched_getaffinity(0))))
+    return env
 
 
 def _free_ports(host: str, count: int, exclude: set[int] = frozenset()) -> list[int]:

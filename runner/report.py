@@ -38,12 +38,12 @@ def render_bench(result: BenchResult) -> str:
             ["", "mean", "median", "std", "p90", "min", "max", "runs", "FPS"],
             [[
                 "latency ms" + (" (emulated)" if result.emulated else ""),
-                *(f"{value:.4g}" for value in (timing.mean_ms, timing.median_ms,
-                  timing.std_ms, timing.p90_ms, timing.min_ms, timing.max_ms)),
-                str(timing.runs), f"{timing.fps:.4g}",
+                *map(_number, (timing.mean_ms, timing.median_ms, timing.std_ms,
+                               timing.p90_ms, timing.min_ms, timing.max_ms)),
+                str(timing.runs), _number(timing.fps),
             ]],
         ),  # fmt: skip
-        f"FPS = 1000 / median latency = {timing.fps:.4g}"
+        f"FPS = 1000 / median latency = {_number(timing.fps)}"
         + (" (emulated, not a device figure)" if result.emulated else ""),
     ]
     if result.kernels is not None:
@@ -54,7 +54,7 @@ def render_bench(result: BenchResult) -> str:
 def render_kernels(table: KernelTable, emulated: bool = False) -> str:
     """Per-kernel table, most expensive first, with the sum against the end-to-end median."""
     rows = [
-        [row.name, str(row.calls), f"{row.timing.median_ms:.4g}", f"{row.total_ms:.4g}",
+        [row.name, str(row.calls), _number(row.timing.median_ms), _number(row.total_ms),
          f"{100 * table.share(row):.1f}%", "yes" if row.tuned else "NO"]
         for row in table.rows
     ]  # fmt: skip
@@ -64,7 +64,8 @@ def render_kernels(table: KernelTable, emulated: bool = False) -> str:
     lines = [
         title,
         _table(["kernel", "calls", "median ms", "calls x ms", "share", "tuned"], rows),
-        f"sum of kernels {table.sum_ms:.4g} ms vs end-to-end median {table.end_to_end_ms:.4g} ms "
+        f"sum of kernels {_number(table.sum_ms)} ms vs end-to-end median "
+        f"{_number(table.end_to_end_ms)} ms "
         f"({100 * ratio:.0f}%)",
     ]
     if untuned:
@@ -78,6 +79,13 @@ def render_devices(queues: Sequence[DeviceQueue], tracker: str) -> str:
         return f"no devices registered at tracker {tracker}"
     rows = [[q.key, str(q.servers), str(q.free), str(q.pending)] for q in queues]
     return f"tracker {tracker}\n" + _table(["key", "servers", "free", "pending"], rows)
+
+
+def _number(value: float) -> str:
+    """Four significant digits without exponents: 0.04271, 12.35, 23,410."""
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.4g}" if abs(value) >= 1e-4 else f"{value:.2e}"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:

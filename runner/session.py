@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, TypeVar
 
 from runner.device import Device, Tracker
-from runner.errors import DeviceError
+from runner.errors import DeviceError, EdgesegError
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +133,8 @@ def open_session(
 
 def is_dropped_session(err: BaseException) -> bool:
     """True when `err` says the connection to the device went away (not that remote code failed)."""
+    if isinstance(err, EdgesegError):
+        return False  # ours, raised on purpose (and checked before TVM is imported)
     from tvm import error as tvm_error
 
     if isinstance(err, (tvm_error.RPCSessionTimeoutError, ConnectionError, TimeoutError)):
