@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 
 from runner.artifact import (
+    KERNELS_LIB,
     MODEL_LIB,
     PROBE_FUNC,
     PROBE_LIB,
-    KERNELS_LIB,
     Artifact,
     KernelSpec,
     load_artifact,
@@ -96,6 +96,20 @@ class BenchResult:
         return data
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What one benchmark asks for (fixed across a retried session)."""
+
+    device: Device
+    artifact: Artifact
+    protocol: TimingProtocol
+    threads: int | None
+    check: bool
+    kernels: list[KernelSpec]
+    atol: float
+    rtol: float
+
+
 @dataclass
 class _Measured:
     """What a benchmark has measured so far; kept across a retried session."""
@@ -146,11 +160,11 @@ def bench_artifact(
             "on a real device with --tracker/--key.",
         )
     kernels = artifact.kernels() if per_kernel else []
+    plan = _Plan(device, artifact, protocol, threads, check, kernels, atol, rtol)
     measured = _Measured()
     run_with_retry(
         device,
-        lambda remote: _bench_in_session(remote, device, artifact, protocol, threads, check,
-                                         kernels, measured, atol, rtol),  # fmt: skip
+        lambda remote: _bench_in_session(remote, plan, measured),
         what=f"benchmarking {artifact.folder.name}",
         measured_so_far=measured.describe,
         session_timeout_s=session_timeout_s,
@@ -174,51 +188,47 @@ def bench_artifact(
     )
 
 
-def _bench_in_session(
-    remote: Any,
-    device: Device,
-    artifact: Artifact,
-    protocol: TimingProtocol,
-    threads: int | None,
-    check: bool,
-    kernels: list[KernelSpec],
-    measured: _Measured,
-    atol: float,
-    rtol: float,
-) -> None:
+def _bench_in_session(remote: Any, plan: _Plan, measured: _Measured) -> None:
+    """The benchmark's steps in one session, skipping what `measured` already holds."""
     import tvm
     from tvm.runtime.vm import VirtualMachine
 
-    dev = _compute_device(remote, device, artifact)
-    _run_probe(remote, device, artifact)
-    if threads is not None:
-        remote.get_function("runtime.config_threadpool")(BIG_CORES, threads)
+    dev = _compute_device(remote, plan.device, plan.artifact)
+    _run_probe(remote, plan.device, plan.artifact)
+    if plan.threads is not None:
+        remote.get_function("runtime.config_threadpool")(BIG_CORES, plan.threads)
     measured.threads = int(remote.get_function("runtime.NumThreads")())
-    if threads is not None and measured.threads != threads:
-        logger.warning("asked for %d threads; the device runs %d", threads, measured.threads)
-    devices = [dev] if dev.dlpack_device_type() == remote.cpu().dlpack_device_type() else [
-        dev, remote.cpu()]  # fmt: skip
-    vm = VirtualMachine(_upload_and_load(remote, artifact.path(MODEL_LIB)), devices)
-    inputs, expected = artifact.reference()
+    if plan.threads is not None and measured.threads != plan.threads:
+        logger.warning("asked for %d threads; the device runs %d", plan.threads,
+                       measured.threads)  # fmt: skip
+    is_cpu = dev.dlpack_device_type() == remote.cpu().dlpack_device_type()
+    vm = VirtualMachine(_upload_and_load(remote, plan.artifact.path(MODEL_LIB)),
+                        [dev] if is_cpu else [dev, remote.cpu()])  # fmt: skip
+    inputs, expected = plan.artifact.reference()
     vm.set_input("main", *[tvm.runtime.tensor(value, dev) for value in inputs.values()])
-    if check and measured.check is None:
+    if plan.check and measured.check is None:
         vm.invoke_stateful("main")
-        measured.check = _compare(_flatten(vm.get_outputs("main")), expected, atol, rtol)
+        measured.check = _compare(_flatten(vm.get_outputs("main")), expected, plan.atol,
+                                  plan.rtol)  # fmt: skip
         if not measured.check.passed:
-            raise CheckFailed(
-                f"device {device.key} computed outputs that differ from the reference of "
-                f"{artifact.folder}: max abs error {measured.check.max_abs_error:.3g}, max rel "
-                f"error {measured.check.max_rel_error:.3g} (allowed: atol {atol}, rtol {rtol}).",
-                "If the difference is expected (reduced precision), raise --atol/--rtol; "
-                "otherwise the build is wrong for this device: recompile it and report the "
-                "target and TVM version.",
-            )
+            raise _check_failed(plan, measured.check)
     if measured.timing is None:
-        measured.timing = time_function(vm, "invoke_stateful", dev, ("main",), protocol)
-    if kernels:
-        library = _upload_and_load(remote, artifact.path(KERNELS_LIB))
-        time_kernels(library, dev, kernels, protocol, measured.kernel_timings,
+        measured.timing = time_function(vm, "invoke_stateful", dev, ("main",), plan.protocol)
+    if plan.kernels:
+        library = _upload_and_load(remote, plan.artifact.path(KERNELS_LIB))
+        time_kernels(library, dev, plan.kernels, plan.protocol, measured.kernel_timings,
                      lambda array: tvm.runtime.tensor(array, dev))  # fmt: skip
+
+
+def _check_failed(plan: _Plan, check: CheckResult) -> CheckFailed:
+    return CheckFailed(
+        f"device {plan.device.key} computed outputs that differ from the reference of "
+        f"{plan.artifact.folder}: max abs error {check.max_abs_error:.3g}, max rel error "
+        f"{check.max_rel_error:.3g} (allowed: atol {check.atol}, rtol {check.rtol}).",
+        "If the difference is expected (reduced precision), raise --atol/--rtol; otherwise "
+        "the build is wrong for this device: recompile it and report the target and TVM "
+        "version.",
+    )
 
 
 def _compute_device(remote: Any, device: Device, artifact: Artifact) -> Any:

@@ -95,7 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from runner.farm import LocalFarm
 
-    signal.signal(signal.SIGTERM, _interrupt)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
     farm = LocalFarm(key=args.key, servers=args.servers, host=args.host, port=args.port,
                      emulate=args.emulate)  # fmt: skip
     try:
@@ -159,6 +160,9 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _interrupt(signum: int, frame: object) -> None:
+    """Ctrl-C or SIGTERM: unwind once through the farm's clean-up, ignoring repeats meanwhile."""
+    for repeated in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(repeated, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 

@@ -12,6 +12,10 @@ DEFAULT_TRACKER_PORT = 9190
 HOST_KEY = "host-cpu"
 
 
+class BadTrackerAddress(argparse.ArgumentTypeError, ValueError):
+    """Text that is not HOST:PORT; argparse prints it as is, library callers catch ValueError."""
+
+
 @dataclass(frozen=True)
 class Tracker:
     """Where a TVM RPC tracker listens."""
@@ -21,10 +25,10 @@ class Tracker:
 
     @classmethod
     def parse(cls, text: str) -> Tracker:
-        """`HOST:PORT` -> Tracker; raises argparse.ArgumentTypeError (a ValueError) on bad text."""
+        """`HOST:PORT` -> Tracker; raises BadTrackerAddress (a ValueError) on bad text."""
         host, sep, port = text.strip().rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise argparse.ArgumentTypeError(
+            raise BadTrackerAddress(
                 f"{text!r} is not a tracker address; write HOST:PORT, "
                 f"for example 127.0.0.1:{DEFAULT_TRACKER_PORT}"
             )

@@ -20,17 +20,19 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from runner.emulator.server import EMULATED_KEY
 from runner.device import HOST_KEY, Device, Tracker
+from runner.emulator import EMULATED_KEY, emulated_server_command, ensure_sysroot, free_port
 from runner.errors import DeviceError, EdgesegError
 from runner.processes import stop_process_group
+from runner.session import registered_servers
 
 logger = logging.getLogger(__name__)
 
 # --emulate value -> the key its servers register under by default.
 EMULATED_KEYS = {"aarch64": EMULATED_KEY}
 _LOOPBACK = "127.0.0.1"
-_START_TIMEOUT_S = {None: 60.0, "aarch64": 180.0}  # an emulated server needs 10-30 s, more loaded
+# Seconds until every server is registered: an emulated one needs 10-30 s, more when loaded.
+_START_TIMEOUT_S = {None: 60.0, "aarch64": 180.0}
 
 
 class LocalFarm:
@@ -53,7 +55,7 @@ class LocalFarm:
     ) -> None:
         if emulate is not None and emulate not in EMULATED_KEYS:
             raise EdgesegError(f"cannot emulate {emulate!r}.",
-                               f"Pass --emulate with one of: {', '.join(EMULATED_KEYS)}.")  # fmt: skip
+                               f"Pass --emulate {' or '.join(EMULATED_KEYS)}.")  # fmt: skip
         if servers < 0:
             raise EdgesegError(f"--servers {servers} is negative.", "Pass 0 or more servers.")
         self.key = key or (EMULATED_KEYS[emulate] if emulate else HOST_KEY)
@@ -110,6 +112,7 @@ class LocalFarm:
                 )
 
     def _start(self) -> None:
+        sysroot = self._sysroot()  # the first emulated start builds it (about a minute)
         self._logs = tempfile.TemporaryDirectory(prefix="edgeseg-farm-")
         port = self._port if self._port is not None else _free_ports(self.host, 1)[0]
         _check_port_free(self.host, port)
@@ -118,37 +121,41 @@ class LocalFarm:
             sys.executable, "-P", "-m", "tvm.exec.rpc_tracker",
             "--host", self.host, "--port", str(port), "--port-end", str(port + 1),
         ])  # fmt: skip
-        sysroot = self._sysroot()
         server_ports = _free_ports(_LOOPBACK, self.servers, exclude={port})
         for index, server_port in enumerate(server_ports):
             self._servers.append(self._spawn(f"server-{index}", *self._server_command(
                 sysroot, server_port)))  # fmt: skip
-        from runner.emulator import wait_for_server
-
         timeout = _START_TIMEOUT_S[self.emulate]
         _wait_for_port(self.tracker, self._tracker, timeout, lambda: self._tail("tracker"))
-        for index, (proc, server_port) in enumerate(zip(self._servers, server_ports)):
-            try:
-                wait_for_server((self.tracker.host, port), self.key, port=server_port,
-                                proc=proc, timeout=timeout)  # fmt: skip
-            except DeviceError as err:
-                raise DeviceError(f"{err.problem}\n{self._tail(f'server-{index}')}",
-                                  err.fix) from None  # fmt: skip
+        self._wait_for_servers(server_ports, timeout)
         logger.info("farm up: tracker %s, %d server(s) under key %r%s", self.tracker,
                     self.servers, self.key, " (emulated)" if self.emulate else "")  # fmt: skip
 
-    def _sysroot(self) -> Path | None:
-        if self.emulate is None or not self.servers:
-            return None
-        from runner.emulator import ensure_sysroot
+    def _wait_for_servers(self, ports: list[int], timeout: float) -> None:
+        """Until every server is registered with the tracker (this process imports no TVM)."""
+        started = time.monotonic()
+        while True:
+            self.check_alive()
+            registered = {port for _, port in registered_servers(self.tracker, self.key)}
+            missing = [i for i, port in enumerate(ports) if port not in registered]
+            if not missing:
+                logger.debug("servers registered after %.1f s", time.monotonic() - started)
+                return
+            if time.monotonic() - started > timeout:
+                raise DeviceError(
+                    f"{len(missing)} of {len(ports)} RPC server(s) did not register under key "
+                    f"{self.key!r} within {timeout:.0f} s.\n{self._tail(f'server-{missing[0]}')}",
+                    "Read the server's output above; on a heavily loaded machine start fewer "
+                    "servers.",
+                )
+            time.sleep(0.3)
 
-        return ensure_sysroot()
+    def _sysroot(self) -> Path | None:
+        return ensure_sysroot() if self.emulate is not None and self.servers else None
 
     def _server_command(self, sysroot: Path | None, port: int) -> tuple[list[str], dict | None]:
         tracker = f"{_LOOPBACK}:{self.tracker.port}"
         if sysroot is not None:
-            from runner.emulator import emulated_server_command
-
             return emulated_server_command(sysroot, (_LOOPBACK, self.tracker.port), key=self.key,
                                            host=_LOOPBACK, port=port)  # fmt: skip
         return [
@@ -209,8 +216,6 @@ def _host_server_env() -> dict[str, str]:
 
 def _free_ports(host: str, count: int, exclude: set[int] = frozenset()) -> list[int]:
     """`count` distinct ports that are free now (each port and the next: TVM's range end)."""
-    from runner.emulator import free_port
-
     ports: list[int] = []
     while len(ports) < count:
         port = free_port(host)

@@ -69,8 +69,8 @@ def list_devices(tracker: Tracker) -> list[DeviceQueue]:
         key = info.get("key", "").removeprefix("server:")
         servers[key] = servers.get(key, 0) + 1
     queues = summary["queue_info"]
-    keys = sorted(set(servers) | {key for key, queue in queues.items() if queue["free"]
-                                  or queue["pending"]})  # fmt: skip
+    waiting = {key for key, queue in queues.items() if queue["free"] or queue["pending"]}
+    keys = sorted(set(servers) | waiting)
     return [
         DeviceQueue(key, servers.get(key, 0), queues.get(key, {}).get("free", 0),
                     queues.get(key, {}).get("pending", 0))  # fmt: skip
@@ -78,8 +78,17 @@ def list_devices(tracker: Tracker) -> list[DeviceQueue]:
     ]
 
 
+def registered_servers(tracker: Tracker, key: str) -> list[tuple[str, int]]:
+    """Addresses (host, port) of the servers registered under `key`, busy or free."""
+    return [
+        (info["addr"][0], int(info["addr"][1]))
+        for info in _summary(tracker)["server_info"]
+        if info.get("key") == f"server:{key}"
+    ]
+
+
 def wait_for_device(device: Device, timeout_s: float = 60.0) -> DeviceQueue:
-    """Wait until at least one server is registered under the device's key (not necessarily free)."""
+    """Wait until a server is registered under the device's key (free or busy); its queue."""
     deadline = time.monotonic() + timeout_s
     while True:
         queues = {queue.key: queue for queue in list_devices(device.tracker)}

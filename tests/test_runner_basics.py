@@ -33,6 +33,8 @@ def test_tracker_parse_reads_host_and_port(text):
 def test_tracker_parse_rejects_bad_text_with_an_example(text):
     with pytest.raises(argparse.ArgumentTypeError, match="HOST:PORT"):
         Tracker.parse(text)
+    with pytest.raises(ValueError):
+        Tracker.parse(text)
 
 
 def test_timing_statistics_follow_the_samples():
