@@ -12,10 +12,13 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from runner.cli_support import run_main, setup_logging
 from runner.device import DEFAULT_TRACKER_PORT, HOST_KEY, Tracker
+
+if TYPE_CHECKING:
+    from runner.farm import LocalFarm
 
 EMULATE_CHOICES = ("aarch64",)
 HELP = {
@@ -110,12 +113,15 @@ def _serve(args: argparse.Namespace) -> int:
         return 0
 
 
-def _serve_banner(farm, host: str) -> str:
+def _serve_banner(farm: LocalFarm, host: str) -> str:
     tracker = farm.tracker
+    key = farm.key if farm.servers else "KEY"
+    servers = (f"{farm.servers} server(s) registered under key {farm.key!r}" if farm.servers
+               else "no local servers (devices register under their own key)")  # fmt: skip
     lines = [
-        f"RPC tracker listening on {host}:{tracker.port}; {farm.servers} server(s) registered "
-        f"under key {farm.key!r}" + (f" (emulated {farm.emulate})" if farm.emulate else ""),
-        f"  benchmark: python -m runner bench ARTIFACT --tracker {tracker} --key {farm.key}",
+        f"RPC tracker listening on {host}:{tracker.port}; {servers}"
+        + (f" (emulated {farm.emulate})" if farm.emulate else ""),
+        f"  benchmark: python -m runner bench ARTIFACT --tracker {tracker} --key {key}",
         f"  list:      python -m runner devices --tracker {tracker}",
     ]
     if host == "0.0.0.0":
