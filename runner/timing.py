@@ -1,0 +1,126 @@
+"""The one timing protocol of edgeseg: how a function is timed on a device, and the statistics.
+
+Everything runs on the device through TVM's time_evaluator, so the clock is the device's own
+and no network round trip is timed. `warmup` calls are timed and thrown away first (caches,
+lazy allocation, CPU frequency ramp-up); then `repeat` samples, each the mean of `number` calls
+(more when a repeat takes less than `min_repeat_ms`), with `cooldown_ms` of rest between
+samples (thermal throttling on phones). `latency_model` times single layers with this too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from runner.errors import EdgesegError
+
+
+@dataclass(frozen=True)
+class TimingProtocol:
+    """How to time: warm-up calls, samples, calls per sample, and rest between samples."""
+
+    warmup: int = 3
+    repeat: int = 20
+    number: int = 1
+    min_repeat_ms: int = 0
+    cooldown_ms: int = 0
+
+    def __post_init__(self) -> None:
+        if self.warmup < 0 or self.repeat < 1 or self.number < 1:
+            raise EdgesegError(
+                f"timing protocol {self} is not usable: warmup must be >= 0 and repeat and "
+                "number >= 1.",
+                "Pass --warmup 0 or more and --repeat 1 or more.",
+            )
+        if self.min_repeat_ms < 0 or self.cooldown_ms < 0:
+            raise EdgesegError(f"timing protocol {self} has a negative duration.",
+                               "Pass --min-repeat-ms and --cooldown-ms as 0 or more.")  # fmt: skip
+
+    def describe(self) -> str:
+        """One line for reports: how the numbers were taken."""
+        text = (f"{self.warmup} warm-up call(s) discarded, then {self.repeat} samples of "
+                f"{self.number} call(s) each")  # fmt: skip
+        if self.min_repeat_ms:
+            text += f" (at least {self.min_repeat_ms} ms per sample)"
+        if self.cooldown_ms:
+            text += f", {self.cooldown_ms} ms cool-down between samples"
+        return text + "; timed on the device's own clock (TVM time_evaluator)"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Latency samples in milliseconds (each the mean of the protocol's calls per sample)."""
+
+    samples_ms: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if not self.samples_ms:
+            raise ValueError("a Timing needs at least one sample")
+
+    @property
+    def median_ms(self) -> float:
+        return float(np.median(self.samples_ms))
+
+    @property
+    def mean_ms(self) -> float:
+        return float(np.mean(self.samples_ms))
+
+    @property
+    def std_ms(self) -> float:
+        """Sample standard deviation (0 for a single sample)."""
+        return float(np.std(self.samples_ms, ddof=1)) if self.runs > 1 else 0.0
+
+    @property
+    def p90_ms(self) -> float:
+        return float(np.percentile(self.samples_ms, 90))
+
+    @property
+    def min_ms(self) -> float:
+        return min(self.samples_ms)
+
+    @property
+    def max_ms(self) -> float:
+        return max(self.samples_ms)
+
+    @property
+    def runs(self) -> int:
+        """Number of timed samples (warm-up calls not counted)."""
+        return len(self.samples_ms)
+
+    @property
+    def fps(self) -> float:
+        """Frames per second at the median latency."""
+        return 1000.0 / self.median_ms if self.median_ms > 0 else float("inf")
+
+    def to_dict(self) -> dict:
+        return {
+            "fps": self.fps, "median_ms": self.median_ms, "mean_ms": self.mean_ms,
+            "std_ms": self.std_ms, "p90_ms": self.p90_ms, "min_ms": self.min_ms,
+            "max_ms": self.max_ms, "runs": self.runs, "samples_ms": list(self.samples_ms),
+        }  # fmt: skip
+
+
+def time_function(
+    module: Any, func_name: str, dev: Any, args: Sequence[Any], protocol: TimingProtocol
+) -> Timing:
+    """Time `module[func_name](*args)` on `dev` with `protocol`.
+
+    `module` is anything with TVM's `time_evaluator` (a remote runtime Module, a Relax
+    VirtualMachine: time `"invoke_stateful"` with args `("main",)` after `set_input`).
+    """
+    if protocol.warmup:
+        module.time_evaluator(func_name, dev, number=1, repeat=protocol.warmup)(*args)
+    result = module.time_evaluator(
+        func_name,
+        dev,
+        number=protocol.number,
+        repeat=protocol.repeat,
+        min_repeat_ms=protocol.min_repeat_ms,
+        cooldown_interval_ms=protocol.cooldown_ms,
+    )(*args)
+    return Timing(tuple(float(seconds) * 1000.0 for seconds in result.results))

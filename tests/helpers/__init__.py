@@ -1,0 +1,1 @@
+"""Helpers shared by edgeseg's tests (real TVM builds, no mocks)."""

@@ -1,0 +1,83 @@
+"""The local farm and `serve`: every server registered while it runs, no process after it stops."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from runner.device import Device, Tracker
+from runner.emulator import free_port
+from runner.errors import DeviceError, EdgesegError
+from runner.farm import LocalFarm, use_device
+from runner.session import list_devices
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    return psutil.Process(pid).children(recursive=True)
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _cmdline(proc: psutil.Process) -> str:
+    try:
+        return " ".join(proc.cmdline())
+    except psutil.NoSuchProcess:
+        return ""
+
+
+def test_use_device_with_a_tracker_starts_nothing():
+    tracker = Tracker("10.1.2.3", 9190)
+    with use_device(tracker, "s21-cpu") as device:
+        assert device == Device(tracker, "s21-cpu")
+    with pytest.raises(EdgesegError, match="--emulate"):
+        with use_device(tracker, None, emulate="aarch64"):
+            pass
+
+
+def test_a_taken_tracker_port_is_refused_before_starting_anything(host_farm):
+    with pytest.raises(DeviceError, match=f"127.0.0.1:{host_farm.tracker.port}") as error:
+        LocalFarm(port=host_farm.tracker.port).start()
+    assert "--port" in error.value.fix
+
+
+def test_serve_prints_its_address_registers_and_stops_every_child_on_sigterm(tmp_path):
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "runner", "serve", "--port", str(port), "--servers", "2"],
+        stdout=subprocess.PIPE, stderr=open(tmp_path / "serve.err", "w"), text=True, env=env,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        banner = serve.stdout.readline()  # blocks until the farm is up (or serve exits)
+        assert f"listening on 127.0.0.1:{port}" in banner, (tmp_path / "serve.err").read_text()
+        assert re.search(r"2 server\(s\) registered under key 'host-cpu'", banner)
+        queues = {queue.key: queue for queue in list_devices(Tracker("127.0.0.1", port))}
+        assert queues["host-cpu"].servers == 2
+        children = _descendants(serve.pid)
+        commands = [_cmdline(p) for p in children]
+        assert len([c for c in commands if "tvm.exec.rpc_server" in c]) == 2
+        assert any("tvm.exec.popen_worker" in c for c in commands)  # the notes' orphan risk
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(timeout=30) == 0
+        time.sleep(0.2)
+        assert [_cmdline(p) for p in children if _alive(p)] == []
+        assert "stopped" in (tmp_path / "serve.err").read_text()
+    finally:
+        if serve.poll() is None:
+            os.killpg(serve.pid, signal.SIGKILL)
+            serve.wait()

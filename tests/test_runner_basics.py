@@ -1,0 +1,112 @@
+"""The small value types of `runner` and the artifact format's checks (no device needed)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from runner.artifact import (
+    MANIFEST,
+    MODEL_LIB,
+    REFERENCE,
+    KERNELS_JSON,
+    Manifest,
+    load_artifact,
+    write_manifest,
+)
+from runner.device import Tracker
+from runner.errors import ArtifactError, EdgesegError
+from runner.timing import Timing, TimingProtocol
+
+
+@pytest.mark.parametrize("text", ["127.0.0.1:9190", "phone-lab.local:80", " 10.0.0.2:9190 "])
+def test_tracker_parse_reads_host_and_port(text):
+    tracker = Tracker.parse(text)
+    host, port = text.strip().rsplit(":", 1)
+    assert tracker == Tracker(host, int(port)) and str(tracker) == text.strip()
+
+
+@pytest.mark.parametrize("text", ["9190", "localhost", "localhost:", ":9190", "host:x", "h:70000"])
+def test_tracker_parse_rejects_bad_text_with_an_example(text):
+    with pytest.raises(argparse.ArgumentTypeError, match="HOST:PORT"):
+        Tracker.parse(text)
+    with pytest.raises(ValueError):
+        Tracker.parse(text)
+
+
+def test_timing_statistics_follow_the_samples():
+    timing = Timing((4.0, 1.0, 3.0, 2.0, 10.0))
+    assert timing.median_ms == 3.0 and timing.mean_ms == 4.0
+    assert timing.min_ms == 1.0 and timing.max_ms == 10.0 and timing.runs == 5
+    assert timing.fps == pytest.approx(1000 / 3)
+    assert timing.std_ms == pytest.approx(np.std([4, 1, 3, 2, 10], ddof=1))
+    assert timing.p90_ms == pytest.approx(np.percentile([4, 1, 3, 2, 10], 90))
+    assert timing.to_dict()["fps"] == timing.fps and timing.to_dict()["runs"] == 5
+    assert Timing((2.5,)).std_ms == 0.0
+
+
+@pytest.mark.parametrize("bad", [{"repeat": 0}, {"warmup": -1}, {"number": 0}, {"cooldown_ms": -5}])
+def test_timing_protocol_refuses_unusable_settings(bad):
+    with pytest.raises(EdgesegError):
+        TimingProtocol(**bad)
+
+
+def test_the_tracker_wire_constants_match_tvm():
+    from tvm.rpc import base
+
+    from runner import session
+
+    assert session.TRACKER_MAGIC == base.RPC_TRACKER_MAGIC
+    assert (session.TRACKER_SUCCESS, session.TRACKER_REQUEST, session.TRACKER_SUMMARY) == (
+        base.TrackerCode.SUCCESS, base.TrackerCode.REQUEST, base.TrackerCode.SUMMARY)
+
+
+def test_manifest_lists_every_file_and_round_trips(host_artifact):
+    artifact = load_artifact(host_artifact, with_kernels=True)
+    manifest = artifact.manifest
+    on_disk = {p.relative_to(host_artifact).as_posix() for p in host_artifact.rglob("*")
+               if p.is_file() and p.name != MANIFEST}  # fmt: skip
+    assert set(manifest.files) == on_disk and "tuning/database_workload.json" in on_disk
+    assert Manifest.from_dict(json.loads((host_artifact / MANIFEST).read_text())) == manifest
+    assert manifest.inputs[0].name == "x" and manifest.outputs[0].shape == (1, 4, 16, 16)
+    inputs, outputs = artifact.reference()
+    assert inputs["x"].shape == (1, 3, 16, 16) and outputs[0].shape == (1, 4, 16, 16)
+    assert {k.name for k in artifact.kernels()} == {"fused_conv2d_relu", "fused_conv2d1_add"}
+
+
+def test_a_changed_file_fails_its_checksum(artifact_copy):
+    with open(artifact_copy / MODEL_LIB, "r+b") as library:
+        library.seek(200)
+        library.write(b"\x00\xff")
+    with pytest.raises(ArtifactError) as error:
+        load_artifact(artifact_copy)
+    assert "model.so" in error.value.problem and "checksum" in error.value.problem
+    assert "Recompile" in error.value.fix
+
+
+@pytest.mark.parametrize("name", [MODEL_LIB, REFERENCE, "tuning/database_workload.json"])
+def test_a_missing_file_is_named(artifact_copy, name):
+    (artifact_copy / name).unlink()
+    with pytest.raises(ArtifactError, match=name.replace(".", r"\.")) as error:
+        load_artifact(artifact_copy)
+    assert "missing" in error.value.problem and error.value.exit_code == 4
+
+
+def test_kernel_files_are_required_only_for_per_kernel_timing(artifact_copy):
+    manifest = load_artifact(artifact_copy).manifest
+    (artifact_copy / KERNELS_JSON).unlink()
+    write_manifest(artifact_copy, target=manifest.target, inputs=manifest.inputs,
+                   outputs=manifest.outputs)  # fmt: skip
+    assert load_artifact(artifact_copy).manifest.target == manifest.target
+    with pytest.raises(ArtifactError, match="kernels.json"):
+        load_artifact(artifact_copy, with_kernels=True)
+
+
+def test_a_folder_without_manifest_is_not_an_artifact(tmp_path):
+    with pytest.raises(ArtifactError, match="no manifest.json"):
+        load_artifact(tmp_path)
+    with pytest.raises(ArtifactError, match="does not exist"):
+        load_artifact(tmp_path / "nowhere")
