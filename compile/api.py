@@ -16,14 +16,12 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from compile.build import (
     apply_database,
     build_kernels,
     build_model,
+    device_source,
     lower,
-    probe_library,
     schedule_gpu_defaults,
 )
 from compile.frontend import load_model
@@ -31,13 +29,26 @@ from compile.linkers import check_linker, export_library, export_objects
 from compile.reference import reference_inputs, reference_outputs
 from compile.targets import TargetPreset
 from compile.tuning import TuningReport, copy_records, open_database, tune
-from runner.artifact import write_manifest
+from runner.artifact import (
+    KERNELS_LIB,
+    MODEL_LIB,
+    PROBE_LIB,
+    TUNING_DIR,
+    ArtifactTarget,
+    TensorSpec,
+    probe_module,
+    write_kernels,
+    write_manifest,
+    write_reference,
+)
 from runner.device import Device
 from runner.errors import EdgesegError
 from runner.emulator import EMULATED_KEY
 from runner.farm import use_device
 
 logger = logging.getLogger(__name__)
+
+DEVICE_SOURCE = "device_code.cl"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,41 +125,40 @@ def embedded_device(preset: TargetPreset):
 
 
 def _write_artifact(folder, model, preset, tuned, status, report, lowered, db, runtime, export) -> None:
-    def write(lib: Any, stem: str) -> None:
+    def write(lib: Any, name: str) -> None:
         if export == "tar":
-            export_objects(lib, folder / f"{stem}.tar")
+            export_objects(lib, folder / name.replace(".so", ".tar"))
         else:
-            export_library(lib, folder / f"{stem}.so", preset)
+            export_library(lib, folder / name, preset)
 
-    write(build_model(tuned, preset), "model")
+    executable = build_model(tuned, preset)
+    write(executable, MODEL_LIB)
+    if preset.is_gpu:  # readable device code: what the phone's OpenCL driver will compile
+        (folder / DEVICE_SOURCE).write_text(device_source(executable))
     kernels_lib, kernels = build_kernels(tuned, preset, status)
-    write(kernels_lib, "kernels")
-    (folder / "kernels.json").write_text(json.dumps([k.to_dict() for k in kernels], indent=1))
-    write(probe_library(preset), "probe")
+    write(kernels_lib, KERNELS_LIB)
+    write_kernels(folder, kernels)
+    write(probe_module(preset.target()), PROBE_LIB)
     inputs = reference_inputs(model)
     outputs = reference_outputs(model, inputs)
-    np.savez(
-        folder / "reference.npz",
-        **{f"input:{k}": v for k, v in inputs.items()},
-        **{f"output:{i}": v for i, v in enumerate(outputs)},
-    )
-    copy_records(lowered, preset, db, folder / "tuning")
+    write_reference(folder, inputs, outputs)
+    copy_records(lowered, preset, db, folder / TUNING_DIR)
     summary: dict[str, Any] = report.to_dict()
     summary.update(kernels=len(status), kernels_tuned=sum(status.values()),
                    untuned_kernels=sorted(k for k, ok in status.items() if not ok))  # fmt: skip
     write_manifest(
         folder,
-        target={
-            "preset": preset.name,
-            "tvm": preset.tvm_target,
-            "host": preset.tvm_host,
-            "device_type": preset.device_type,
-            "arch": preset.arch,
-            "resolved": json.loads(json.dumps(preset.target().export(), default=str)),
-        },
+        target=ArtifactTarget(
+            preset=preset.name,
+            tvm=json.loads(json.dumps(preset.target().export(), default=str)),
+            host=preset.tvm_host,
+            device_type=preset.device_type,
+            arch=preset.arch,
+            emulated_ok=preset.embedded_key == EMULATED_KEY,
+        ),
+        inputs=model.inputs,
+        outputs=[TensorSpec(tuple(o.shape), str(o.dtype)) for o in outputs],
+        tuning=summary,
         runtime=runtime,
         library_format=export,
-        inputs=[s.to_dict() for s in model.inputs],
-        outputs=[{"shape": list(o.shape), "dtype": str(o.dtype)} for o in outputs],
-        tuning=summary,
     )

@@ -9,7 +9,6 @@ because untuned CPU code is naive (no parallelism, no vectorization).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import Any
 
@@ -18,22 +17,10 @@ import tvm_ffi
 from tvm import relax
 
 from compile.targets import TargetPreset
+from runner.artifact import KernelSpec, TensorSpec
 from runner.errors import EdgesegError
 
 logger = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class KernelInfo:
-    """A fused kernel of the model as the runner times it on its own."""
-
-    name: str
-    args: tuple[dict[str, Any], ...]  # {"shape": [...], "dtype": "float32"}
-    calls: int
-    tuned: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "args": list(self.args), "calls": self.calls, "tuned": self.tuned}
 
 
 def lower(mod: Any, preset: TargetPreset) -> Any:
@@ -114,11 +101,9 @@ def _call_counts(mod: Any) -> dict[str, int]:
     return counts
 
 
-def _arg_specs(func: Any) -> tuple[dict[str, Any], ...]:
-    specs = []
-    for param in func.params:  # TVM 0.27: a PrimFunc's params are the buffers themselves
-        specs.append({"shape": [int(d) for d in param.shape], "dtype": str(param.dtype)})
-    return tuple(specs)
+def _arg_specs(func: Any) -> tuple[TensorSpec, ...]:
+    # TVM 0.27: a PrimFunc's params are the buffers themselves.
+    return tuple(TensorSpec(tuple(int(d) for d in p.shape), str(p.dtype)) for p in func.params)
 
 
 def build_model(tuned: Any, preset: TargetPreset) -> Any:
@@ -126,7 +111,7 @@ def build_model(tuned: Any, preset: TargetPreset) -> Any:
     return tvm.compile(tuned, target=preset.target())
 
 
-def build_kernels(tuned: Any, preset: TargetPreset, status: dict[str, bool]) -> tuple[Any, list[KernelInfo]]:
+def build_kernels(tuned: Any, preset: TargetPreset, status: dict[str, bool]) -> tuple[Any, list[KernelSpec]]:
     """Every fused kernel compiled alone into one library, so the runner can time each."""
     funcs = _prim_funcs(tuned)
     counts = _call_counts(tuned)
@@ -134,21 +119,13 @@ def build_kernels(tuned: Any, preset: TargetPreset, status: dict[str, bool]) -> 
         {name: f.with_attr("global_symbol", name) for name, f in funcs.items() if name in counts}
     )
     infos = [
-        KernelInfo(name, _arg_specs(funcs[name]), counts[name], status.get(name, False))
+        KernelSpec(name, _arg_specs(funcs[name]), counts[name], status.get(name, False))
         for name in sorted(counts)
     ]
     return tvm.compile(kernel_mod, target=preset.target()), infos
 
 
-def probe_library(preset: TargetPreset) -> Any:
-    """A tiny library for the same target: the runner loads it first to check the device."""
-    from tvm.script import tirx as T
-
-    @T.prim_func
-    def edgeseg_probe(a: T.Buffer((4,), "float32"), b: T.Buffer((4,), "float32")):
-        T.func_attr({"global_symbol": "edgeseg_probe"})
-        for i in range(4):
-            b[i] = a[i] + T.float32(1)
-
-    cpu = tvm.target.Target(preset.tvm_host or preset.tvm_target)  # the code the device's CPU loads
-    return tvm.compile(tvm.IRModule({"edgeseg_probe": edgeseg_probe}), target=cpu)
+def device_source(executable: Any) -> str:
+    """The OpenCL kernel source a GPU build ships to the phone (empty for CPU builds)."""
+    modules = executable.mod._collect_from_import_tree(lambda m: True)
+    return "\n".join(m.inspect_source() for m in modules if m.kind == "opencl")

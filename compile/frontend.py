@@ -15,19 +15,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+from runner.artifact import TensorSpec
 from runner.errors import EdgesegError
 
 logger = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,7 +108,7 @@ def _onnx_inputs(model, shapes: dict[str | None, tuple[int, ...]]) -> tuple[Tens
                 "Fix it with --input-shape, e.g. --input-shape 1,3,512,512.",
             )
         dtype = onnx.helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type).name
-        specs.append(TensorSpec(inp.name, tuple(dims), dtype))
+        specs.append(TensorSpec(tuple(dims), dtype, inp.name))
     return tuple(specs)
 
 
@@ -191,6 +182,6 @@ def _load_exported_program(path: Path) -> ImportedModel:
             node = next(n for n in program.graph.nodes if n.name == spec.arg.name)
             value = node.meta["val"]
             dtype = str(value.dtype).removeprefix("torch.")
-            inputs.append(TensorSpec(spec.arg.name, tuple(int(d) for d in value.shape), dtype))
+            inputs.append(TensorSpec(tuple(int(d) for d in value.shape), dtype, spec.arg.name))
     mod = from_exported_program(program, keep_params_as_input=False)
     return ImportedModel(mod=mod, inputs=tuple(inputs), source=path, kind="pt2")

@@ -8,11 +8,12 @@ over every server registered under its key.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from tqdm import tqdm
 from tvm.ir.utils import derived_object
@@ -21,6 +22,7 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
 
 from compile.builder import PooledBuilder
+from compile.intrinsics import register_for as register_intrinsics_for
 from compile.targets import TargetPreset
 from runner.device import Device
 from runner.session import check_tracker, wait_for_device
@@ -118,7 +120,8 @@ def tune(
     )  # fmt: skip
     counts: dict[int, int] = {}
     if todo and trials > 0:
-        _tune_tasks(todo, target, preset, device(), db, database_dir, trials, seed, counts)
+        with _unnamed_handlers_set_aside():
+            _tune_tasks(todo, target, preset, device(), db, database_dir, trials, seed, counts)
     spent = {todo[i].task_name: n for i, n in counts.items()}
     reports = tuple(
         TaskReport(
@@ -137,6 +140,7 @@ def tune(
 def _tune_tasks(todo, target, preset, device, db, database_dir, trials, seed, counts) -> None:
     check_tracker(device.tracker)
     wait_for_device(device, timeout_s=60)
+    register_intrinsics_for(target.kind.name)
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
         extracted_tasks=todo, work_dir=str(database_dir), seed=seed
     )
@@ -168,6 +172,21 @@ def _tune_tasks(todo, target, preset, device, db, database_dir, trials, seed, co
             )  # fmt: skip
         finally:
             builder.shutdown()
+
+
+@contextlib.contextmanager
+def _unnamed_handlers_set_aside() -> Iterator[None]:
+    """MetaSchedule rebuilds its logging config from the names of its logger's handlers and
+    crashes on an unnamed one (pytest's capture handler, for one): set those aside meanwhile."""
+    ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    unnamed = [h for h in ms_logger.handlers if not h.get_name()]
+    for handler in unnamed:
+        ms_logger.removeHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in unnamed:
+            ms_logger.addHandler(handler)
 
 
 def copy_records(lowered: Any, preset: TargetPreset, db: Any, dest: Path) -> int:

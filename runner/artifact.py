@@ -118,6 +118,10 @@ class Manifest:
     outputs: tuple[TensorSpec, ...]
     files: dict[str, str]
     tuning: dict = field(default_factory=dict)
+    # How the device should run it: {"threads": 4, "affinity": "big", "device": "s21-exynos"}
+    # from a phone preset; `runner bench` applies it unless --threads overrides.
+    runtime: dict = field(default_factory=dict)
+    library_format: str = "so"  # "tar": object files to link elsewhere, not runnable as is
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Manifest:
@@ -131,6 +135,8 @@ class Manifest:
             outputs=tuple(TensorSpec.from_dict(spec) for spec in data["outputs"]),
             files=dict(data["files"]),
             tuning=dict(data.get("tuning", {})),
+            runtime=dict(data.get("runtime", {})),
+            library_format=str(data.get("library_format", "so")),
         )
 
     def to_dict(self) -> dict:
@@ -194,6 +200,13 @@ def load_artifact(folder: str | Path, with_kernels: bool = False) -> Artifact:
             f"to {FORMAT_VERSION}.",
             "Update edgeseg on this machine, or compile with the edgeseg installed here.",
         )
+    if manifest.library_format != "so":
+        raise ArtifactError(
+            f"artifact {folder} holds object files ({manifest.library_format}), not shared "
+            "libraries, so no device can load it as is.",
+            "Link model.tar into model.so with the NDK (tvm.support.ndk.create_shared), or "
+            "compile again with TVM_NDK_CC set and without --export tar.",
+        )
     _require(folder, manifest, {**REQUIRED, **(KERNEL_FILES if with_kernels else {})})
     for relpath, expected in sorted(manifest.files.items()):
         path = folder / relpath
@@ -214,6 +227,8 @@ def write_manifest(
     inputs: Sequence[TensorSpec],
     outputs: Sequence[TensorSpec],
     tuning: Mapping[str, Any] | None = None,
+    runtime: Mapping[str, Any] | None = None,
+    library_format: str = "so",
 ) -> Manifest:
     """Write manifest.json last, with the sha256 of every file now in `folder` (recursively)."""
     folder = Path(folder)
@@ -234,6 +249,8 @@ def write_manifest(
         outputs=tuple(outputs),
         files=files,
         tuning=dict(tuning or {}),
+        runtime=dict(runtime or {}),
+        library_format=library_format,
     )
     (folder / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
     return manifest
@@ -254,12 +271,11 @@ def write_kernels(folder: str | Path, kernels: Sequence[KernelSpec]) -> None:
     (Path(folder) / KERNELS_JSON).write_text(json.dumps(data, indent=2) + "\n")
 
 
-def build_probe(target: Any, path: str | Path, **export_kwargs: Any) -> None:
-    """Build probe.so: `edgeseg_probe(a, b)` sets b = a + 1 on 4 float32 values.
+def probe_module(target: Any) -> Any:
+    """The probe: `edgeseg_probe(a, b)` sets b = a + 1 on 4 float32 values.
 
-    `target` is the artifact's tvm.target.Target (its host part is used for GPU targets);
-    `export_kwargs` go to `export_library` exactly as for model.so (`cc=`, `fcompile=`), so the
-    probe is linked like the model and fails to load where the model would.
+    `target` is the artifact's tvm.target.Target (its host part is used for GPU targets).
+    Link it exactly like model.so, so it fails to load where the model would.
     """
     import tvm
     from tvm import te
@@ -268,8 +284,12 @@ def build_probe(target: Any, path: str | Path, **export_kwargs: Any) -> None:
     a = te.placeholder((4,), name="a", dtype="float32")
     b = te.compute((4,), lambda i: a[i] + 1.0, name="b")
     func = te.create_prim_func([a, b]).with_attr("global_symbol", PROBE_FUNC)
-    library = tvm.compile(tvm.IRModule({PROBE_FUNC: func}), target=cpu_target)
-    library.export_library(str(path), **export_kwargs)
+    return tvm.compile(tvm.IRModule({PROBE_FUNC: func}), target=cpu_target)
+
+
+def build_probe(target: Any, path: str | Path, **export_kwargs: Any) -> None:
+    """Write probe.so; `export_kwargs` go to `export_library` as for model.so (`cc=`, `fcompile=`)."""
+    probe_module(target).export_library(str(path), **export_kwargs)
 
 
 def _require(folder: Path, manifest: Manifest, needed: Mapping[str, str]) -> None:

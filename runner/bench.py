@@ -160,6 +160,10 @@ def bench_artifact(
             "on a real device with --tracker/--key.",
         )
     kernels = artifact.kernels() if per_kernel else []
+    if threads is None and artifact.manifest.runtime.get("threads"):
+        threads = int(artifact.manifest.runtime["threads"])  # a phone preset's big cores
+        logger.info("running on %d big-core threads, as the artifact's %s preset says", threads,
+                    artifact.manifest.runtime.get("device", "device"))  # fmt: skip
     plan = _Plan(device, artifact, protocol, threads, check, kernels, atol, rtol)
     measured = _Measured()
     run_with_retry(

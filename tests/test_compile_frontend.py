@@ -12,7 +12,7 @@ from compile.frontend import load_model, parse_input_shapes
 from compile.reference import reference_inputs, reference_outputs
 from compile.targets import list_presets, resolve_target
 from runner.errors import EdgesegError
-from tests.tiny_models import CeluNet, TinyAttention, TinyConvNet, export_onnx, export_pt2
+from helpers.tiny_models import CeluNet, TinyAttention, TinyConvNet, export_onnx, export_pt2
 
 
 def test_parse_input_shapes():

@@ -1,0 +1,123 @@
+"""compile end to end: tune over RPC on the loopback farm, build, bench --check; database reuse."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from compile.api import compile_model
+from compile.build import apply_database, lower
+from compile.frontend import load_model
+from compile.targets import resolve_target
+from compile.tuning import open_database
+from helpers.tiny_models import TinyAttention, TinyConvNet, export_onnx, export_pt2
+from runner.artifact import load_artifact
+from runner.bench import bench_artifact
+from runner.device import Device, Tracker
+from runner.timing import TimingProtocol
+
+FAST = TimingProtocol(warmup=1, repeat=3)
+
+
+@pytest.fixture(scope="module")
+def tuned_conv(host_farm, tmp_path_factory):
+    """The tiny conv net compiled for host with a few trials per kernel; its database."""
+    work = tmp_path_factory.mktemp("tuned-conv")
+    model = export_onnx(TinyConvNet(), work / "conv.onnx")
+    result = compile_model(
+        model, work / "artifact", resolve_target("host"), database_dir=work / "db",
+        trials=9, device=host_farm.device,
+    )  # fmt: skip
+    return model, work / "db", result
+
+
+def test_conv_net_end_to_end_checks_on_device(tuned_conv, host_farm):
+    _, _, result = tuned_conv
+    assert result.kernels_total == 3 and result.untuned == 0
+    assert result.tuning.trials >= 3 and all(t.best_us for t in result.tuning.tasks)
+    manifest = load_artifact(result.artifact, with_kernels=True).manifest
+    assert manifest.tuning["kernels_tuned"] == 3 and manifest.target.preset == "host"
+    bench = bench_artifact(result.artifact, host_farm.device, FAST, check=True, per_kernel=True)
+    assert bench.check.passed and bench.check.max_abs_error < 1e-4
+    assert bench.timing.runs == 3 and bench.fps > 0
+    assert len(bench.kernels.rows) == 3
+
+
+def test_attention_block_end_to_end_from_pt2(host_farm, tmp_path):
+    model = export_pt2(TinyAttention(), tmp_path / "attn.pt2")
+    result = compile_model(
+        model, tmp_path / "artifact", resolve_target("host"), database_dir=tmp_path / "db",
+        trials=8, device=host_farm.device,
+    )  # fmt: skip
+    assert result.kernels_total >= 4  # embed conv, norm, attention matmuls/softmax, ...
+    bench = bench_artifact(result.artifact, host_farm.device, FAST, check=True)
+    assert bench.check.passed
+
+
+def test_database_is_applied_and_changes_the_built_code(tuned_conv, tmp_path):
+    """Read from the build itself: every kernel's TIR differs from the untuned lowering."""
+    onnx_path, db_dir, _ = tuned_conv
+    preset = resolve_target("host")
+    lowered = lower(load_model(onnx_path, None, tmp_path).mod, preset)
+    tuned, status = apply_database(lowered, preset, open_database(db_dir))
+    untouched, empty_status = apply_database(lowered, preset, open_database(tmp_path / "empty"))
+    assert all(status.values()) and not any(empty_status.values())
+    for name in status:
+        assert "T.parallel" in tuned[name].script() or "T.vectorized" in tuned[name].script()
+        assert "T.parallel" not in untouched[name].script()  # untuned CPU code is naive
+
+
+def test_trials_zero_builds_from_database_without_a_device(tuned_conv, tmp_path):
+    onnx_path, db_dir, _ = tuned_conv
+    nowhere = Device(Tracker("127.0.0.1", 9), "no-such-device")  # would fail if contacted
+    result = compile_model(
+        onnx_path, tmp_path / "again", resolve_target("host"), database_dir=db_dir, trials=0,
+        device=nowhere,
+    )  # fmt: skip
+    assert result.tuning.trials == 0 and result.untuned == 0
+    assert all(t.had_record for t in result.tuning.tasks)
+    # The artifact carries its own records: reusable as a database elsewhere.
+    records = (result.artifact / "tuning" / "database_tuning_record.json").read_text().splitlines()
+    assert len(records) == 3
+
+
+def test_trials_zero_with_empty_database_warns_untuned(tmp_path, caplog):
+    model = export_onnx(TinyConvNet(), tmp_path / "conv.onnx")
+    result = compile_model(
+        model, tmp_path / "art", resolve_target("host"), database_dir=tmp_path / "db", trials=0
+    )
+    assert result.untuned == 3
+    assert "UNTUNED: 3 of 3 kernels" in caplog.text
+    manifest = json.loads((result.artifact / "manifest.json").read_text())
+    assert len(manifest["tuning"]["untuned_kernels"]) == 3
+
+
+def test_output_folder_that_is_not_an_artifact_is_not_overwritten(tuned_conv, tmp_path):
+    from runner.errors import EdgesegError
+
+    onnx_path, db_dir, _ = tuned_conv
+    precious = tmp_path / "notes"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("keep me")
+    with pytest.raises(EdgesegError, match="not an edgeseg artifact"):
+        compile_model(onnx_path, precious, resolve_target("host"), database_dir=db_dir, trials=0)
+    assert (precious / "thesis.txt").read_text() == "keep me"
+
+
+def test_cli_compile_then_bench(tuned_conv, host_farm, tmp_path, capsys):
+    from compile.cli import main as compile_main
+    from runner.cli import main as runner_main
+
+    onnx_path, db_dir, _ = tuned_conv
+    tracker = str(host_farm.tracker)
+    out = tmp_path / "cli-artifact"
+    assert compile_main([str(onnx_path), "--target", "host", "--tracker", tracker, "--key",
+                         "host-cpu", "--database", str(db_dir), "--trials", "0", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "3/3 tuned" in printed and "reused" in printed
+    bench_json = tmp_path / "bench.json"
+    assert runner_main(["bench", str(out), "--tracker", tracker, "--key", "host-cpu", "--check",
+                        "--repeat", "3", "--warmup", "1", "--out", str(bench_json)]) == 0
+    assert json.loads(bench_json.read_text())["fps"] > 0
