@@ -55,7 +55,8 @@ def train(model: torch.nn.Module, args: argparse.Namespace) -> tuple[int, float,
     warmup = 30
     model.train()
     start, steps, smooth = time.perf_counter(), 0, float("nan")
-    bar = tqdm(loader, desc="train", unit="step", file=sys.stderr)
+    # iter(): the loader's length is a cap, not the plan, when a time budget ends training
+    bar = tqdm(iter(loader), desc="train", unit="step", total=args.steps, file=sys.stderr)
     for images, labels in bar:
         elapsed = time.perf_counter() - start
         progress = steps / budget_steps if args.steps else elapsed / budget_s

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -59,7 +60,9 @@ def export_onnx(model: nn.Module, input_size: int | tuple[int, int], path: str |
 
     example = _example_input(input_size)
     buffer = io.BytesIO()
-    with _eval_mode(model), torch.no_grad():
+    with _eval_mode(model), torch.no_grad(), warnings.catch_warnings():
+        # the exporter's own folding gives up on reversed slices; fold_constants does that below
+        warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
         torch.onnx.export(
             model,
             (example,),

@@ -22,7 +22,9 @@ from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 # Never evaluate these at export time: their value must be drawn when the model runs.
-NONDETERMINISTIC_OPS = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli"}
+NONDETERMINISTIC_OPS = {
+    "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli",
+}  # fmt: skip
 MAX_ROUNDS = 8
 
 

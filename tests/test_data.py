@@ -72,6 +72,14 @@ def test_ade20k_label_outside_class_range_names_file_and_value_when_loaded(tmp_p
     assert "ADE_train_00000001.png" in err.value.problem and "value 200" in err.value.problem
 
 
+def test_unreadable_image_names_the_file(tmp_path):
+    _ade20k(tmp_path, _raw_label([1]))
+    image = tmp_path / "ADEChallengeData2016" / "images" / "training" / "ADE_train_00000001.jpg"
+    image.write_bytes(b"truncated")
+    with pytest.raises(EdgesegError, match="ADE_train_00000001.jpg could not be read"):
+        build_dataset(f"ade20k:{tmp_path}", "train", SIZE)[0]
+
+
 def test_cityscapes_maps_label_ids_to_train_ids(tmp_path):
     _cityscapes(tmp_path, _raw_label([7, 26, 0, 33, 255, 1]))
     data = build_dataset(f"cityscapes:{tmp_path}", "train", SIZE, augment=False)

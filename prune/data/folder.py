@@ -34,9 +34,20 @@ class LabelSpec:
     valid_values: str  # how a user would describe the allowed raw values, for errors
 
 
+def read_image(path: Path, mode: str | None = None) -> np.ndarray:
+    """An image file as an array (converted to `mode` if given); an unreadable file is an EdgesegError."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert(mode) if mode else image)
+    except OSError as err:  # PIL's UnidentifiedImageError and truncated files are OSErrors
+        raise EdgesegError(
+            f"image file {path} could not be read ({err}).", "Replace it with the data set's original file."
+        ) from err
+
+
 def read_label(path: Path, spec: LabelSpec) -> np.ndarray:
     """A label PNG mapped to train ids (int64 HW), checked against `spec`."""
-    raw = np.asarray(Image.open(path))
+    raw = read_image(path)
     if raw.ndim != 2:
         raise EdgesegError(
             f"label image {path} has {raw.shape[-1]} channels, not one.",
@@ -67,7 +78,7 @@ class PairedFiles(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image_path, label_path = self.pairs[index]
-        image = np.asarray(Image.open(image_path).convert("RGB"))
+        image = read_image(image_path, "RGB")
         label = read_label(label_path, self.spec)
         if image.shape[:2] != label.shape:
             raise EdgesegError(
@@ -83,7 +94,9 @@ def require_folders(root: Path, folders: Sequence[str], layout: str) -> None:
     missing = [f for f in folders if not (root / f).is_dir()]
     if missing:
         expected = ", ".join(str(root / f) for f in folders)
-        problem = "does not exist" if not root.is_dir() else f"is not in the {layout} layout ({', '.join(missing)} missing)"
+        problem = (
+            f"is not in the {layout} layout ({', '.join(missing)} missing)" if root.is_dir() else "does not exist"
+        )
         raise EdgesegError(
             f"data folder {root} {problem}; expected the folders {expected}.",
             f"Pass the {layout} folder that contains {' and '.join(sorted({f.split('/')[0] for f in folders}))}.",

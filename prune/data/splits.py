@@ -25,7 +25,8 @@ def inner_outer_split(dataset: Dataset, outer_fraction: float = 0.2, seed: int =
     n_outer = round(length * outer_fraction)
     if n_outer < 1 or n_outer >= length:
         raise EdgesegError(
-            f"a training set of {length} items cannot be split into inner and outer parts with fraction {outer_fraction}.",
+            f"a training set of {length} items cannot be split into inner and outer parts "
+            f"with the outer fraction {outer_fraction}.",
             "Use a larger training set or another outer fraction.",
         )
     order = torch.randperm(length, generator=torch.Generator().manual_seed(seed)).tolist()

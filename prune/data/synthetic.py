@@ -169,7 +169,7 @@ class SyntheticScenes(Dataset):
         if not 0 <= index < self.length:
             raise IndexError(index)
         image, label = self.render(index)
-        return normalize(torch.from_numpy(image).permute(2, 0, 1) * 255.0), torch.from_numpy(label)
+        return normalize(torch.from_numpy(image).permute(2, 0, 1).contiguous() * 255.0), torch.from_numpy(label)
 
     def render(self, index: int) -> tuple[Array, Array]:
         """Scene `index` as an RGB float32 HWC array in [0, 1] and an int64 HW label array."""

@@ -54,6 +54,11 @@ def create_model(
     """
     if name not in MODELS:
         raise EdgesegError(f"unknown model {name!r}.", f"Use one of: {', '.join(list_models())}.")
+    if num_classes < 1:
+        raise EdgesegError(
+            f"a model needs at least one class, not {num_classes}.",
+            "Pass num_classes >= 1 (it normally comes from the data set).",
+        )
     spec = MODELS[name]
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     kwargs.setdefault("embed_dim", spec.embed_dim)
