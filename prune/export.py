@@ -63,6 +63,9 @@ def export_onnx(model: nn.Module, input_size: int | tuple[int, int], path: str |
     with _eval_mode(model), torch.no_grad(), warnings.catch_warnings():
         # the exporter's own folding gives up on reversed slices; fold_constants does that below
         warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
+        # the legacy exporter is deliberate: its graphs are the ones TVM's importer was checked on
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message="You are using the legacy")
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message="The feature will be removed")
         torch.onnx.export(
             model,
             (example,),
