@@ -1,0 +1,190 @@
+"""Learnable gates: one score per unit of every group, and the mask that multiplies it.
+
+Parameterization (one choice, documented): each unit k of a group has a score s_k and a keep
+probability p_k = sigmoid(s_k / T). `probabilities()` exposes p per group, differentiable in
+the scores; the latency budget turns them into a kept-count distribution.
+
+The mask in the forward pass is hard: h_k = [s_k > 0] (equivalently p_k > 0.5), and when a
+group would lose every unit its highest-scoring unit stays. Gradients reach the scores through
+p (straight-through estimator, Bengio et al. 2013; BiP's "popup scores" train the same way):
+m = h + (p - p.detach()) has exactly the value h and the derivative dp/ds. Hard masks make the
+searched network *be* the network `shrink` produces, so the outer loss is measured on the
+real pruned architecture and masked == shrunk holds to rounding. `straight_through=False` uses
+m = p instead: a smooth relaxation, for checks that need an exact hypergradient.
+
+How a mask reaches the network: a forward hook on every producer of a group (the convolutions,
+linears and norms whose output channels are the group's) multiplies those channels by the mask
+of their units, so masked channels leave every producer as exact zeros and the consumers (which
+only see sums and element-wise functions of them) receive zeros. LayerNorm is the one producer
+that also *mixes* channels (mean and variance over them): its hook recomputes the norm with
+statistics over the kept channels only, which is what the shrunk LayerNorm computes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from prune.groups import Group
+from runner.errors import EdgesegError
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """`temperature` T of p = sigmoid(s/T); `init_score` starts every unit kept (p = sigmoid(init/T))."""
+
+    temperature: float = 1.0
+    init_score: float = 3.0
+    straight_through: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise EdgesegError(f"gate temperature must be > 0, got {self.temperature}.", "Pass a positive temperature.")
+
+
+@dataclass(frozen=True)
+class _Share:
+    """One group's channels in one producer's output: `units[i]` masks channel `channels[i]`;
+    `channels` is None when the group owns every channel (then `units` is in channel order)."""
+
+    group: int
+    units: torch.Tensor
+    channels: torch.Tensor | None
+
+
+class Gates(nn.Module):
+    """Scores for every unit of `groups`; `attach(model)` makes the masks act on the model."""
+
+    def __init__(self, groups: Sequence[Group], config: GateConfig = GateConfig()) -> None:
+        super().__init__()
+        if not groups:
+            raise EdgesegError(
+                "The model has no prunable groups.",
+                "Check GroupSet.fixed for why each structure is kept whole, or use a smaller unit.",
+            )
+        self.groups = tuple(groups)
+        self.config = config
+        self.scores = nn.ParameterList(
+            nn.Parameter(torch.full((g.num_units,), float(config.init_score))) for g in self.groups
+        )
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._current: list[torch.Tensor] = []
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(g.name for g in self.groups)
+
+    def probabilities(self) -> dict[str, torch.Tensor]:
+        """Keep probability per unit, per group name (differentiable in the scores)."""
+        return {g.name: torch.sigmoid(s / self.config.temperature) for g, s in zip(self.groups, self.scores)}
+
+    def hard_masks(self) -> list[torch.Tensor]:
+        """0/1 keep decision per unit (no gradient), at least one unit per group."""
+        masks = []
+        for scores in self.scores:
+            hard = (scores.detach() > 0).to(scores.dtype)
+            if hard.sum() == 0:
+                hard[scores.detach().argmax()] = 1.0
+            masks.append(hard)
+        return masks
+
+    def masks(self) -> list[torch.Tensor]:
+        """The masks that multiply the units now: straight-through hard masks, or p when soft."""
+        probs = list(self.probabilities().values())
+        if not self.config.straight_through:
+            return probs
+        return [hard + (p - p.detach()) for hard, p in zip(self.hard_masks(), probs)]
+
+    def kept_units(self) -> dict[str, list[int]]:
+        """The replay data for `shrink`: kept unit indices per group (JSON-able)."""
+        return {g.name: hard.nonzero().flatten().tolist() for g, hard in zip(self.groups, self.hard_masks())}
+
+    def kept_channels(self) -> dict[str, int]:
+        """Channels the hard masks keep, per group."""
+        return {g.name: len(g.channels_of(units)) for g, units in zip(self.groups, self.kept_units().values())}
+
+    def attach(self, model: nn.Module) -> None:
+        """Hook the masks into `model` (the model the groups were built from)."""
+        if self._handles:
+            raise EdgesegError("These gates are already attached to a model.", "Call detach() first.")
+        modules = dict(model.named_modules())
+        shares: dict[str, list[_Share]] = {}
+        for index, group in enumerate(self.groups):
+            for member in group.producers:
+                if member.module not in modules:
+                    raise EdgesegError(
+                        f"Group {group.name} names module {member.module}, which this model does not have.",
+                        "Attach the gates to the model the groups were built from.",
+                    )
+                module = modules[member.module]
+                device = next(module.parameters()).device
+                channels = torch.tensor(member.channels, dtype=torch.long, device=device)
+                units = torch.tensor(member.units, dtype=torch.long, device=device)
+                if len(channels) == _width(module):
+                    units, channels = units[torch.argsort(channels)], None
+                shares.setdefault(member.module, []).append(_Share(index, units, channels))
+        self._handles.append(model.register_forward_pre_hook(self._refresh))
+        for name, module_shares in shares.items():
+            self._handles.append(modules[name].register_forward_hook(self._hook_for(modules[name], module_shares)))
+
+    def detach(self) -> None:
+        """Remove every hook; the model computes unmasked again."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._current = []
+
+    def _refresh(self, _module: nn.Module, _inputs: tuple) -> None:
+        self._current = self.masks()
+
+    def _hook_for(self, module: nn.Module, shares: list[_Share]):
+        width = _width(module)
+        channel_dim = 1 if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d)) else -1
+
+        def channel_mask() -> torch.Tensor:
+            full = None
+            for share in shares:
+                values = self._current[share.group][share.units]
+                if share.channels is not None:
+                    ones = torch.ones(width, dtype=values.dtype, device=values.device)
+                    values = ones.index_copy(0, share.channels, values)
+                full = values if full is None else full * values
+            return full
+
+        def hook(mod: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+            mask = channel_mask()
+            if isinstance(mod, nn.LayerNorm):
+                return _masked_layer_norm(mod, inputs[0], mask)
+            if channel_dim == 1:
+                mask = mask.view(1, -1, *([1] * (output.dim() - 2)))
+            return output * mask
+
+        return hook
+
+
+def _width(module: nn.Module) -> int:
+    """Output channels of a maskable producer."""
+    if isinstance(module, nn.LayerNorm):
+        return module.normalized_shape[0]
+    if isinstance(module, nn.Linear):
+        return module.out_features
+    if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        return module.num_features
+    return module.out_channels
+
+
+def _masked_layer_norm(norm: nn.LayerNorm, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """LayerNorm over the last dimension with mean and variance over the kept channels only."""
+    kept = mask.sum()
+    mean = (x * mask).sum(-1, keepdim=True) / kept
+    centred = x - mean
+    var = (centred * centred * mask).sum(-1, keepdim=True) / kept
+    y = centred * torch.rsqrt(var + norm.eps)
+    if norm.weight is not None:
+        y = y * norm.weight
+    if norm.bias is not None:
+        y = y + norm.bias
+    return y * mask
