@@ -8,10 +8,12 @@
 The last product is the implicit gradient (IG). Two ways to approximate it:
 
 * `first_order` (BiP: Zhang et al., "Advancing Model Pruning via Bi-level Optimization",
-  NeurIPS 2022; OPTML-Group/BiP `trainer/bilevel.py`). A mask multiplies the output rows θ_j of
-  its unit's producers, z = m ⊙ θ. With BiP's assumptions, (∇²_θθ L + λI)⁻¹ ≈ I/λ and
-  ∇²_z L ≈ 0, the mixed derivative is diagonal, ∂_m ∇_θ L_tr ≈ diag(∂_z L_tr), and
-      IG_k = -(1/λ) Σ_{rows j of unit k} ∂_{z_j} L_tr · ∂_{θ_j} L_val,   ∂_z L = ∂_θ L / m_k.
+  NeurIPS 2022; OPTML-Group/BiP `trainer/bilevel.py`). BiP's masks multiply weights, z = m ⊙ θ;
+  here a unit's mask is read as multiplying every weight entry that cutting the unit removes
+  (its producers' output rows and its consumers' input columns). With BiP's assumptions,
+  (∇²_θθ L + λI)⁻¹ ≈ I/λ and ∇²_z L ≈ 0, the mixed derivative is diagonal,
+  ∂_m ∇_θ L_tr ≈ diag(∂_z L_tr), and
+      IG_k = -(1/λ) Σ_{entries j of unit k} ∂_{z_j} L_tr · ∂_{θ_j} L_val,  ∂_z L = ∂_θ L / m_k.
   Only first-order gradients are needed: one backward per split, as in plain training. BiP's
   code scales the product by a tuned constant (`lr2`) instead of 1/λ; `implicit_scale` allows
   the same.
@@ -89,9 +91,10 @@ class _Passes:
 
 @dataclass(frozen=True)
 class _Rows:
-    """Parameter `param` (index into θ) has its output rows (dim 0) in `group`'s units."""
+    """Slices of parameter `param` (index into θ) along `dim` that belong to `group`'s units."""
 
     param: int
+    dim: int
     group: int
     channels: torch.Tensor
     units: torch.Tensor
@@ -111,7 +114,7 @@ class BilevelOptimizer:
             self.weights, lr=config.inner_lr, momentum=config.inner_momentum, weight_decay=config.weight_decay_lambda
         )
         self.outer = torch.optim.Adam(self.scores, lr=config.outer_lr)
-        self._rows = _producer_rows(model, gates, self.weights) if config.method == "first_order" else []
+        self._rows = _unit_entries(model, gates, self.weights) if config.method == "first_order" else []
 
     def step(self, train_batch: Any, val_batch: Any, penalty_fn: PenaltyFn | None = None) -> StepStats:
         """One outer update of the scores and one inner update of the weights."""
@@ -166,7 +169,7 @@ class BilevelOptimizer:
             masks = [m.detach() for m in self.gates.masks()]
             per_unit = [torch.zeros_like(m) for m in masks]
             for rows in self._rows:
-                product = train_grads[rows.param] * v[rows.param]
+                product = (train_grads[rows.param] * v[rows.param]).movedim(rows.dim, 0)
                 product = product.reshape(product.shape[0], -1).sum(1)
                 per_unit[rows.group].index_add_(0, rows.units, product[rows.channels])
             ig_mask = [
@@ -199,18 +202,23 @@ def _grads(loss: torch.Tensor, params: list[torch.Tensor], create_graph: bool = 
     return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
 
 
-def _producer_rows(model: nn.Module, gates: Gates, weights: list[torch.Tensor]) -> list[_Rows]:
-    """Which output rows of which weights each unit's mask multiplies (for the first-order IG)."""
+def _unit_entries(model: nn.Module, gates: Gates, weights: list[torch.Tensor]) -> list[_Rows]:
+    """The weight entries each unit owns, i.e. what cutting it removes: its producers' output
+    rows (dim 0: convolution/linear rows, norm and depthwise per-channel parameters) and its
+    consumers' input columns (dim 1 of their weights)."""
     index = {id(p): i for i, p in enumerate(weights)}
     modules = dict(model.named_modules())
     rows = []
     for g, group in enumerate(gates.groups):
-        for member in group.producers:
-            for param in modules[member.module].parameters(recurse=False):
+        for member in group.members:
+            module = modules[member.module]
+            params = list(module.parameters(recurse=False)) if member.producer else [module.weight]
+            for param in params:
                 if id(param) in index:
                     rows.append(
                         _Rows(
                             param=index[id(param)],
+                            dim=0 if member.producer else 1,
                             group=g,
                             channels=torch.tensor(member.channels, dtype=torch.long, device=param.device),
                             units=torch.tensor(member.units, dtype=torch.long, device=param.device),

@@ -12,12 +12,17 @@ searched network *be* the network `shrink` produces, so the outer loss is measur
 real pruned architecture and masked == shrunk holds to rounding. `straight_through=False` uses
 m = p instead: a smooth relaxation, for checks that need an exact hypergradient.
 
-How a mask reaches the network: a forward hook on every producer of a group (the convolutions,
-linears and norms whose output channels are the group's) multiplies those channels by the mask
-of their units, so masked channels leave every producer as exact zeros and the consumers (which
-only see sums and element-wise functions of them) receive zeros. LayerNorm is the one producer
-that also *mixes* channels (mean and variance over them): its hook recomputes the norm with
-statistics over the kept channels only, which is what the shrunk LayerNorm computes.
+Where a mask acts: on the *inputs of the consumers* of a group (the convolutions and linears
+that read its channels; a forward pre-hook multiplies those input channels), so every consumer
+reads exact zeros in dropped channels and cutting them out changes nothing downstream. Masking
+there, after any activation, keeps the straight-through gradient of a dropped unit alive
+(masking a producer's output instead would put the zero in front of a ReLU, whose derivative
+at 0 is 0). Producers keep computing dropped channels; only two things could carry their
+values to kept channels, and neither does: BatchNorm and depthwise convolutions are per
+channel, and LayerNorm, the one producer that mixes channels, is recomputed by its hook with
+mean and variance over the kept channels only (what the shrunk LayerNorm computes). When
+outputs are pruned (a bare backbone), the model output still carries values in dropped
+channels; compare kept channels only.
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ class GateConfig:
 
 @dataclass(frozen=True)
 class _Share:
-    """One group's channels in one producer's output: `units[i]` masks channel `channels[i]`;
+    """One group's channels in one module's input: `units[i]` masks channel `channels[i]`;
     `channels` is None when the group owns every channel (then `units` is in channel order)."""
 
     group: int
@@ -113,7 +118,9 @@ class Gates(nn.Module):
         modules = dict(model.named_modules())
         shares: dict[str, list[_Share]] = {}
         for index, group in enumerate(self.groups):
-            for member in group.producers:
+            for member in group.members:
+                if member.producer and not isinstance(modules.get(member.module), nn.LayerNorm):
+                    continue
                 if member.module not in modules:
                     raise EdgesegError(
                         f"Group {group.name} names module {member.module}, which this model does not have.",
@@ -123,12 +130,17 @@ class Gates(nn.Module):
                 device = next(module.parameters()).device
                 channels = torch.tensor(member.channels, dtype=torch.long, device=device)
                 units = torch.tensor(member.units, dtype=torch.long, device=device)
-                if len(channels) == _width(module):
+                if len(channels) == _in_width(module):
                     units, channels = units[torch.argsort(channels)], None
                 shares.setdefault(member.module, []).append(_Share(index, units, channels))
         self._handles.append(model.register_forward_pre_hook(self._refresh))
         for name, module_shares in shares.items():
-            self._handles.append(modules[name].register_forward_hook(self._hook_for(modules[name], module_shares)))
+            module = modules[name]
+            if isinstance(module, nn.LayerNorm):
+                handle = module.register_forward_hook(self._norm_hook(module, module_shares))
+            else:
+                handle = module.register_forward_pre_hook(self._input_hook(module, module_shares))
+            self._handles.append(handle)
 
     def detach(self) -> None:
         """Remove every hook; the model computes unmasked again."""
@@ -140,44 +152,51 @@ class Gates(nn.Module):
     def _refresh(self, _module: nn.Module, _inputs: tuple) -> None:
         self._current = self.masks()
 
-    def _hook_for(self, module: nn.Module, shares: list[_Share]):
-        width = _width(module)
-        channel_dim = 1 if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d)) else -1
+    def _channel_mask(self, width: int, shares: list[_Share]) -> torch.Tensor:
+        """The mask over all `width` channels of one module (ones where no group applies)."""
+        full = None
+        for share in shares:
+            values = self._current[share.group][share.units]
+            if share.channels is not None:
+                ones = torch.ones(width, dtype=values.dtype, device=values.device)
+                values = ones.index_copy(0, share.channels, values)
+            full = values if full is None else full * values
+        return full
 
-        def channel_mask() -> torch.Tensor:
-            full = None
-            for share in shares:
-                values = self._current[share.group][share.units]
-                if share.channels is not None:
-                    ones = torch.ones(width, dtype=values.dtype, device=values.device)
-                    values = ones.index_copy(0, share.channels, values)
-                full = values if full is None else full * values
-            return full
+    def _input_hook(self, module: nn.Module, shares: list[_Share]):
+        width = _in_width(module)
+        channels_first = isinstance(module, (nn.Conv1d, nn.Conv2d))
 
-        def hook(mod: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
-            mask = channel_mask()
-            if isinstance(mod, nn.LayerNorm):
-                return _masked_layer_norm(mod, inputs[0], mask)
-            if channel_dim == 1:
-                mask = mask.view(1, -1, *([1] * (output.dim() - 2)))
-            return output * mask
+        def hook(_mod: nn.Module, inputs: tuple) -> tuple:
+            x, *rest = inputs
+            mask = self._channel_mask(width, shares)
+            if channels_first:
+                mask = mask.view(1, -1, *([1] * (x.dim() - 2)))
+            return (x * mask, *rest)
+
+        return hook
+
+    def _norm_hook(self, module: nn.LayerNorm, shares: list[_Share]):
+        width = _in_width(module)
+
+        def hook(mod: nn.LayerNorm, inputs: tuple, _output: torch.Tensor) -> torch.Tensor:
+            return _masked_layer_norm(mod, inputs[0], self._channel_mask(width, shares))
 
         return hook
 
 
-def _width(module: nn.Module) -> int:
-    """Output channels of a maskable producer."""
+def _in_width(module: nn.Module) -> int:
+    """Input channels of a consumer, or the normalised width of a LayerNorm."""
     if isinstance(module, nn.LayerNorm):
         return module.normalized_shape[0]
     if isinstance(module, nn.Linear):
-        return module.out_features
-    if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-        return module.num_features
-    return module.out_channels
+        return module.in_features
+    return module.in_channels
 
 
 def _masked_layer_norm(norm: nn.LayerNorm, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """LayerNorm over the last dimension with mean and variance over the kept channels only."""
+    """LayerNorm over the last dimension with mean and variance over the kept channels only
+    (dropped channels of the result are left for the consumers' masks)."""
     kept = mask.sum()
     mean = (x * mask).sum(-1, keepdim=True) / kept
     centred = x - mean
@@ -187,4 +206,4 @@ def _masked_layer_norm(norm: nn.LayerNorm, x: torch.Tensor, mask: torch.Tensor) 
         y = y * norm.weight
     if norm.bias is not None:
         y = y + norm.bias
-    return y * mask
+    return y

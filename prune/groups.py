@@ -31,17 +31,20 @@ from prune.attention import head_layout
 
 log = logging.getLogger(__name__)
 
-# Modules whose output channels a gate may multiply (see prune.gates for how each is masked).
-MASKABLE = (nn.Conv1d, nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)
+# Layers a group may contain (prune.gates masks the consumers' inputs and normalises LayerNorms
+# over kept channels; the other producers compute each channel from that channel alone).
+PRODUCERS = (nn.Conv1d, nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)
+CONSUMERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
 
 
 @dataclass(frozen=True)
 class Member:
     """One module's share of a group.
 
-    `producer`: the group owns this module's output channels (the gate multiplies its output);
-    otherwise the module only consumes them (its input channels are cut with the group).
-    `channels[i]` (in this module's coordinates) belongs to unit `units[i]`.
+    `producer`: the group owns this module's output channels (convolutions and linears whose
+    rows are the group's, and the per-channel layers between them and their readers: norms,
+    depthwise convolutions); otherwise the module consumes them (a convolution or linear whose
+    input columns are cut with the group). `channels[i]` (module coordinates) is in unit `units[i]`.
     """
 
     module: str
@@ -72,6 +75,10 @@ class Group:
     @property
     def producers(self) -> tuple[Member, ...]:
         return tuple(m for m in self.members if m.producer)
+
+    @property
+    def consumers(self) -> tuple[Member, ...]:
+        return tuple(m for m in self.members if not m.producer)
 
 
 @dataclass
@@ -196,8 +203,10 @@ def _unsupported(graph, module: nn.Module, producer: bool, idxs) -> str:
             return "transposed convolution"
         if module.groups > 1 and module.groups != module.out_channels:
             return "grouped convolution"
-    if producer and not isinstance(module, MASKABLE):
-        return f"no exact mask for {type(module).__name__}"
+    if producer and not isinstance(module, PRODUCERS):
+        return f"no exact mask for {type(module).__name__} producing the channels"
+    if not producer and not isinstance(module, CONSUMERS):
+        return f"no input mask for {type(module).__name__} reading the channels"
     if isinstance(module, nn.LayerNorm) and len(module.normalized_shape) != 1:
         return "LayerNorm over more than one dimension"
     return ""
@@ -217,7 +226,7 @@ def describe(group_set: GroupSet) -> list[dict[str, Any]]:
             "unit": g.unit,
             "units": g.num_units,
             "producers": [m.module for m in g.producers],
-            "consumers": [m.module for m in g.members if not m.producer],
+            "consumers": [m.module for m in g.consumers],
         }
         for g in group_set.groups
     ]
