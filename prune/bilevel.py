@@ -168,10 +168,14 @@ class BilevelOptimizer:
         with torch.no_grad():
             masks = [m.detach() for m in self.gates.masks()]
             per_unit = [torch.zeros_like(m) for m in masks]
+            products: dict[int, torch.Tensor] = {}
             for rows in self._rows:
-                product = (train_grads[rows.param] * v[rows.param]).movedim(rows.dim, 0)
-                product = product.reshape(product.shape[0], -1).sum(1)
-                per_unit[rows.group].index_add_(0, rows.units, product[rows.channels])
+                if rows.param not in products:
+                    products[rows.param] = train_grads[rows.param] * v[rows.param]
+                product = products[rows.param]
+                others = [d for d in range(product.dim()) if d != rows.dim]
+                per_channel = product.sum(others) if others else product
+                per_unit[rows.group].index_add_(0, rows.units, per_channel[rows.channels])
             ig_mask = [
                 torch.where(m > 0, -scale * total / m.clamp_min(1e-12), torch.zeros_like(m))
                 for m, total in zip(masks, per_unit)

@@ -19,10 +19,13 @@ there, after any activation, keeps the straight-through gradient of a dropped un
 (masking a producer's output instead would put the zero in front of a ReLU, whose derivative
 at 0 is 0). Producers keep computing dropped channels; only two things could carry their
 values to kept channels, and neither does: BatchNorm and depthwise convolutions are per
-channel, and LayerNorm, the one producer that mixes channels, is recomputed by its hook with
-mean and variance over the kept channels only (what the shrunk LayerNorm computes). When
-outputs are pruned (a bare backbone), the model output still carries values in dropped
-channels; compare kept channels only.
+channel, and LayerNorm, the one producer that mixes channels, is recomputed by its hook over
+the kept channels only (what the shrunk LayerNorm computes; with soft masks, statistics
+weighted by p). The LayerNorm statistics follow the hard decision without a gradient of their
+own: the scores learn from the consumers' masks, and the norm stays one fused kernel (a
+differentiable weighted norm made a pvt_v2 training step 2x slower). When outputs are pruned
+(a bare backbone), the model output still carries values in dropped channels; compare kept
+channels only.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from prune.groups import Group
@@ -178,9 +182,16 @@ class Gates(nn.Module):
 
     def _norm_hook(self, module: nn.LayerNorm, shares: list[_Share]):
         width = _in_width(module)
+        soft = not self.config.straight_through
 
-        def hook(mod: nn.LayerNorm, inputs: tuple, _output: torch.Tensor) -> torch.Tensor:
-            return _masked_layer_norm(mod, inputs[0], self._channel_mask(width, shares))
+        def hook(mod: nn.LayerNorm, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+            mask = self._channel_mask(width, shares)
+            if soft:
+                return _weighted_layer_norm(mod, inputs[0], mask)
+            kept = mask.detach().nonzero().flatten()
+            if len(kept) == width:
+                return output
+            return output.index_copy(-1, kept, _layer_norm_of(mod, inputs[0], kept))
 
         return hook
 
@@ -194,9 +205,15 @@ def _in_width(module: nn.Module) -> int:
     return module.in_channels
 
 
-def _masked_layer_norm(norm: nn.LayerNorm, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """LayerNorm over the last dimension with mean and variance over the kept channels only
-    (dropped channels of the result are left for the consumers' masks)."""
+def _layer_norm_of(norm: nn.LayerNorm, x: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+    """What the shrunk LayerNorm computes: the norm of the kept channels alone."""
+    weight = None if norm.weight is None else norm.weight[kept]
+    bias = None if norm.bias is None else norm.bias[kept]
+    return F.layer_norm(x.index_select(-1, kept), (len(kept),), weight, bias, norm.eps)
+
+
+def _weighted_layer_norm(norm: nn.LayerNorm, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Soft masks: LayerNorm with mean and variance weighted by the keep probabilities."""
     kept = mask.sum()
     mean = (x * mask).sum(-1, keepdim=True) / kept
     centred = x - mean

@@ -89,6 +89,19 @@ def test_pvt_v2_b0_backbone_shrinks_to_the_masked_function():
     assert attention.num_heads == 2 and attention.q.out_features == 64 and attention.kv.out_features == 128
 
 
+def test_efficientvit_b0_backbone_shrinks_to_the_masked_function():
+    torch.manual_seed(5)
+    model = randomise_norms(timm.create_model("efficientvit_b0", features_only=True, pretrained=False))
+    image = torch.randn(2, 3, 64, 64)
+    masked, plan, groups = masked_then_shrunk(model, image, unit=8, prune_outputs=True)
+    with torch.no_grad():
+        shrunk = model(image)
+    stage_widths = [f"stages_{i}.blocks.0.main.point_conv.conv" for i in range(4)]
+    for feature_masked, feature_shrunk, name in zip(masked, shrunk, stage_widths):
+        kept = groups[name].channels_of(plan[name])
+        assert torch.allclose(feature_masked[:, kept], feature_shrunk, atol=1e-4)
+
+
 def test_plans_for_another_model_are_errors():
     torch.manual_seed(4)
     groups = build_groups(TinySegNet(), torch.randn(1, 3, 16, 16), unit=4)
