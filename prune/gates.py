@@ -22,8 +22,9 @@ values to kept channels, and neither does: BatchNorm and depthwise convolutions 
 channel, and LayerNorm, the one producer that mixes channels, is recomputed by its hook over
 the kept channels only (what the shrunk LayerNorm computes; with soft masks, statistics
 weighted by p). The LayerNorm statistics follow the hard decision without a gradient of their
-own: the scores learn from the consumers' masks, and the norm stays one fused kernel (a
-differentiable weighted norm made a pvt_v2 training step 2x slower). When outputs are pruned
+own: the scores learn from the consumers' masks, and the norm stays one fused kernel (the
+differentiable weighted norm, still used for soft masks, made a masked forward + backward of
+the pvt_v2_b0 stand-in about 15-20% slower on this machine). When outputs are pruned
 (a bare backbone), the model output still carries values in dropped channels; compare kept
 channels only.
 """
