@@ -33,7 +33,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from prune.gates import Gates
 from runner.errors import EdgesegError
@@ -146,18 +148,29 @@ class BilevelOptimizer:
         self.outer.load_state_dict(state["outer"])
 
     def _passes(self, train_batch: Any, val_batch: Any) -> "_Passes":
-        """Held-out and training passes at the same weights and masks, and the hypergradient."""
+        """Held-out and training passes at the same weights and masks, and the hypergradient.
+
+        Under torch.distributed (torchrun, one batch per process) the gradients are averaged
+        over processes before they are combined, so every process takes the same step. Do not
+        wrap the model in DistributedDataParallel: this optimiser calls autograd.grad, which its
+        gradient hooks do not see."""
         val_loss = self.loss_fn(self.model, val_batch)
-        val_grads = _grads(val_loss, self.weights + self.scores)
+        val_grads = _average(_grads(val_loss, self.weights + self.scores))
         v, direct = val_grads[: len(self.weights)], val_grads[len(self.weights) :]
-        neumann = self.config.method == "neumann"
-        train_loss = self.loss_fn(self.model, train_batch)
-        train_grads = _grads(train_loss, self.weights, create_graph=neumann)
-        implicit = self._neumann(train_grads, v) if neumann else self._first_order(train_grads, v)
+        if self.config.method == "neumann":
+            with sdpa_kernel(SDPBackend.MATH):  # fused attention kernels have no double backward
+                train_loss = self.loss_fn(self.model, train_batch)
+                train_grads = _grads(train_loss, self.weights, create_graph=True)
+                implicit = _average(self._neumann(train_grads, v))
+            train_grads = _average([g.detach() for g in train_grads])
+        else:
+            train_loss = self.loss_fn(self.model, train_batch)
+            train_grads = _average(_grads(train_loss, self.weights))
+            implicit = self._first_order(train_grads, v)
         return _Passes(
             train_loss=float(train_loss.detach()),
             val_loss=float(val_loss.detach()),
-            train_grads=[g.detach() for g in train_grads],
+            train_grads=train_grads,
             score_grads=[d + i for d, i in zip(direct, implicit)],
         )
 
@@ -198,6 +211,16 @@ class BilevelOptimizer:
         q = [alpha * acc for acc in total]
         mixed = torch.autograd.grad(outputs, self.scores, grad_outputs=q, allow_unused=True, materialize_grads=True)
         return [-g for g in mixed]
+
+
+def _average(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Mean over the processes of a torch.distributed group (one all-reduce); as is otherwise."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensors
+    flat = torch.cat([t.detach().reshape(-1) for t in tensors])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    return [chunk.view_as(t) for chunk, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
 
 
 def _grads(loss: torch.Tensor, params: list[torch.Tensor], create_graph: bool = False) -> list[torch.Tensor]:
