@@ -108,7 +108,9 @@ class BilevelOptimizer:
     `model` must have `gates` attached; `loss_fn(model, batch)` returns a scalar loss.
     """
 
-    def __init__(self, model: nn.Module, gates: Gates, loss_fn: LossFn, config: BilevelConfig = BilevelConfig()) -> None:
+    def __init__(
+        self, model: nn.Module, gates: Gates, loss_fn: LossFn, config: BilevelConfig = BilevelConfig()
+    ) -> None:
         self.model, self.gates, self.loss_fn, self.config = model, gates, loss_fn, config
         self.weights = [p for p in model.parameters() if p.requires_grad]
         self.scores = list(gates.scores)

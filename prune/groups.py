@@ -23,11 +23,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 import torch_pruning as tp
 from torch import nn
 from torch_pruning import ops
 
 from prune.attention import head_layout
+from runner.errors import EdgesegError
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +117,12 @@ def build_groups(
     output is an interface: class logits); a bare feature backbone wants True.
     """
     if unit < 1:
-        raise ValueError(f"unit must be >= 1, got {unit}")
+        raise EdgesegError(
+            f"The channel unit must be >= 1, got {unit}.", "Pass the alignment the latency model uses, e.g. 8."
+        )
     was_training = model.training
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input, verbose=False)
+    with torch.enable_grad():  # the trace follows autograd's graph
+        graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input, verbose=False)
     model.train(was_training)  # the trace leaves the model in eval mode
     names = {m: n for n, m in model.named_modules()}
     order = {n: i for i, n in enumerate(names.values())}

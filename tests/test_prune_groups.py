@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import timm
 import torch
 
-from prune.groups import build_groups
+from prune.groups import build_groups, describe
 from prune_tiny_nets import TinySegNet
+from runner.errors import EdgesegError
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +39,12 @@ def test_concatenation_maps_each_branch_to_its_offset(tiny_groups):
     assert decoder_channels("branch_left") == tuple(range(0, 16))
     assert decoder_channels("branch_right") == tuple(range(16, 24))
     assert decoder_channels("stem.0") == tuple(range(24, 40))
+
+
+def test_the_summary_is_json(tiny_groups):
+    summary = json.loads(json.dumps(describe(tiny_groups)))
+    assert summary[0]["name"] == "stem.0" and summary[0]["units"] == 4
+    assert "block_b.1" in summary[0]["producers"] and "down" in summary[0]["consumers"]
 
 
 def test_the_output_layer_stays_whole(tiny_groups):
@@ -71,3 +80,11 @@ def test_efficientvit_b0_groups():
     assert "stages_2.blocks.2.context_module.main.proj.conv" in stage2
     # LiteMLA's multi-scale reshape is beyond the trace: kept whole, with the reason.
     assert "untraceable" in groups.fixed["stages_2.blocks.1.context_module.main.qkv.conv"]
+
+
+def test_groups_trace_under_no_grad_and_reject_a_zero_unit():
+    with torch.no_grad():
+        groups = build_groups(TinySegNet(), torch.randn(1, 3, 16, 16), unit=4)
+    assert len(groups.groups) == 6
+    with pytest.raises(EdgesegError, match="unit must be >= 1"):
+        build_groups(TinySegNet(), torch.randn(1, 3, 16, 16), unit=0)
