@@ -1,0 +1,78 @@
+"""Cut the masked-out units out of a network: a dense, smaller network of the same modules.
+
+The replay data is a plan `{group name: kept unit indices}` (what `Gates.kept_units()` returns
+and `pruning.json` carries). `shrink` removes every other unit's channels with
+torch_pruning's dependency graph, which edits each coupled layer in place (weights, biases,
+norm statistics, `in_features`/`out_channels`...), then sets the attributes forward code reads
+(`num_heads`) and swaps in the width-agnostic forward of registered attention modules
+(`prune.attention`). Groups missing from the plan keep every unit.
+
+`apply_plan(fresh_model, example_input, plan, unit)` replays a plan on a freshly built model:
+tracing the same architecture yields the same group names.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping, Sequence
+
+from torch import nn
+
+from prune.attention import adopt_pruned_forwards, head_layout
+from prune.groups import GroupSet, build_groups
+from runner.errors import EdgesegError
+
+log = logging.getLogger(__name__)
+
+Plan = Mapping[str, Sequence[int]]
+
+
+def check_plan(group_set: GroupSet, plan: Plan) -> None:
+    """Raise EdgesegError unless every plan entry names a group and valid, non-empty units."""
+    known = set(group_set.names)
+    for name, units in plan.items():
+        if name not in known:
+            raise EdgesegError(
+                f"The pruning plan names group {name!r}, which this model does not have.",
+                "Replay the plan on the same architecture, traced with the same unit and prune_outputs.",
+            )
+        group = group_set[name]
+        if not units:
+            raise EdgesegError(f"The pruning plan keeps no unit of group {name}.", "Keep at least one unit per group.")
+        bad = [u for u in units if not 0 <= int(u) < group.num_units]
+        if bad:
+            raise EdgesegError(
+                f"The pruning plan keeps units {bad} of group {name}, which has {group.num_units} units.",
+                "Replay the plan with the unit size it was made with.",
+            )
+
+
+def shrink(group_set: GroupSet, plan: Plan) -> nn.Module:
+    """Remove the units `plan` does not keep from `group_set.model` (in place) and return it.
+
+    Detach any gates first: the hooks refer to the old widths.
+    """
+    check_plan(group_set, plan)
+    model, graph = group_set.model, group_set.graph
+    modules = dict(model.named_modules())
+    for group in group_set.groups:
+        if group.name not in plan:
+            continue
+        kept = sorted({int(u) for u in plan[group.name]})
+        removed = group.channels_of([u for u in range(group.num_units) if u not in set(kept)])
+        if not removed:
+            continue
+        root = modules[group.root]
+        pruner = graph.get_pruner_of_module(root)
+        graph.get_pruning_group(root, pruner.prune_out_channels, removed).prune(record_history=False)
+        if group.kind == "heads":
+            attention = modules[group.name]
+            setattr(attention, head_layout(attention).num_heads, len(kept))
+        log.debug("%s: kept %d of %d units", group.name, len(kept), group.num_units)
+    adopt_pruned_forwards(model)
+    return model
+
+
+def apply_plan(model: nn.Module, example_input: Any, plan: Plan, unit: int, prune_outputs: bool = False) -> nn.Module:
+    """Trace a fresh `model` and shrink it by a saved plan (made with the same `unit`)."""
+    return shrink(build_groups(model, example_input, unit=unit, prune_outputs=prune_outputs), plan)
