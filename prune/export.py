@@ -3,8 +3,8 @@ or a `torch.export` program (`.pt2`).
 
 Shapes are static (batch 1, the given input size): TVM compiles one shape per artifact. The ONNX
 graph has one input named `input` [1, 3, H, W] and one output named `logits` [1, C, H/4, W/4].
-The exported graph's shape and padding arithmetic is folded into constants (prune/onnx_fold.py),
-so TVM's ONNX importer sees static pads and slices.
+The legacy exporter leaves some shape and padding arithmetic in the graph (EfficientViT's pads);
+`compile` folds it with ONNX Runtime before TVM imports the file (compile/frontend.py).
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ import torch
 from torch import nn
 
 from runner.errors import EdgesegError
-
-from prune.onnx_fold import fold_constants
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +59,7 @@ def export_onnx(model: nn.Module, input_size: int | tuple[int, int], path: str |
     example = _example_input(input_size)
     buffer = io.BytesIO()
     with _eval_mode(model), torch.no_grad(), warnings.catch_warnings():
-        # the exporter's own folding gives up on reversed slices; fold_constants does that below
+        # the exporter's own folding gives up on reversed slices; compile folds those on import
         warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
         # the legacy exporter is deliberate: its graphs are the ones TVM's importer was checked on
         warnings.filterwarnings("ignore", category=DeprecationWarning, message="You are using the legacy")
@@ -77,7 +75,7 @@ def export_onnx(model: nn.Module, input_size: int | tuple[int, int], path: str |
             do_constant_folding=True,
         )
         expected = model(example).numpy()
-    proto = fold_constants(onnx.load_from_string(buffer.getvalue()))
+    proto = onnx.load_from_string(buffer.getvalue())
     onnx.checker.check_model(proto, full_check=True)
     serialized = proto.SerializeToString()
     session = ort.InferenceSession(serialized, providers=["CPUExecutionProvider"])
