@@ -8,7 +8,6 @@ library, the per-kernel library and a probe library -> reference input/output ->
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import shutil
 import tempfile
@@ -150,7 +149,7 @@ def _write_artifact(folder, model, preset, tuned, status, report, lowered, db, r
         folder,
         target=ArtifactTarget(
             preset=preset.name,
-            tvm=json.loads(json.dumps(preset.target().export(), default=str)),
+            tvm=preset.resolved(),
             host=preset.tvm_host,
             device_type=preset.device_type,
             arch=preset.arch,

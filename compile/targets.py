@@ -43,8 +43,20 @@ class TargetPreset:
     def is_gpu(self) -> bool:
         return self.device_type != "cpu"
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    def resolved(self) -> dict[str, Any]:
+        """The full TVM target (tags and defaults expanded) as plain JSON-able data."""
+        return _plain(self.target().export())
+
+
+def _plain(value: Any) -> Any:
+    """TVM's Map/Array containers as dicts/lists, for JSON."""
+    if hasattr(value, "items"):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "Array":
+        return [_plain(v) for v in value]
+    if isinstance(value, (bool, int, float)) or value is None:
+        return value
+    return str(value)
 
 
 def _host(threads: int | None = None, mcpu: str | None = None, cc: str | None = None) -> TargetPreset:

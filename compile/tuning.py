@@ -155,6 +155,7 @@ def _tune_tasks(todo, target, preset, device, db, database_dir, trials, seed, co
             session_timeout_sec=120,
         ),
         ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20, enable_cpu_cache_flush=False),
+        f_alloc_argument=alloc_arguments_from_host,
     )
     with tqdm(total=trials, desc="tuning", unit="trial") as bar:
         try:
@@ -172,6 +173,24 @@ def _tune_tasks(todo, target, preset, device, db, database_dir, trials, seed, co
             )  # fmt: skip
         finally:
             builder.shutdown()
+
+
+def alloc_arguments_from_host(session, device, args_info, alloc_repeat):
+    """Fill measurement inputs with random data sent from the host.
+
+    MetaSchedule's default asks the device for `tvm.contrib.random.random_fill_for_measure`,
+    which runtime-only TVM builds (the emulated device's, some phone RPC apps) do not have.
+    """
+    import numpy as np
+    from tvm.s_tir.meta_schedule.runner.utils import alloc_argument_common
+
+    rng = np.random.default_rng(0)
+
+    def fill(tensor) -> None:
+        values = rng.uniform(-1, 1, size=[int(d) for d in tensor.shape])
+        tensor.copyfrom(values.astype(str(tensor.dtype)))
+
+    return alloc_argument_common(fill, device, args_info, alloc_repeat)
 
 
 @contextlib.contextmanager

@@ -7,7 +7,6 @@ machine also builds the cached aarch64 sysroot (about 20 s, from apt and PyPI).
 from __future__ import annotations
 
 import json
-import os
 
 import psutil
 import pytest
