@@ -4,13 +4,15 @@ Everything runs on the device through TVM's time_evaluator, so the clock is the 
 and no network round trip is timed. `warmup` calls are timed and thrown away first (caches,
 lazy allocation, CPU frequency ramp-up); then `repeat` samples, each the mean of `number` calls
 (more when a repeat takes less than `min_repeat_ms`), with `cooldown_ms` of rest between
-samples (thermal throttling on phones). `latency_model` times single layers with this too.
+samples (thermal throttling on phones). `latency_model` times single layers with this too, and
+benchmarks time host-side peers (ONNX Runtime, PyTorch) with `time_callable` by the same rules.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -124,3 +126,27 @@ def time_function(
         cooldown_interval_ms=protocol.cooldown_ms,
     )(*args)
     return Timing(tuple(float(seconds) * 1000.0 for seconds in result.results))
+
+
+def time_callable(fn: Callable[[], Any], protocol: TimingProtocol) -> Timing:
+    """Time a call in this process (ONNX Runtime, PyTorch) with the same protocol as a device.
+
+    As TVM's time_evaluator: warm-up calls are discarded, each sample is the mean of `number`
+    calls (more when a sample is shorter than `min_repeat_ms`), `cooldown_ms` rest between samples.
+    """
+    for _ in range(protocol.warmup):
+        fn()
+    samples = []
+    for _ in range(protocol.repeat):
+        calls, start = 0, time.perf_counter()
+        while True:
+            for _ in range(protocol.number):
+                fn()
+            calls += protocol.number
+            elapsed_ms = (time.perf_counter() - start) * 1000.0
+            if elapsed_ms >= protocol.min_repeat_ms:
+                break
+        samples.append(elapsed_ms / calls)
+        if protocol.cooldown_ms:
+            time.sleep(protocol.cooldown_ms / 1000.0)
+    return Timing(tuple(samples))

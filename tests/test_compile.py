@@ -120,3 +120,19 @@ def test_cli_compile_then_bench(tuned_conv, host_farm, tmp_path, capsys):
     assert runner_main(["bench", str(out), "--tracker", tracker, "--key", "host-cpu", "--check",
                         "--repeat", "3", "--warmup", "1", "--out", str(bench_json)]) == 0
     assert json.loads(bench_json.read_text())["fps"] > 0
+
+
+def test_tuning_with_an_unreachable_tracker_fails_within_seconds(tmp_path):
+    import time
+
+    from runner.errors import DeviceError
+    from runner.farm import _free_ports
+
+    model = export_onnx(TinyConvNet(), tmp_path / "conv.onnx")
+    (port,) = _free_ports("127.0.0.1", 1)
+    started = time.monotonic()
+    with pytest.raises(DeviceError, match=f"127.0.0.1:{port}"):
+        compile_model(model, tmp_path / "art", resolve_target("host"), tmp_path / "db", trials=4,
+                      device=Device(Tracker("127.0.0.1", port), "host-cpu"))  # fmt: skip
+    assert time.monotonic() - started < 30  # import + lowering included; the check itself is ~1 s
+    assert not (tmp_path / "art").exists()

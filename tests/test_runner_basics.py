@@ -110,3 +110,12 @@ def test_a_folder_without_manifest_is_not_an_artifact(tmp_path):
         load_artifact(tmp_path)
     with pytest.raises(ArtifactError, match="does not exist"):
         load_artifact(tmp_path / "nowhere")
+
+
+def test_time_callable_follows_the_protocol():
+    from runner.timing import TimingProtocol, time_callable
+
+    calls = []
+    timing = time_callable(lambda: calls.append(1), TimingProtocol(warmup=2, repeat=4, number=3))
+    assert timing.runs == 4 and len(calls) == 2 + 4 * 3
+    assert all(sample >= 0 for sample in timing.samples_ms)
