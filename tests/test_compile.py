@@ -126,10 +126,10 @@ def test_tuning_with_an_unreachable_tracker_fails_within_seconds(tmp_path):
     import time
 
     from runner.errors import DeviceError
-    from runner.farm import _free_ports
+    from runner.emulator import free_port
 
     model = export_onnx(TinyConvNet(), tmp_path / "conv.onnx")
-    (port,) = _free_ports("127.0.0.1", 1)
+    port = free_port()
     started = time.monotonic()
     with pytest.raises(DeviceError, match=f"127.0.0.1:{port}"):
         compile_model(model, tmp_path / "art", resolve_target("host"), tmp_path / "db", trials=4,
