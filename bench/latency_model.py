@@ -20,11 +20,20 @@ says so in the result; such figures are about the predictor, not about tuned lat
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import logging
+import os
 import platform
+import sys
 import time
 from pathlib import Path
+
+# Run as a script, this file's folder comes first on sys.path and its name would shadow the
+# latency_model package it benchmarks.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import numpy as np
 
 from compile.targets import resolve_target
 from latency_model import layers as L
@@ -79,6 +88,18 @@ def description_for(model: str, size: int) -> tuple[ModelDescription, str]:
     return describe_model(model, size), f"prune.describe {model}"
 
 
+def data_figures(records: list) -> dict:
+    """Measurement noise (std / median per record) and the collection rate of the data file,
+    from its records' own timestamps (so a resumed run still reports the collection's rate)."""
+    cv = np.array([r.std_ms / r.median_ms for r in records])
+    times = sorted(dt.datetime.fromisoformat(r.utc_time) for r in records)
+    span_h = (times[-1] - times[0]).total_seconds() / 3600 if len(times) > 1 else 0.0
+    return {"noise_std_over_median": {"median": round(float(np.median(cv)), 3),
+                                      "p90": round(float(np.quantile(cv, 0.9)), 3)},
+            "measurements_per_hour_from_timestamps":
+                round((len(times) - 1) / span_h, 1) if span_h else None}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="segformer-b0")
@@ -122,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
                         else f"{args.trials_per_layer} trial(s) x tuning tasks per layer"),
         "protocol": protocol.describe(),
         "collection_this_run": report.to_dict(),
+        **data_figures(records),
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "wall_seconds": round(time.monotonic() - started, 1),
         "predictor_design": predictor.mode,
         "evaluation": evaluation.to_dict(),

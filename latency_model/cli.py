@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "measured end to end against the predicted sum")
     v.add_argument("predictor", type=Path, help="predictor folder from `train`")
     v.add_argument("--model", required=True, help=HELP["model"])
+    v.add_argument("--input-size", type=_count(1), default=512, help=HELP["input_size"])
     v.add_argument("--variants", type=_count(1), default=20, help="random pruned variants")
     return parser
 
@@ -202,7 +203,7 @@ def _validate(args: argparse.Namespace) -> int:
     from runner.errors import EdgesegError
 
     predictor = Predictor.load(args.predictor)
-    describe(args.model, 512)
+    describe(args.model, args.input_size)
     raise EdgesegError(
         "validate --model needs pruned variants of the whole model, which prune's shrink "
         f"builds; that wiring is not in this edgeseg yet (predictor {predictor.directory} loaded).",

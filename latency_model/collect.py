@@ -93,9 +93,6 @@ def measure_layer(config: LayerConfig, device: Device, preset: Any, database_dir
     trials = trials_per_layer * count_tasks(model, preset, scratch)
     result = compile_model(model, scratch / "artifact", preset, database_dir=database_dir,
                            trials=trials, device=device)
-    if result.untuned:
-        log.warning("%s: %d of %d kernels have no tuning record (built untuned)", config.key,
-                    result.untuned, result.kernels_total)
     bench = bench_artifact(result.artifact, device, protocol)
     tvm_version, edgeseg_version = installed_versions()
     record = MeasurementRecord(

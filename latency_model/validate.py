@@ -47,14 +47,17 @@ class ValidationReport:
     layer_sum_ms: tuple[float, ...]
     predicted_ms: tuple[float, ...]  # layer sum + leave-one-out overhead
     overhead_ms: float  # fitted on all variants
+    database_hits: tuple[float, ...]  # share of each variant's kernels found tuned before tuning
     metrics: Metrics
     layer_sum_metrics: Metrics  # the bare sum, no overhead
     plot: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"variants": [{"name": n, "measured_ms": m, "layer_sum_ms": s, "predicted_ms": p}
-                             for n, m, s, p in zip(self.names, self.measured_ms,
-                                                   self.layer_sum_ms, self.predicted_ms)],
+        return {"variants": [{"name": n, "measured_ms": m, "layer_sum_ms": s, "predicted_ms": p,
+                              "database_hit_rate": h}
+                             for n, m, s, p, h in zip(self.names, self.measured_ms,
+                                                      self.layer_sum_ms, self.predicted_ms,
+                                                      self.database_hits)],
                 "overhead_ms": self.overhead_ms, "overhead_fit": "mean residual; "
                 "each variant's prediction uses the mean over the other variants",
                 "metrics": self.metrics.to_dict(),
@@ -80,24 +83,26 @@ def validate_variants(predictor: Predictor, variants: Sequence[Variant], device:
     if not variants:
         raise EdgesegError("No variants to validate.", "Pass at least one pruned variant.")
     predictor.check_compatible(device.key, preset.name)
-    measured, layer_sum = [], []
+    measured, layer_sum, hits = [], [], []
     for variant in tqdm(variants, desc="validate", unit="model", disable=not progress):
         with tempfile.TemporaryDirectory(prefix="edgeseg-validate-") as scratch:
             result = compile_model(Path(variant.model_path), Path(scratch) / "artifact", preset,
                                    database_dir=database_dir, trials=trials, device=device)
             bench = bench_artifact(result.artifact, device, protocol)
         measured.append(bench.timing.median_ms)
+        tasks = result.tuning.tasks
+        hits.append(sum(t.had_record for t in tasks) / len(tasks) if tasks else 1.0)
         layer_sum.append(float(predictor.predict_ms(list(variant.configs)).sum()))
-        log.info("%s: measured %.3f ms, layer sum %.3f ms (%d of %d kernels tuned)",
-                 variant.name, measured[-1], layer_sum[-1], result.kernels_tuned,
-                 result.kernels_total)
+        log.info("%s: measured %.3f ms, layer sum %.3f ms; %.0f%% of its kernels were in the "
+                 "database", variant.name, measured[-1], layer_sum[-1], 100 * hits[-1])
     meas, sums = np.array(measured), np.array(layer_sum)
     # an overhead fit can go negative on tiny models; keep predictions positive (log plots)
     predicted = np.maximum(sums + leave_one_out_overhead(meas, sums), MIN_PREDICTED_MS)
     report = ValidationReport(
         names=tuple(v.name for v in variants), measured_ms=tuple(measured),
         layer_sum_ms=tuple(layer_sum), predicted_ms=tuple(float(p) for p in predicted),
-        overhead_ms=float(np.mean(meas - sums)), metrics=compute_metrics(predicted, meas),
+        overhead_ms=float(np.mean(meas - sums)), database_hits=tuple(hits),
+        metrics=compute_metrics(predicted, meas),
         layer_sum_metrics=compute_metrics(sums, meas))
     if out_dir is None:
         return report

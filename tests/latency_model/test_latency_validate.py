@@ -59,6 +59,7 @@ def test_validate_compares_whole_variants_with_the_predicted_sum(trained_predict
     # leave-one-out: v0's overhead is v1's residual
     assert report.predicted_ms[0] == pytest.approx(
         max(report.layer_sum_ms[0] + report.measured_ms[1] - report.layer_sum_ms[1], 1e-6))
+    assert report.database_hits == (0.0, 0.0)  # an empty database, nothing tuned
     assert report.metrics.n == 2 and (tmp_path / "out" / "validation.png").stat().st_size > 0
     assert (tmp_path / "out" / "validation.json").exists()
 
