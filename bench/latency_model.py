@@ -5,7 +5,7 @@
 
 Samples `--samples` pruned variants of the model description (prune.describe's `--model` when
 that module exists, else the built-in description below: the first two SegFormer-B0 stages and
-their decoder projections), measures every distinct layer config on the embedded loopback farm
+their decoder projections), measures every distinct layer config (samples of at least `--min-repeat-ms`) on the embedded loopback farm
 of this machine with `latency_model.collect` (resumable: the data file in the output folder is
 reused), trains the XGBoost predictor with 20% of the configs held out, and evaluates it on the
 held-out configs against a FLOPs-linear baseline fitted on the training configs. Writes
@@ -100,6 +100,19 @@ def data_figures(records: list) -> dict:
                 round((len(times) - 1) / span_h, 1) if span_h else None}
 
 
+def repeatability(records: list, other_path: Path) -> dict:
+    """Run-to-run agreement with another collection of the same configs: the ceiling on any
+    predictor's accuracy against these measurements."""
+    other = {r.key: r.median_ms for r in read_records(other_path)}
+    ratio = np.array([r.median_ms / other[r.key] for r in records if r.key in other])
+    if ratio.size == 0:
+        return {"other": str(other_path), "shared_configs": 0}
+    return {"other": str(other_path), "shared_configs": int(ratio.size),
+            "within_10": round(float(np.mean(np.abs(ratio - 1) <= 0.10)), 3),
+            "median_ratio": round(float(np.median(ratio)), 3),
+            "ratio_p10_p90": [round(float(q), 3) for q in np.quantile(ratio, [0.1, 0.9])]}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="segformer-b0")
@@ -107,7 +120,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--samples", type=int, default=40, help="random pruned variants to sample")
     p.add_argument("--trials-per-layer", type=int, default=1)
     p.add_argument("--repeat", type=int, default=10)
+    p.add_argument("--min-repeat-ms", type=int, default=10,
+                   help="runs per sample grow until a sample lasts this long")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeat-of", type=Path, default=None,
+                   help="data.jsonl of an earlier collection of the same configs: report how "
+                   "often the two measurements of a config agree within 10%%")
     p.add_argument("-o", "--out", type=Path, default=Path("bench/results/latency_model"))
     return p.parse_args(argv)
 
@@ -120,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     description, source = description_for(args.model, args.input_size)
     configs = layer_configs(description, sample_kept(description, args.samples, args.seed))
     preset = resolve_target("host")
-    protocol = TimingProtocol(warmup=2, repeat=args.repeat)
+    protocol = TimingProtocol(warmup=2, repeat=args.repeat, min_repeat_ms=args.min_repeat_ms)
     data = out / "data.jsonl"
     # A database of the bench's own: the workspace's host database would make reruns incomparable.
     database = out / "tuning" if args.trials_per_layer else out / "empty-database"
@@ -144,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         "protocol": protocol.describe(),
         "collection_this_run": report.to_dict(),
         **data_figures(records),
+        "repeatability": repeatability(records, args.repeat_of) if args.repeat_of else None,
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "wall_seconds": round(time.monotonic() - started, 1),
         "predictor_design": predictor.mode,

@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0, help="sampling seed")
     c.add_argument("--warmup", type=_count(0), default=3, help="discarded warm-up runs")
     c.add_argument("--repeat", type=_count(1), default=20, help="timed samples per layer")
+    c.add_argument("--min-repeat-ms", type=_count(0), default=10,
+                   help="raise the runs per sample until a sample lasts this long (layers of a "
+                   "few microseconds are otherwise timer noise)")
     c.add_argument("-o", "--out", type=Path, default=None, help=HELP["out"])
 
     t = commands.add_parser("train", parents=[common], help="train an XGBoost predictor")
@@ -130,7 +133,8 @@ def _collect(args: argparse.Namespace) -> int:
     preset = resolve_target(args.target)
     description = describe(args.model, args.input_size)
     out = args.out or device_dir(key, preset.name) / "dataset.jsonl"
-    protocol = TimingProtocol(warmup=args.warmup, repeat=args.repeat)
+    protocol = TimingProtocol(warmup=args.warmup, repeat=args.repeat,
+                              min_repeat_ms=args.min_repeat_ms)
     common: dict[str, Any] = dict(preset=preset, out=out, protocol=protocol,
                                   database_dir=tuning_database_dir(key, preset.name),
                                   trials_per_layer=args.trials_per_layer)
