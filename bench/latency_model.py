@@ -5,15 +5,16 @@
 
 Samples `--samples` pruned variants of the model description (prune.describe's `--model` when
 that module exists, else the built-in description below: the first two SegFormer-B0 stages and
-their decoder projections), measures every distinct layer config (samples of at least `--min-repeat-ms`) on the embedded loopback farm
-of this machine with `latency_model.collect` (resumable: the data file in the output folder is
-reused), trains the XGBoost predictor with 20% of the configs held out, and evaluates it on the
+their decoder projections), measures every distinct layer config (samples of at least
+`--min-repeat-ms`) on the embedded loopback farm of this machine with `latency_model.collect`
+(resumable: the data file in the output folder is reused), trains the XGBoost predictor with 20% of the configs held out, and evaluates it on the
 held-out configs against a FLOPs-linear baseline fitted on the training configs. Writes
-`result.json` (metrics, measurements per hour, settings) and `scatter.png` to the output folder.
+`result.json` (metrics, measurements per hour, measurement noise, settings; with `--repeat-of`,
+run-to-run repeatability against an earlier collection) and `scatter.png` to the output folder.
 
 Tuning dominates the cost: one MetaSchedule round per tuning task costs 10-30 s on a loaded
 2-core machine whatever the trial count, so `--trials-per-layer 0` (database only: untuned,
-naive kernels unless the database already has them) measures about one layer per second and
+naive kernels unless the database already has them) measures a layer in about 2 s here and
 says so in the result; such figures are about the predictor, not about tuned latency.
 """
 
@@ -84,7 +85,8 @@ def description_for(model: str, size: int) -> tuple[ModelDescription, str]:
     try:
         from prune.describe import describe_model
     except ImportError:
-        return builtin_description(size), "built-in: SegFormer-B0 stages 1-2 and decoder projections"
+        return (builtin_description(size),
+                "built-in: SegFormer-B0 stages 1-2 and decoder projections")
     return describe_model(model, size), f"prune.describe {model}"
 
 
@@ -153,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "what": "per-layer latency predictor on held-out layer configs vs a FLOPs-linear "
                 "baseline fitted on the training configs",
-        "device": f"embedded loopback farm, {device.key} ({platform.processor() or platform.machine()})",
+        "device": f"embedded loopback farm, {device.key} "
+                  f"({platform.processor() or platform.machine()})",
         "description": source, "input_size": args.input_size, "samples": args.samples,
         "configs": len(configs), "records_used": len(records),
         "trials_per_layer": args.trials_per_layer,

@@ -68,7 +68,8 @@ class CollectReport:
 
 def target_dict(preset: Any) -> dict[str, Any]:
     """The TVM target a preset resolves to, as stored in every record."""
-    target = preset.tvm_target if isinstance(preset.tvm_target, dict) else {"tag": preset.tvm_target}
+    target = preset.tvm_target
+    target = dict(target) if isinstance(target, dict) else {"tag": target}
     return {"target": dict(target), "host": preset.tvm_host} if preset.tvm_host else dict(target)
 
 

@@ -3,7 +3,8 @@ model is exported in (`prune.export`), so the layer's fused kernels, and their t
 entries, are the ones `compile` later finds in the pruned model.
 
 The legacy exporter (dynamo=False, opset 17) is deliberate: it is the exporter whose graphs TVM's
-importer was checked on, and it imports for every layer type (tests/latency_model/test_latency_export.py).
+importer was checked on, and it imports for every layer type
+(tests/latency_model/test_latency_export.py).
 """
 
 from __future__ import annotations
