@@ -1,0 +1,3 @@
+from latency_model.cli import main
+
+raise SystemExit(main())

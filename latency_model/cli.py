@@ -1,0 +1,216 @@
+"""`python -m latency_model`: collect per-layer latencies on a device, train, evaluate, validate.
+
+Parses, makes one call into the library, renders. torch, TVM and XGBoost are imported only
+inside a command, so `--help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from runner.cli_support import run_main, setup_logging
+from runner.device import HOST_KEY, Tracker
+
+HELP = {
+    "model": "model name whose prunable layers are sampled (e.g. segformer-b0)",
+    "input_size": "square input size in pixels the model runs at",
+    "target": "target preset (see `python -m compile --target help`)",
+    "tracker": "RPC tracker HOST:PORT of the device (default: the embedded loopback farm)",
+    "key": f"device key at the tracker (default: {HOST_KEY} for the embedded farm)",
+    "samples": "random pruned variants whose layers are measured (plus the unpruned model)",
+    "trials": "MetaSchedule trials per tuning task of each layer (0: database only)",
+    "rounds": "adaptive rounds: remeasure around configs predicted off by more than 10%%",
+    "out": "JSONL file to append to (default: the device's workspace folder/dataset.jsonl)",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m latency_model", description=__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging and tracebacks")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    c = commands.add_parser("collect", parents=[common], help="measure sampled layer configs "
+                            "of a model on a device (resumable)")
+    c.add_argument("--model", required=True, help=HELP["model"])
+    c.add_argument("--input-size", type=_count(1), default=512, help=HELP["input_size"])
+    c.add_argument("--target", default="host", help=HELP["target"])
+    c.add_argument("--tracker", type=Tracker.parse, default=None, help=HELP["tracker"])
+    c.add_argument("--key", default=None, help=HELP["key"])
+    c.add_argument("--samples", type=_count(0), default=50, help=HELP["samples"])
+    c.add_argument("--trials-per-layer", type=_count(0), default=8, help=HELP["trials"])
+    c.add_argument("--rounds", type=_count(0), default=0, help=HELP["rounds"])
+    c.add_argument("--seed", type=int, default=0, help="sampling seed")
+    c.add_argument("--warmup", type=_count(0), default=3, help="discarded warm-up runs")
+    c.add_argument("--repeat", type=_count(1), default=20, help="timed samples per layer")
+    c.add_argument("--min-repeat-ms", type=_count(0), default=10,
+                   help="raise the runs per sample until a sample lasts this long (layers of a "
+                   "few microseconds are otherwise timer noise)")
+    c.add_argument("-o", "--out", type=Path, default=None, help=HELP["out"])
+
+    t = commands.add_parser("train", parents=[common], help="train an XGBoost predictor")
+    t.add_argument("data", type=Path, help="JSONL measurements from `collect`")
+    t.add_argument("-o", "--out", type=Path, required=True, help="predictor folder to write")
+    t.add_argument("--holdout", type=float, default=0.2, help="share of configs held out")
+    t.add_argument("--seed", type=int, default=0, help="split and training seed")
+
+    e = commands.add_parser("evaluate", parents=[common], help="accuracy of a predictor on "
+                            "measurements of its own device and target")
+    e.add_argument("predictor", type=Path, help="predictor folder from `train`")
+    e.add_argument("data", type=Path, help="JSONL measurements")
+    e.add_argument("--all", action="store_true", help="evaluate on every config, not only the "
+                   "configs held out of training (training configs flatter the predictor)")
+    e.add_argument("--plot", type=Path, default=None, help="scatter plot PNG to write")
+    e.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    v = commands.add_parser("validate", parents=[common], help="whole pruned variants "
+                            "measured end to end against the predicted sum")
+    v.add_argument("predictor", type=Path, help="predictor folder from `train`")
+    v.add_argument("--model", required=True, help=HELP["model"])
+    v.add_argument("--input-size", type=_count(1), default=512, help=HELP["input_size"])
+    v.add_argument("--variants", type=_count(1), default=20, help="random pruned variants")
+    return parser
+
+
+def _count(minimum: int):
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text} is below {minimum}")
+        return value
+
+    return parse
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    body = {"collect": _collect, "train": _train, "evaluate": _evaluate,
+            "validate": _validate}[args.command]
+    return run_main(lambda: body(args), args.verbose)
+
+
+def describe(name: str, input_size: int):
+    """The model description of a named model, from `prune.describe` (lands separately)."""
+    from runner.errors import EdgesegError
+
+    try:
+        from prune.describe import describe_model
+    except ImportError as err:
+        raise EdgesegError(
+            f"No model description is available for {name!r}: prune.describe is not part of "
+            f"this edgeseg ({err}).",
+            "Update edgeseg to a version with prune/describe.py, or call "
+            "latency_model.collect.collect with your own layer configs.") from err
+    return describe_model(name, input_size)
+
+
+def _device_key(args: argparse.Namespace) -> str:
+    from runner.errors import EdgesegError
+
+    if args.tracker is None and args.key not in (None, HOST_KEY):
+        raise EdgesegError(f"--key {args.key} was given without --tracker.",
+                           "Pass --tracker HOST:PORT too, or neither for the embedded farm.")
+    if args.tracker is not None and not args.key:
+        raise EdgesegError("--tracker was given without --key.",
+                           "Name the device: --key KEY (see python -m runner devices).")
+    return args.key or HOST_KEY
+
+
+def _collect(args: argparse.Namespace) -> int:
+    from compile.targets import resolve_target
+    from latency_model.collect import collect, collect_adaptive
+    from latency_model.sampling import layer_configs, sample_kept
+    from runner.farm import use_device
+    from runner.timing import TimingProtocol
+    from runner.workspace import device_dir, tuning_database_dir
+
+    key = _device_key(args)
+    preset = resolve_target(args.target)
+    description = describe(args.model, args.input_size)
+    out = args.out or device_dir(key, preset.name) / "dataset.jsonl"
+    protocol = TimingProtocol(warmup=args.warmup, repeat=args.repeat,
+                              min_repeat_ms=args.min_repeat_ms)
+    common: dict[str, Any] = dict(preset=preset, out=out, protocol=protocol,
+                                  database_dir=tuning_database_dir(key, preset.name),
+                                  trials_per_layer=args.trials_per_layer)
+    with use_device(args.tracker, key) as device:
+        if args.rounds:
+            first, rounds = collect_adaptive(
+                description, device, samples=args.samples, rounds=args.rounds,
+                predictor_dir=out.parent / "adaptive", seed=args.seed, **common)
+            reports = [first, *(r.report for r in rounds)]
+        else:
+            configs = layer_configs(description, sample_kept(description, args.samples,
+                                                             args.seed))
+            reports = [collect(configs, device, **common)]
+    measured = sum(len(r.measured) for r in reports)
+    seconds = sum(r.seconds for r in reports)
+    print(f"measured {measured} layer configs in {seconds:.0f} s "
+          f"({3600 * measured / seconds if measured else 0:.0f}/hour); "
+          f"{reports[0].skipped} already in {out}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from latency_model.predictor import train_predictor
+    from latency_model.records import read_records
+
+    predictor = train_predictor(read_records(args.data), args.out, seed=args.seed,
+                                holdout=args.holdout)
+    chosen = predictor.report["candidates"][predictor.report["chosen"]]
+    print(f"predictor {args.out}: {predictor.mode} model for {predictor.device_key} / "
+          f"{predictor.target_preset}; held-out +-10% {100 * chosen['within_10']:.1f}%, "
+          f"RMSPE {100 * chosen['rmspe']:.1f}% on {predictor.report['n_test']} configs")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from latency_model.evaluate import evaluate
+    from latency_model.predictor import Predictor
+    from latency_model.records import read_records
+    from runner.errors import EdgesegError
+
+    predictor = Predictor.load(args.predictor)
+    records = read_records(args.data)
+    baseline = None
+    if not args.all and predictor.holdout_keys:
+        held = [r for r in records if r.key in predictor.holdout_keys]
+        if not held:
+            raise EdgesegError(f"None of the configs held out of training are in {args.data}.",
+                               "Pass the data file the predictor was trained on, or --all.")
+        baseline = [r for r in records if r.key not in predictor.holdout_keys] or None
+        records = held
+    out_dir = args.plot.parent if args.plot else None
+    report = evaluate(predictor, records, out_dir=out_dir, baseline_records=baseline)
+    if args.plot and report.plot and Path(report.plot) != args.plot:
+        Path(report.plot).replace(args.plot)
+        report = replace(report, plot=str(args.plot))
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report.table())
+        print(f"FLOPs baseline: {report.baseline_fit}")
+        if report.plot:
+            print(f"plot: {report.plot}")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from latency_model.predictor import Predictor
+    from runner.errors import EdgesegError
+
+    predictor = Predictor.load(args.predictor)
+    describe(args.model, args.input_size)
+    raise EdgesegError(
+        "validate --model needs pruned variants of the whole model, which prune's shrink "
+        f"builds; that wiring is not in this edgeseg yet (predictor {predictor.directory} loaded).",
+        "Call latency_model.validate.validate_variants with your variants' layer configs and "
+        "exported model files.")
+

@@ -1,0 +1,194 @@
+"""Measure layer configs on a device: export, compile (tuned), bench, append one record each.
+
+Each config is exported alone (`latency_model.export`), compiled for the target preset with
+`trials_per_layer` x its tuning-task count trials into a scratch folder, reusing ONE tuning
+database (by default the device's, `runner.workspace.tuning_database_dir`, so a later
+`python -m compile` of a pruned model on the same grid finds those kernels tuned), and timed with
+`runner.bench.bench_artifact` under the given protocol. Its record is appended and fsynced before
+the next config starts: a crash loses nothing measured, and a rerun skips every config already
+in the file for this device key and target preset.
+
+Devices: tuning uses every server registered under the key at once (compile's RPCRunner asks
+the tracker for any free one); the timed runs are sequential, one config after the other, on
+whichever server the tracker hands out, so one layer's timing never shares a device with
+another's.
+
+`collect_adaptive` adds nn-Meter's adaptive rounds: train a predictor, find held-out configs it
+gets wrong by more than 10%, measure grid neighbours of those, repeat.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from tqdm import tqdm
+
+from latency_model.description import ModelDescription
+from latency_model.export import export_layer
+from latency_model.layers import LayerConfig
+from latency_model.records import MeasurementLog, MeasurementRecord, installed_versions
+from latency_model.sampling import (
+    ADAPTIVE_THRESHOLD,
+    layer_configs,
+    neighbour_configs,
+    poorly_predicted,
+    sample_kept,
+)
+from runner.device import Device
+from runner.errors import EdgesegError
+from runner.timing import TimingProtocol
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CollectReport:
+    """What one `collect` call did: records measured now, configs skipped as already measured."""
+
+    out: Path
+    measured: tuple[MeasurementRecord, ...]
+    skipped: int
+    seconds: float
+    tuning_seconds: float = 0.0
+
+    @property
+    def measurements_per_hour(self) -> float:
+        return 3600.0 * len(self.measured) / self.seconds if self.measured else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"out": str(self.out), "measured": len(self.measured), "skipped": self.skipped,
+                "seconds": round(self.seconds, 1), "tuning_seconds": round(self.tuning_seconds, 1),
+                "measurements_per_hour": round(self.measurements_per_hour, 1)}
+
+
+def target_dict(preset: Any) -> dict[str, Any]:
+    """The TVM target a preset resolves to, as stored in every record."""
+    target = preset.tvm_target
+    target = dict(target) if isinstance(target, dict) else {"tag": target}
+    return {"target": dict(target), "host": preset.tvm_host} if preset.tvm_host else dict(target)
+
+
+def count_tasks(model_path: Path, preset: Any, work_dir: Path) -> int:
+    """Number of MetaSchedule tuning tasks (fused kernels) of a model file for `preset`."""
+    from compile.build import lower
+    from compile.frontend import load_model
+    from compile.tuning import ms
+
+    lowered = lower(load_model(model_path, None, work_dir).mod, preset)
+    return len(ms.relax_integration.extract_tasks(lowered, preset.target()))
+
+
+def measure_layer(config: LayerConfig, device: Device, preset: Any, database_dir: Path,
+                  trials_per_layer: int, protocol: TimingProtocol,
+                  scratch: Path) -> tuple[MeasurementRecord, float]:
+    """Export, compile and bench one config; its record and the seconds spent tuning."""
+    from compile.api import compile_model
+    from runner.bench import bench_artifact
+
+    model, _ = export_layer(config, scratch / "layer.onnx")
+    trials = trials_per_layer * count_tasks(model, preset, scratch)
+    result = compile_model(model, scratch / "artifact", preset, database_dir=database_dir,
+                           trials=trials, device=device)
+    bench = bench_artifact(result.artifact, device, protocol)
+    tvm_version, edgeseg_version = installed_versions()
+    record = MeasurementRecord(
+        config=config, target_preset=preset.name, target=target_dict(preset),
+        device_key=device.key, median_ms=bench.timing.median_ms, std_ms=bench.timing.std_ms,
+        run_ms=tuple(bench.timing.samples_ms), tvm_version=tvm_version,
+        edgeseg_version=edgeseg_version, tuning_trials=result.tuning.trials)
+    return record, result.tuning.seconds
+
+
+def _check_settings(trials_per_layer: int) -> None:
+    if trials_per_layer < 0:
+        raise EdgesegError(f"trials_per_layer must be 0 or more, got {trials_per_layer}.",
+                           "Pass --trials-per-layer 0 (database only) or more.")
+
+
+def collect(configs: Sequence[LayerConfig], device: Device, preset: Any, out: Path,
+            database_dir: Path, trials_per_layer: int, protocol: TimingProtocol,
+            progress: bool = True) -> CollectReport:
+    """Measure every config not yet in `out` for this device key and preset, in order."""
+    _check_settings(trials_per_layer)
+    started = time.monotonic()
+    measurements = MeasurementLog(out)
+    done = measurements.measured_keys(device.key, preset.name)
+    unique = list({c.key: c for c in configs}.values())
+    todo = [c for c in unique if c.key not in done]
+    log.info("%d configs: %d already measured in %s, %d to measure on %s (%s)", len(unique),
+             len(unique) - len(todo), out, len(todo), device, preset.name)
+    measured: list[MeasurementRecord] = []
+    tuning_seconds = 0.0
+    with tqdm(todo, desc="collect", unit="layer", disable=not progress) as bar:
+        for config in bar:
+            bar.set_postfix_str(config.kind)
+            with tempfile.TemporaryDirectory(prefix="edgeseg-collect-") as scratch:
+                record, tuned_s = measure_layer(config, device, preset, database_dir,
+                                                trials_per_layer, protocol, Path(scratch))
+            measurements.append(record)
+            measured.append(record)
+            tuning_seconds += tuned_s
+            log.debug("%s: %.4f ms", config.key, record.median_ms)
+    return CollectReport(Path(out), tuple(measured), len(unique) - len(todo),
+                         time.monotonic() - started, tuning_seconds)
+
+
+@dataclass(frozen=True)
+class AdaptiveRound:
+    """One adaptive round: held-out configs, those predicted off by > 10%, neighbours measured."""
+
+    round: int
+    held_out: int
+    poorly_predicted: int
+    report: CollectReport
+    poorly_keys: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"round": self.round, "held_out": self.held_out,
+                "poorly_predicted": self.poorly_predicted, **self.report.to_dict()}
+
+
+def collect_adaptive(description: ModelDescription, device: Device, preset: Any, out: Path,
+                     database_dir: Path, trials_per_layer: int, protocol: TimingProtocol,
+                     samples: int, rounds: int, predictor_dir: Path, seed: int = 0,
+                     neighbours_per_config: int = 2,
+                     progress: bool = True) -> tuple[CollectReport, list[AdaptiveRound]]:
+    """The initial sample of `samples` pruned variants (plus the unpruned model), then up to
+    `rounds` nn-Meter rounds; each round's predictor is written under `predictor_dir/round-N`.
+    Stops early when no held-out config is predicted off by more than 10%."""
+    from latency_model.predictor import MIN_CONFIGS, train_predictor
+
+    configs = layer_configs(description, sample_kept(description, samples, seed))
+    first = collect(configs, device, preset, out, database_dir, trials_per_layer, protocol,
+                    progress)
+    done: list[AdaptiveRound] = []
+    for r in range(1, rounds + 1):
+        records = [rec for rec in MeasurementLog(out).read()
+                   if rec.device_key == device.key and rec.target_preset == preset.name]
+        if len({rec.key for rec in records}) < MIN_CONFIGS:
+            log.warning("adaptive rounds need at least %d measured configs, %s has %d; stopping",
+                        MIN_CONFIGS, out, len({rec.key for rec in records}))
+            break
+        predictor = train_predictor(records, Path(predictor_dir) / f"round-{r}", seed=seed + r)
+        held = {rec.key: rec for rec in records if rec.key in predictor.holdout_keys}
+        held_configs = [rec.config for rec in held.values()]
+        predicted = predictor.predict_ms(held_configs)
+        poor = poorly_predicted(held_configs, predicted,
+                                [held[c.key].median_ms for c in held_configs])
+        log.info("round %d: %d of %d held-out configs off by more than %.0f%%", r, len(poor),
+                 len(held_configs), 100 * ADAPTIVE_THRESHOLD)
+        if not poor:
+            break
+        around = neighbour_configs(description, poor, neighbours_per_config, seed=seed + r)
+        report = collect(around, device, preset, out, database_dir, trials_per_layer, protocol,
+                         progress)
+        done.append(AdaptiveRound(r, len(held_configs), len(poor), report,
+                                  tuple(c.key for c in poor)))
+        if not report.measured:
+            break
+    return first, done

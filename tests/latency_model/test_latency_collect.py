@@ -1,0 +1,63 @@
+"""collect on the loopback farm: real export, TVM tuning over RPC, real timings; resume."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from compile.targets import resolve_target
+from latency_model import layers as L
+from latency_model.collect import collect
+from latency_model.records import read_records
+from runner.timing import TimingProtocol
+
+FAST = TimingProtocol(warmup=1, repeat=3)
+# One tuning task each: a MetaSchedule round costs 10-30 s here whatever the trial count.
+TINY = [L.LayerNorm(4, 4, 8), L.ConvNormAct(8, 8, 8, 4, 1)]
+
+
+@pytest.fixture(scope="module")
+def collected(host_farm, tmp_path_factory):
+    work = tmp_path_factory.mktemp("collect")
+    preset = resolve_target("host")
+    report = collect(TINY, host_farm.device, preset, work / "data.jsonl", work / "db",
+                     trials_per_layer=1, protocol=FAST, progress=False)
+    return work, preset, report
+
+
+def test_collect_writes_one_sane_record_per_config(collected, host_farm):
+    work, _, report = collected
+    records = read_records(work / "data.jsonl")
+    assert [r.key for r in records] == [c.key for c in TINY]
+    assert len(report.measured) == 2 and report.skipped == 0
+    for r in records:
+        assert 0 < r.median_ms < 100 and r.runs == 3 and len(r.run_ms) == 3
+        assert r.device_key == host_farm.device.key and r.target_preset == "host"
+        assert r.tuning_trials >= 1 and r.tvm_version.startswith("0.27")
+    assert any((work / "db").iterdir())  # the shared tuning database got the schedules
+    assert report.measurements_per_hour > 0
+
+
+def test_rerun_measures_nothing_new(collected, host_farm):
+    work, preset, _ = collected
+    again = collect(TINY, host_farm.device, preset, work / "data.jsonl", work / "db",
+                    trials_per_layer=1, protocol=FAST, progress=False)
+    assert again.measured == () and again.skipped == 2
+    assert len(read_records(work / "data.jsonl")) == 2
+
+
+def test_torn_last_line_is_cut_and_the_rest_resumes(collected, host_farm, tmp_path):
+    work, preset, _ = collected
+    data = tmp_path / "data.jsonl"
+    shutil.copy(work / "data.jsonl", data)
+    torn = json.dumps(read_records(data)[0].to_dict())[:40]
+    with open(data, "a") as f:
+        f.write(torn)  # a crash in the middle of writing a record
+    extra = L.LayerNorm(4, 4, 12)
+    report = collect([*TINY, extra], host_farm.device, preset, data, work / "db",
+                     trials_per_layer=0, protocol=FAST, progress=False)  # untuned: fast
+    assert [r.key for r in report.measured] == [extra.key] and report.skipped == 2
+    assert report.measured[0].tuning_trials == 0
+    assert [r.key for r in read_records(data)] == [c.key for c in [*TINY, extra]]

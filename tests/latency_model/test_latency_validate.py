@@ -1,0 +1,87 @@
+"""Adaptive collection and model-level validation on the loopback farm, on a hand-written
+two-layer description (a PatchEmbed and a MixFFN sharing one width) at a tiny size.
+
+Both build from the database alone (trials 0) so each layer costs about a second; tuning is
+covered by test_latency_collect."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from compile.targets import resolve_target
+from helpers.tiny_models import export_onnx
+from latency_model import layers as L
+from latency_model.collect import collect_adaptive
+from latency_model.description import Group, LayerSlot, ModelDescription
+from latency_model.layer_modules import build_layer
+from latency_model.records import read_records
+from latency_model.sampling import layer_configs, sample_kept
+from latency_model.validate import Variant, leave_one_out_overhead, validate_variants
+from runner.timing import TimingProtocol
+
+FAST = TimingProtocol(warmup=1, repeat=3)
+TWO_LAYERS = ModelDescription(
+    (Group.aligned("dim", 32, 4), Group.aligned("hidden", 64, 8)),
+    (LayerSlot(L.PatchEmbed(16, 16, 3, 32, 3, 2), {"cout": "dim"}, "embed"),
+     LayerSlot(L.MixFFN(8, 8, 32, 64, 32), {"cin": "dim", "hidden": "hidden", "cout": "dim"},
+               "ffn")),
+)
+
+
+class TwoLayerNet(nn.Module):
+    """The described model: patch embedding (NHWC out), flattened to tokens, then the Mix-FFN."""
+
+    def __init__(self, configs: list[L.LayerConfig]) -> None:
+        super().__init__()
+        self.embed, _ = build_layer(configs[0])
+        self.ffn, _ = build_layer(configs[1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ffn(self.embed(x).flatten(1, 2))
+
+
+def test_validate_compares_whole_variants_with_the_predicted_sum(trained_predictor, host_farm,
+                                                                 tmp_path):
+    variants = []
+    for i, kept in enumerate(sample_kept(TWO_LAYERS, 1, seed=3)):
+        configs = TWO_LAYERS.config_at(kept)
+        path = export_onnx(TwoLayerNet(configs), tmp_path / f"v{i}.onnx", shape=(1, 3, 16, 16))
+        variants.append(Variant(f"v{i}", tuple(configs), path))
+    report = validate_variants(trained_predictor, variants, host_farm.device,
+                               resolve_target("host"), tmp_path / "db", trials=0,
+                               protocol=FAST, out_dir=tmp_path / "out", progress=False)
+    assert report.names == ("v0", "v1") and all(0 < m < 100 for m in report.measured_ms)
+    sums = trained_predictor.predict_ms(list(variants[0].configs)).sum()
+    assert report.layer_sum_ms[0] == pytest.approx(sums)
+    # leave-one-out: v0's overhead is v1's residual
+    assert report.predicted_ms[0] == pytest.approx(
+        max(report.layer_sum_ms[0] + report.measured_ms[1] - report.layer_sum_ms[1], 1e-6))
+    assert report.database_hits == (0.0, 0.0)  # an empty database, nothing tuned
+    assert report.metrics.n == 2 and (tmp_path / "out" / "validation.png").stat().st_size > 0
+    assert (tmp_path / "out" / "validation.json").exists()
+
+
+def test_leave_one_out_overhead_excludes_each_variants_own_residual():
+    measured, sums = np.array([3.0, 5.0, 10.0]), np.array([1.0, 2.0, 4.0])
+    assert leave_one_out_overhead(measured, sums).tolist() == [4.5, 4.0, 2.5]
+    assert leave_one_out_overhead(measured[:1], sums[:1]).tolist() == [0.0]
+
+
+def test_adaptive_round_measures_neighbours_of_poorly_predicted_configs(host_farm, tmp_path):
+    data = tmp_path / "data.jsonl"
+    first, rounds = collect_adaptive(
+        TWO_LAYERS, host_farm.device, resolve_target("host"), data, tmp_path / "db",
+        trials_per_layer=0, protocol=FAST, samples=6, rounds=1, predictor_dir=tmp_path / "p",
+        seed=0, progress=False)
+    initial = {c.key for c in layer_configs(TWO_LAYERS, sample_kept(TWO_LAYERS, 6, seed=0))}
+    assert {r.key for r in first.measured} == initial
+    assert (tmp_path / "p" / "round-1" / "predictor.json").exists()
+    keys = [r.key for r in read_records(data)]
+    assert len(keys) == len(set(keys))  # nothing measured twice
+    for done in rounds:  # a round exists only when some held-out config was off by > 10%
+        assert 0 < done.poorly_predicted <= done.held_out
+        assert all(r.key not in initial for r in done.report.measured)
+    assert set(keys) == initial | {r.key for d in rounds for r in d.report.measured}
