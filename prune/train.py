@@ -146,6 +146,8 @@ def run_pruning(settings: PruneSettings, output_dir: str | os.PathLike, *, progr
         raise EdgesegError(f"{out} holds a pruning result but no checkpoint of it.", "Choose another output folder.")
     if state is not None and state["phase"] == "done":
         return PruneResult(out, json.loads((out / REPORT).read_text()))
+    if state is not None:
+        log.info("resuming from %s: %s epoch %d", out / CHECKPOINT, state["phase"], state["epoch"] + 1)
     torch.manual_seed(settings.seed)
     data = _Data(settings)
     model = create_model(settings.model, num_classes=data.num_classes, weights=settings.weights)
@@ -193,8 +195,8 @@ class _Run:
         summary = {"phase": phase, "epoch": epoch, "miou": miou, "loss": last.get("loss"),
                    "predicted_ms": last.get("predicted_ms")}
         self.epochs.append(summary)
-        log.info("%s epoch %d/%d: loss %s, mIoU %.4f, predicted %s ms (budget %.4g ms)", phase, epoch + 1,
-                 s.epochs, summary["loss"], miou, summary["predicted_ms"], s.target_ms)
+        log.info("%s epoch %d/%d: loss %.4g, mIoU %.4f, predicted %.4g ms (budget %.4g ms)", phase, epoch + 1,
+                 s.epochs, last.get("loss", float("nan")), miou, last.get("predicted_ms", float("nan")), s.target_ms)
         self._save(phase, epoch + 1, model, parts, plan)
         if self.on_epoch_end is not None:
             self.on_epoch_end(phase, epoch)
