@@ -1,0 +1,78 @@
+"""`python -m prune` end to end on a tiny problem: segformer-b0 at 32 px, a few steps, the FLOPs budget."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+
+import onnx
+import pytest
+
+from prune.cli import main
+from prune.settings import PruneSettings
+from prune.train import run_pruning
+from runner.errors import EdgesegError
+
+TINY = PruneSettings(budget_ms=0.04, input_size=32, epochs=2, search_steps=2, finetune_steps=1, batch_size=2,
+                     train_scenes=8, val_scenes=2, num_classes=4)
+TINY_ARGS = ["--input-size", "32", "--epochs", "2", "--search-steps", "2", "--finetune-steps", "1",
+             "--batch-size", "2", "--train-scenes", "8", "--val-scenes", "2", "--classes", "4", "--no-progress"]
+
+
+class Crash(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_from_its_checkpoint_through_the_cli(tmp_path, caplog, capsys):
+    out = tmp_path / "run"
+
+    def crash_after_first_epoch(phase, epoch):
+        raise Crash(f"{phase} {epoch}")
+
+    with pytest.raises(Crash, match="search 0"):
+        run_pruning(TINY, out, progress=False, on_epoch_end=crash_after_first_epoch)
+    assert (out / "checkpoint.pt").exists() and not (out / "pruning.json").exists()
+
+    caplog.set_level(logging.INFO, logger="prune.train")
+    assert main(["--budget-ms", "0.04", *TINY_ARGS, "-o", str(out)]) == 0
+    assert "resuming from" in caplog.text and "search epoch 2" in caplog.text
+    assert "search epoch 1/2" not in caplog.text  # the first epoch was not run again
+
+    report = json.loads((out / "pruning.json").read_text())
+    assert report["predicted_ms"] <= report["budget_ms"] == 0.04 < report["unpruned_predicted_ms"]
+    assert [(e["phase"], e["epoch"]) for e in report["epochs"]] == [
+        ("search", 0), ("search", 1), ("finetune", 0), ("finetune", 1)]
+    assert 0.0 <= report["miou"] <= 1.0 and report["method"] == "bilevel" and report["seed"] == 0
+    assert set(report["kept_counts"]) == set(report["kept_units"]) == set(report["full_counts"])
+    assert any(report["kept_counts"][g] < report["full_counts"][g] for g in report["full_counts"])
+    onnx.checker.check_model(str(out / "model.onnx"))
+    assert (out / "curves.png").stat().st_size > 0
+    assert "predicted" in capsys.readouterr().out
+
+    # another run's settings in the same folder: refused, nothing touched
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main(["--budget-ms", "0.04", *TINY_ARGS, "--seed", "1", "-o", str(out)]) != 0
+    assert "seed: 0 there, 1 now" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_infeasible_budget_names_the_smallest_reachable_latency(tmp_path, capsys):
+    with pytest.raises(EdgesegError, match=r"below the smallest reachable latency \d"):
+        run_pruning(dataclasses.replace(TINY, budget_ms=1e-4), tmp_path / "lib", progress=False)
+    assert main(["--budget-ms", "0.0001", *TINY_ARGS, "-o", str(tmp_path / "cli")]) != 0
+    assert "Pass a budget of at least" in capsys.readouterr().err
+    assert not (tmp_path / "lib").exists() and not (tmp_path / "cli").exists()
+
+
+@pytest.mark.parametrize("method", ["uniform", "magnitude"])
+def test_baselines_meet_the_budget(tmp_path, method):
+    settings = dataclasses.replace(TINY, method=method, epochs=1, search_steps=1)
+    report = run_pruning(settings, tmp_path, progress=False).report
+    assert report["method"] == method and report["predicted_ms"] <= report["budget_ms"]
+    assert report["dropped_to_fit"] == 0
+    counts, full = report["kept_counts"], report["full_counts"]
+    if method == "uniform":  # one fraction for every group (rounded up to whole units)
+        fractions = [counts[g] / full[g] for g in full if "attn" not in g]
+        assert max(fractions) - min(fractions) < 0.2
+    assert sum(counts.values()) < sum(full.values())
