@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--unit", type=_positive(int), default=d.unit,
                         help=f"channels per prunable unit, the device's alignment (default {d.unit})")
     parser.add_argument("--lr", type=_positive(float), default=d.lr, help=f"weight learning rate (default {d.lr})")
+    parser.add_argument("--outer-lr", type=_positive(float), default=d.outer_lr,
+                        help=f"gate score learning rate, bilevel (default {d.outer_lr})")
     parser.add_argument("--weights", default=None, help="local checkpoint of the unpruned model")
     parser.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
     parser.add_argument("--classes", type=_positive(int), default=d.num_classes,
@@ -93,7 +95,7 @@ def _run(args: argparse.Namespace) -> int:
     settings = PruneSettings(
         model=args.model, data=args.data, predictor=args.predictor, budget_ms=args.budget_ms, fps=args.fps,
         input_size=args.input_size, method=args.method, epochs=args.epochs, search_steps=args.search_steps,
-        finetune_steps=args.finetune_steps, batch_size=args.batch_size, unit=args.unit, lr=args.lr,
+        finetune_steps=args.finetune_steps, batch_size=args.batch_size, unit=args.unit, lr=args.lr, outer_lr=args.outer_lr,
         weights=args.weights, seed=args.seed, num_classes=args.classes, train_scenes=args.train_scenes,
         val_scenes=args.val_scenes)
     result = run_pruning(settings, args.output, progress=not args.no_progress)

@@ -22,7 +22,11 @@ class PruneSettings:
     Every method runs `epochs` epochs of `search_steps` steps on the unpruned network (the
     bi-level search, or plain training for the baselines), then `epochs` epochs of
     `finetune_steps` steps on the shrunk one. `train_scenes`/`val_scenes`/`num_classes` size the
-    synthetic data set (real data sets bring their own).
+    synthetic data set (real data sets bring their own). Gate scores start at `gate_init` (every
+    unit kept, p = sigmoid(gate_init)) and learn at `outer_lr` (Adam). `implicit_scale` multiplies
+    BiP's first-order implicit gradient: its default 1/lambda (1000 with lambda = 1e-3) makes that
+    term three orders larger than the budget term, which the budget weight (at most 100) then
+    cannot balance; 1.0 keeps the two comparable.
     """
 
     model: str = "segformer-b0"
@@ -38,7 +42,9 @@ class PruneSettings:
     batch_size: int = 8
     unit: int = 8
     lr: float = 0.01
-    outer_lr: float = 0.05
+    outer_lr: float = 0.1
+    gate_init: float = 1.0
+    implicit_scale: float = 1.0
     weights: str | None = None
     seed: int = 0
     num_classes: int = 8

@@ -43,7 +43,7 @@ from prune.data import build_dataset, inner_outer_split
 from prune.describe import describe, prunable_groups
 from prune.export import export_onnx
 from prune.flops_cost import FlopsCost
-from prune.gates import Gates
+from prune.gates import GateConfig, Gates
 from prune.groups import Group, GroupSet, build_groups
 from prune.metrics import ConfusionMatrix
 from prune.models import create_model
@@ -189,14 +189,16 @@ class _Run:
         torch.set_rng_state(self.state["rng"])
         return int(self.state["epoch"])
 
-    def _end_epoch(self, phase: str, epoch: int, model: nn.Module, parts: dict[str, Any], miou: float,
+    def _end_epoch(self, phase: str, epoch: int, model: nn.Module, parts: dict[str, Any], ms: float,
                    plan: Plan | None = None) -> None:
-        s, last = self.settings, self.steps[-1] if self.steps else {}
-        summary = {"phase": phase, "epoch": epoch, "miou": miou, "loss": last.get("loss"),
-                   "predicted_ms": last.get("predicted_ms")}
+        """Evaluate, record, checkpoint. `ms`: the predicted latency of the network at the epoch's end."""
+        s, miou = self.settings, self._miou(model)
+        losses = [r["loss"] for r in self.steps if (r["phase"], r["epoch"]) == (phase, epoch)]
+        summary = {"phase": phase, "epoch": epoch, "miou": miou, "loss": losses[-1] if losses else None,
+                   "predicted_ms": ms}
         self.epochs.append(summary)
         log.info("%s epoch %d/%d: loss %.4g, mIoU %.4f, predicted %.4g ms (budget %.4g ms)", phase, epoch + 1,
-                 s.epochs, last.get("loss", float("nan")), miou, last.get("predicted_ms", float("nan")), s.target_ms)
+                 s.epochs, losses[-1] if losses else float("nan"), miou, ms, s.target_ms)
         self._save(phase, epoch + 1, model, parts, plan)
         if self.on_epoch_end is not None:
             self.on_epoch_end(phase, epoch)
@@ -221,9 +223,10 @@ class _Run:
         s = self.settings
         bilevel = s.method == "bilevel"
         if bilevel:
-            gates = Gates(self.groups)
+            gates = Gates(self.groups, GateConfig(init_score=s.gate_init))
             gates.attach(model)
-            optimizer = BilevelOptimizer(model, gates, seg_loss, BilevelConfig(inner_lr=s.lr, outer_lr=s.outer_lr))
+            optimizer = BilevelOptimizer(model, gates, seg_loss, BilevelConfig(
+                inner_lr=s.lr, outer_lr=s.outer_lr, implicit_scale=s.implicit_scale))
             weight = BudgetWeight(BudgetWeightConfig(budget=s.target_ms))
             penalty = weight.penalty_fn(lambda g: self.budget.expected_ms_from_probs(g.probabilities()))
             parts = {"optimizer": optimizer, "gates": gates, "budget_weight": weight}
@@ -236,6 +239,7 @@ class _Run:
             batches = self.data.batches(train, tag, epoch)
             outer = self.data.batches(self.data.outer, 1, epoch) if bilevel else None
             bar = self._bar("search", epoch, s.search_steps)
+            ms = predicted_ms(self.budget, self.groups, gates.kept_units()) if bilevel else full_ms
             for step in bar:
                 if bilevel:
                     loss = optimizer.step(next(batches), next(outer), penalty).train_loss
@@ -243,9 +247,9 @@ class _Run:
                     weight.update(ms, settle=epoch * s.search_steps + step >= SETTLE_FROM * s.epochs * s.search_steps)
                 else:
                     loss, ms = _plain_step(model, optimizer, next(batches)), full_ms
-                self.steps.append({"phase": "search", "loss": loss, "predicted_ms": ms})
+                self.steps.append({"phase": "search", "epoch": epoch, "loss": loss, "predicted_ms": ms})
                 self._postfix(bar, loss, ms)
-            self._end_epoch("search", epoch, model, parts, self._miou(model))
+            self._end_epoch("search", epoch, model, parts, ms)
         if bilevel:
             gates.detach()
             scores = dict(zip(gates.names, gates.scores))
@@ -272,9 +276,9 @@ class _Run:
             bar = self._bar("finetune", epoch, s.finetune_steps)
             for _ in bar:
                 loss = _plain_step(model, optimizer, next(batches))
-                self.steps.append({"phase": "finetune", "loss": loss, "predicted_ms": ms})
+                self.steps.append({"phase": "finetune", "epoch": epoch, "loss": loss, "predicted_ms": ms})
                 self._postfix(bar, loss, ms)
-            self._end_epoch("finetune", epoch, model, parts, self._miou(model), plan)
+            self._end_epoch("finetune", epoch, model, parts, ms, plan)
 
     def _miou(self, model: nn.Module) -> float:
         return evaluate(model, self.data.val, self.data.num_classes, self.settings.batch_size)
