@@ -76,3 +76,13 @@ def test_baselines_meet_the_budget(tmp_path, method):
         fractions = [counts[g] / full[g] for g in full if "attn" not in g]
         assert max(fractions) - min(fractions) < 0.2
     assert sum(counts.values()) < sum(full.values())
+
+
+def test_bilevel_search_itself_lands_just_under_the_budget(tmp_path):
+    """With enough steps the budget weight steers the hard network under budget: no unit is
+    dropped after the search to fit, and little latency is left unused."""
+    settings = dataclasses.replace(TINY, budget_ms=0.05, epochs=1, search_steps=16, finetune_steps=0,
+                                   train_scenes=16)
+    report = run_pruning(settings, tmp_path, progress=False).report
+    assert report["dropped_to_fit"] == 0
+    assert 0.9 * report["budget_ms"] <= report["predicted_ms"] <= report["budget_ms"]
