@@ -40,14 +40,14 @@ from runner.errors import EdgesegError
 def describe_model(name: str, input_size: int, unit: int = 8, num_classes: int = 150) -> ModelDescription:
     """The description of registry model `name` at `input_size` x `input_size` (unpruned)."""
     model = create_model(name, num_classes=num_classes)
-    _check_supported(model, name)
+    check_describable(model, name)
     group_set = build_groups(model, torch.zeros(1, 3, input_size, input_size), unit=unit)
     return describe(model, group_set, input_size)
 
 
 def describe(model: nn.Module, group_set: GroupSet, input_size: int) -> ModelDescription:
     """Every layer of `model` at `input_size` x `input_size` as a slot bound to `group_set`'s groups."""
-    _check_supported(model, type(model).__name__)
+    check_describable(model, "this model")
     binder = _Binder(model, group_set)
     slots = list(_backbone_slots(model.backbone, input_size, binder))
     slots += _decoder_slots(model.decoder, slots, binder)
@@ -59,7 +59,8 @@ def prunable_groups(group_set: GroupSet, description: ModelDescription) -> list[
     return [group_set[g.name] for g in description.groups]
 
 
-def _check_supported(model: nn.Module, label: str) -> None:
+def check_describable(model: nn.Module, label: str) -> None:
+    """Raise EdgesegError unless `describe` knows the model's architecture."""
     backbone = getattr(model, "backbone", None)
     if not isinstance(model, SegmentationModel) or not any(
             isinstance(m, pvt_v2.PyramidVisionTransformerStage) for m in backbone.modules()):

@@ -27,7 +27,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +40,7 @@ from prune.bilevel import BilevelConfig, BilevelOptimizer
 from prune.budget_weight import BudgetWeight, BudgetWeightConfig
 from prune.checkpoint import load_checkpoint, save_checkpoint
 from prune.data import build_dataset, inner_outer_split
-from prune.describe import describe, prunable_groups
+from prune.describe import check_describable, describe, prunable_groups
 from prune.export import export_onnx
 from prune.flops_cost import FlopsCost
 from prune.gates import GateConfig, Gates
@@ -86,13 +86,19 @@ def load_cost(settings: PruneSettings) -> LatencyTableSource:
     from latency_model.predictor import Predictor
 
     predictor = Predictor.load(settings.predictor)
+    check_predictor_fits(predictor.manifest, settings)
+    return predictor
+
+
+def check_predictor_fits(manifest: Mapping[str, Any], settings: PruneSettings) -> None:
+    """Refuse a predictor whose manifest names another model or input size (manifests that name
+    neither are accepted: the predictor knows layers, and the budget asks it only about layers)."""
     for key, ours in (("model", settings.model), ("input_size", settings.input_size)):
-        theirs = predictor.manifest.get(key)
+        theirs = manifest.get(key)
         if theirs is not None and theirs != ours:
             raise EdgesegError(f"The predictor in {settings.predictor} was made for {key} {theirs!r}, not {ours!r}.",
                                f"Use a predictor collected for {settings.model} at {settings.input_size} px, "
                                "or collect and train one for it.")
-    return predictor
 
 
 def check_feasible(budget: LatencyBudget, budget_ms: float) -> None:
@@ -151,6 +157,7 @@ def run_pruning(settings: PruneSettings, output_dir: str | os.PathLike, *, progr
     torch.manual_seed(settings.seed)
     data = _Data(settings)
     model = create_model(settings.model, num_classes=data.num_classes, weights=settings.weights)
+    check_describable(model, settings.model)
     example = torch.zeros(1, 3, settings.input_size, settings.input_size)
     group_set = build_groups(model, example, unit=settings.unit)
     budget = LatencyBudget(describe(model, group_set, settings.input_size), load_cost(settings))

@@ -11,7 +11,7 @@ import pytest
 
 from prune.cli import main
 from prune.settings import PruneSettings
-from prune.train import run_pruning
+from prune.train import check_predictor_fits, run_pruning
 from runner.errors import EdgesegError
 
 TINY = PruneSettings(budget_ms=0.04, input_size=32, epochs=2, search_steps=2, finetune_steps=1, batch_size=2,
@@ -86,3 +86,13 @@ def test_bilevel_search_itself_lands_just_under_the_budget(tmp_path):
     report = run_pruning(settings, tmp_path, progress=False).report
     assert report["dropped_to_fit"] == 0
     assert 0.9 * report["budget_ms"] <= report["predicted_ms"] <= report["budget_ms"]
+
+
+def test_a_predictor_for_another_model_or_input_size_is_refused():
+    settings = dataclasses.replace(TINY, predictor="some/folder")
+    check_predictor_fits({"device_key": "s21-cpu"}, settings)  # names neither: accepted
+    check_predictor_fits({"model": "segformer-b0", "input_size": 32}, settings)
+    with pytest.raises(EdgesegError, match="made for model 'segformer-b1'"):
+        check_predictor_fits({"model": "segformer-b1", "input_size": 32}, settings)
+    with pytest.raises(EdgesegError, match="made for input_size 512, not 32"):
+        check_predictor_fits({"model": "segformer-b0", "input_size": 512}, settings)
