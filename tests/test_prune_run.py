@@ -27,17 +27,25 @@ class Crash(Exception):
 def test_interrupted_run_resumes_from_its_checkpoint_through_the_cli(tmp_path, caplog, capsys):
     out = tmp_path / "run"
 
-    def crash_after_first_epoch(phase, epoch):
-        raise Crash(f"{phase} {epoch}")
+    def crash_at(where):
+        def hook(phase, epoch):
+            if f"{phase} {epoch}" == where:
+                raise Crash(where)
+        return hook
 
     with pytest.raises(Crash, match="search 0"):
-        run_pruning(TINY, out, progress=False, on_epoch_end=crash_after_first_epoch)
+        run_pruning(TINY, out, progress=False, on_epoch_end=crash_at("search 0"))
     assert (out / "checkpoint.pt").exists() and not (out / "pruning.json").exists()
-
     caplog.set_level(logging.INFO, logger="prune.train")
-    assert main(["--budget-ms", "0.04", *TINY_ARGS, "-o", str(out)]) == 0
-    assert "resuming from" in caplog.text and "search epoch 2" in caplog.text
+    with pytest.raises(Crash, match="finetune 0"):  # resumes the search, shrinks, crashes fine-tuning
+        run_pruning(TINY, out, progress=False, on_epoch_end=crash_at("finetune 0"))
+    assert "resuming from" in caplog.text and "search epoch 2/2" in caplog.text
     assert "search epoch 1/2" not in caplog.text  # the first epoch was not run again
+    caplog.clear()
+
+    assert main(["--budget-ms", "0.04", *TINY_ARGS, "-o", str(out)]) == 0  # resumes the shrunk network
+    assert "finetune epoch 2/2" in caplog.text
+    assert "search epoch" not in caplog.text and "finetune epoch 1/2" not in caplog.text
 
     report = json.loads((out / "pruning.json").read_text())
     assert report["predicted_ms"] <= report["budget_ms"] == 0.04 < report["unpruned_predicted_ms"]
