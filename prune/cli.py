@@ -7,6 +7,8 @@ and the models are imported only when a run starts, so `--help` stays instant.
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from typing import Sequence
 
@@ -86,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
+    if int(os.environ.get("RANK", "0")) > 0:  # torchrun: one process tells the story
+        logging.getLogger().setLevel(logging.WARNING)
     return run_main(lambda: _run(args), args.verbose)
 
 
@@ -98,7 +102,9 @@ def _run(args: argparse.Namespace) -> int:
         finetune_steps=args.finetune_steps, batch_size=args.batch_size, unit=args.unit, lr=args.lr, outer_lr=args.outer_lr,
         weights=args.weights, seed=args.seed, num_classes=args.classes, train_scenes=args.train_scenes,
         val_scenes=args.val_scenes)
-    result = run_pruning(settings, args.output, progress=not args.no_progress)
+    result = _run_maybe_distributed(lambda: run_pruning(settings, args.output, progress=not args.no_progress))
+    if result is None:
+        return 0
     r = result.report
     print(f"{r['model']} pruned by {r['method']} at {r['input_size']} px ({r['predictor']}):")
     print(f"  predicted  {r['predicted_ms']:.4g} ms  (budget {r['budget_ms']:.4g} ms, "
@@ -108,3 +114,18 @@ def _run(args: argparse.Namespace) -> int:
     print(f"  written    {result.onnx}, {result.output_dir / 'pruning.json'}, {result.output_dir / 'curves.png'}",
           file=sys.stdout)
     return 0
+
+
+def _run_maybe_distributed(body):
+    """Under torchrun (WORLD_SIZE > 1): one gloo process group around the run; only rank 0's
+    result is returned (the others return None and print nothing)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return body()
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")
+    try:
+        result = body()
+        return result if dist.get_rank() == 0 else None
+    finally:
+        dist.destroy_process_group()

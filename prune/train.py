@@ -30,13 +30,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 from tqdm import tqdm
 
 from latency_model.budget import LatencyBudget, LatencyTableSource
-from prune.bilevel import BilevelConfig, BilevelOptimizer
+from prune.bilevel import BilevelConfig, BilevelOptimizer, average_over_processes
 from prune.budget_weight import BudgetWeight, BudgetWeightConfig
 from prune.checkpoint import load_checkpoint, save_checkpoint
 from prune.data import build_dataset, inner_outer_split
@@ -58,6 +59,13 @@ log = logging.getLogger(__name__)
 CHECKPOINT, REPORT, ONNX, CURVES = "checkpoint.pt", "pruning.json", "model.onnx", "curves.png"
 SETTLE_FROM = 0.75  # fraction of the search after which the budget weight only rises
 EpochHook = Callable[[str, int], None]
+
+
+def _rank_and_world() -> tuple[int, int]:
+    """(rank, world size) under torch.distributed (torchrun), else (0, 1)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 @dataclass(frozen=True)
@@ -124,7 +132,8 @@ class _Data:
 
     def batches(self, dataset: Dataset, tag: int, epoch: int) -> Iterator[Any]:
         """Endless shuffled batches, the same for the same (seed, tag, epoch): resumable."""
-        generator = torch.Generator().manual_seed(self.settings.seed * 1_000_003 + tag * 1009 + epoch)
+        rank = _rank_and_world()[0]  # data parallel: each process its own batches
+        generator = torch.Generator().manual_seed(self.settings.seed * 1_000_003 + tag * 1009 + epoch + rank * 65_537)
         loader = DataLoader(dataset, batch_size=self.settings.batch_size, shuffle=True, generator=generator)
         return itertools.chain.from_iterable(itertools.repeat(loader))
 
@@ -164,6 +173,8 @@ def run_pruning(settings: PruneSettings, output_dir: str | os.PathLike, *, progr
     check_feasible(budget, settings.target_ms)
     run = _Run(settings, out, data, budget, prunable_groups(group_set, budget.description), state, progress,
                on_epoch_end)
+    if run.world > 1:
+        log.info("data parallel over %d processes", run.world)
     if state is None or state["phase"] == "search":
         plan = run.search(model, group_set)
     else:
@@ -184,6 +195,7 @@ class _Run:
         self.epochs: list[dict[str, Any]] = list(self.state.get("epochs", []))
         self.dropped_to_fit = int(self.state.get("dropped_to_fit", 0))
         self.progress, self.on_epoch_end = progress, on_epoch_end
+        self.rank, self.world = _rank_and_world()
 
     def _resume(self, phase: str, model: nn.Module, parts: dict[str, Any]) -> int:
         """Load the checkpoint's states if it is in `phase`; the epoch to start from."""
@@ -199,6 +211,9 @@ class _Run:
     def _end_epoch(self, phase: str, epoch: int, model: nn.Module, parts: dict[str, Any], ms: float,
                    plan: Plan | None = None) -> None:
         """Evaluate, record, checkpoint. `ms`: the predicted latency of the network at the epoch's end."""
+        if self.world > 1:  # BatchNorm statistics saw each process's own batches: keep rank 0's
+            for buffer in model.buffers():
+                dist.broadcast(buffer, 0)
         s, miou = self.settings, self._miou(model)
         losses = [r["loss"] for r in self.steps if (r["phase"], r["epoch"]) == (phase, epoch)]
         summary = {"phase": phase, "epoch": epoch, "miou": miou, "loss": losses[-1] if losses else None,
@@ -211,6 +226,8 @@ class _Run:
             self.on_epoch_end(phase, epoch)
 
     def _save(self, phase: str, epoch: int, model: nn.Module, parts: dict[str, Any], plan: Plan | None) -> None:
+        if self.rank:
+            return
         state = {"settings": self.settings.to_dict(), "phase": phase, "epoch": epoch, "model": model.state_dict(),
                  "rng": torch.get_rng_state(), "steps": self.steps, "epochs": self.epochs, "plan": plan,
                  "dropped_to_fit": self.dropped_to_fit}
@@ -218,7 +235,7 @@ class _Run:
         save_checkpoint(self.out / CHECKPOINT, state)
 
     def _bar(self, phase: str, epoch: int, steps: int):
-        return tqdm(range(steps), desc=f"{phase} {epoch + 1}/{self.settings.epochs}", disable=not self.progress,
+        return tqdm(range(steps), desc=f"{phase} {epoch + 1}/{self.settings.epochs}", disable=not self.progress or self.rank > 0,
                     leave=False)
 
     def _postfix(self, bar, loss: float, ms: float) -> None:
@@ -269,6 +286,11 @@ class _Run:
             plan = uniform_plan(self.groups, self.budget, s.target_ms)
         else:
             plan = magnitude_plan(model, self.groups, self.budget, s.target_ms)
+        if self.world > 1:
+            plans: list[Any] = [None] * self.world
+            dist.all_gather_object(plans, plan)
+            if any(p != plan for p in plans):
+                raise RuntimeError("data-parallel processes chose different plans: their gates diverged")
         shrink(group_set, plan)
         self._save("finetune", 0, model, {}, plan)
         return plan
@@ -292,7 +314,6 @@ class _Run:
 
     def finish(self, model: nn.Module, plan: Plan) -> PruneResult:
         s = self.settings
-        export_onnx(model, s.input_size, self.out / ONNX)
         counts = kept_counts(self.groups, plan)
         report = {
             "model": s.model, "input_size": s.input_size, "unit": s.unit, "method": s.method, "seed": s.seed,
@@ -306,11 +327,15 @@ class _Run:
             "kept_counts": counts, "full_counts": {g.name: g.full for g in self.budget.description.groups},
             "dropped_to_fit": self.dropped_to_fit, "epochs": self.epochs, "settings": s.to_dict(),
         }
-        tmp = self.out / (REPORT + ".tmp")
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
-        os.replace(tmp, self.out / REPORT)
-        plot_curves(self.steps, s.target_ms, self.out / CURVES)
-        save_checkpoint(self.out / CHECKPOINT, {"settings": s.to_dict(), "phase": "done"})
+        if self.rank == 0:  # data parallel: one writer
+            export_onnx(model, s.input_size, self.out / ONNX)
+            tmp = self.out / (REPORT + ".tmp")
+            tmp.write_text(json.dumps(report, indent=2) + "\n")
+            os.replace(tmp, self.out / REPORT)
+            plot_curves(self.steps, s.target_ms, self.out / CURVES)
+            save_checkpoint(self.out / CHECKPOINT, {"settings": s.to_dict(), "phase": "done"})
+        if self.world > 1:
+            dist.barrier()
         log.info("pruned %s: predicted %.4g ms (budget %.4g ms, unpruned %.4g ms), mIoU %.4f -> %s", s.model,
                  report["predicted_ms"], s.target_ms, report["unpruned_predicted_ms"], report["miou"], self.out)
         return PruneResult(self.out, report)
@@ -325,5 +350,8 @@ def _plain_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Any) 
     optimizer.zero_grad(set_to_none=True)
     loss = seg_loss(model, batch)
     loss.backward()
+    params = [p for p in model.parameters() if p.grad is not None]
+    for param, grad in zip(params, average_over_processes([p.grad for p in params])):
+        param.grad = grad
     optimizer.step()
     return float(loss.detach())

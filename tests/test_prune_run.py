@@ -5,6 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import onnx
 import pytest
@@ -104,3 +110,33 @@ def test_a_predictor_for_another_model_or_input_size_is_refused():
         check_predictor_fits({"model": "segformer-b1", "input_size": 32}, settings)
     with pytest.raises(EdgesegError, match="made for input_size 512, not 32"):
         check_predictor_fits({"model": "segformer-b0", "input_size": 512}, settings)
+
+
+def test_torchrun_data_parallel_on_two_gloo_processes(tmp_path):
+    """`torchrun --nproc-per-node 2 -m prune`: both processes agree on the plan (the run checks it)
+    and one writes the results."""
+    out = tmp_path / "dp"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    command = [str(torchrun), "--nproc-per-node", "2", "--master-port", str(free_port()), "-m", "prune",
+               "--budget-ms", "0.04", *TINY_ARGS, "--epochs", "1", "-o", str(out)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 0, stderr[-3000:]
+    assert "data parallel over 2 processes" in stderr
+    assert stdout.count("pruned by bilevel") == 1  # only rank 0 reports
+    report = json.loads((out / "pruning.json").read_text())
+    assert report["predicted_ms"] <= report["budget_ms"]
+    onnx.checker.check_model(str(out / "model.onnx"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
