@@ -321,8 +321,7 @@ class _Run:
             "budget_ms": s.target_ms, "predicted_ms": self.budget.latency_ms(counts),
             "unpruned_predicted_ms": self.budget.full_latency_ms(),
             "min_predicted_ms": self.budget.min_latency_ms(),
-            "miou": self.epochs[-1]["miou"] if self.epochs else evaluate(
-                model, self.data.val, self.data.num_classes, s.batch_size),
+            "miou": self.epochs[-1]["miou"],
             "kept_units": {name: sorted(int(u) for u in units) for name, units in plan.items()},
             "kept_counts": counts, "full_counts": {g.name: g.full for g in self.budget.description.groups},
             "dropped_to_fit": self.dropped_to_fit, "epochs": self.epochs, "settings": s.to_dict(),

@@ -140,3 +140,13 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_budget_from_fps_and_settings_checks():
+    assert PruneSettings(fps=50).target_ms == pytest.approx(20.0)
+    with pytest.raises(EdgesegError, match="exactly once"):
+        PruneSettings(budget_ms=20.0, fps=50)
+    with pytest.raises(EdgesegError, match="multiple of 32"):
+        PruneSettings(budget_ms=20.0, input_size=100)
+    with pytest.raises(EdgesegError, match="Unknown pruning method"):
+        PruneSettings(budget_ms=20.0, method="random")
