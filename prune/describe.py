@@ -9,12 +9,11 @@ come straight from `Gates.probabilities()`); a field whose width no group owns s
 
 Groups and their grids: a channel group keeps multiples of its unit up to its full width; an
 attention group keeps 1..num_heads heads (its units are heads). Only groups whose every layer
-the layer configs can express are bound, and only bound groups are gated (`prunable_groups`):
-
-- the spatial-reduction width of an attention (`attn.sr` output) has no field of its own in
-  `latency_model.layers.Attention` (it is priced as dim -> dim), so it stays whole;
-- the decoder projections feed one concatenation that `DecoderFuse` prices as `inputs` maps of
-  one common width `cin`, so their widths stay whole.
+the layer configs can express are bound, and only bound groups are gated (`prunable_groups`).
+The decoder projections feed one concatenation that `DecoderFuse` prices as `inputs` maps of one
+common width, so `build_priced_groups` ties their groups into one (the decoder width). The
+spatial-reduction width of an attention (`attn.sr` output) has no field of its own in
+`latency_model.layers.Attention` (it is priced as dim -> dim), so it stays whole.
 
 EfficientViT backbones are not described yet (an EdgesegError says so).
 """
@@ -30,7 +29,7 @@ from torch import nn
 from latency_model.description import Group, LayerSlot, ModelDescription
 from latency_model.layers import (Attention, ConvNormAct, DecoderFuse, DecoderProjection, LayerConfig,
                                   LayerNorm, MixFFN, PatchEmbed, Upsample)
-from prune.groups import GroupSet, build_groups
+from prune.groups import GroupSet, build_groups, tie
 from prune.groups import Group as PruneGroup
 from prune.models import SegmentationModel, create_model
 from prune.models.decoder import MLPDecoder
@@ -41,8 +40,20 @@ def describe_model(name: str, input_size: int, unit: int = 8, num_classes: int =
     """The description of registry model `name` at `input_size` x `input_size` (unpruned)."""
     model = create_model(name, num_classes=num_classes)
     check_describable(model, name)
+    return describe(model, build_priced_groups(model, input_size, unit), input_size)
+
+
+def build_priced_groups(model: nn.Module, input_size: int, unit: int) -> GroupSet:
+    """`build_groups` with the decoder projections' groups tied into one (see module doc)."""
     group_set = build_groups(model, torch.zeros(1, 3, input_size, input_size), unit=unit)
-    return describe(model, group_set, input_size)
+    owners = []
+    for index, proj in enumerate(model.decoder.proj):
+        module = f"decoder.proj.{index}"
+        owners.append(next((g.name for g in group_set.groups if g.kind == "channels" and g.width == proj.out_channels
+                            and any(m.producer and m.module == module for m in g.members)), None))
+    if None in owners or len(set(owners)) < 2:
+        return group_set
+    return tie(group_set, owners)
 
 
 def describe(model: nn.Module, group_set: GroupSet, input_size: int) -> ModelDescription:
@@ -158,18 +169,22 @@ def _decoder_slots(decoder: MLPDecoder, backbone: list[LayerSlot], binder: _Bind
                            "Describe a model built by prune.models.create_model.")
     (h0, w0), slots = stage_sizes[0], []
     for i, (proj, (h, w), owner) in enumerate(zip(decoder.proj, stage_sizes, stage_owners)):
+        width_owner = binder.channels(proj, proj.out_channels)
         slots.append(_slot(DecoderProjection(h, w, proj.in_channels, proj.out_channels),
-                           f"decoder.proj.{i}", cin=owner))
+                           f"decoder.proj.{i}", cin=owner, cout=width_owner))
         if i:
-            slots.append(_slot(Upsample(h, w, proj.out_channels, h0, w0), f"decoder.upsample.{i}"))
+            slots.append(_slot(Upsample(h, w, proj.out_channels, h0, w0), f"decoder.upsample.{i}",
+                               channels=width_owner))
     widths = {p.out_channels for p in decoder.proj}
+    width_owners = {binder.channels(p, p.out_channels) for p in decoder.proj}
+    cin_owner = width_owners.pop() if len(width_owners) == 1 else None  # tied, or none bound
     if len(widths) != 1:
         raise EdgesegError(f"The decoder projections have different widths {sorted(widths)}; DecoderFuse "
                            "prices one common width.", "Give every decoder projection the same width.")
     fuse = decoder.fuse[0]
     fuse_owner = binder.channels(fuse, fuse.out_channels)
     slots.append(_slot(DecoderFuse(h0, w0, widths.pop(), len(decoder.proj), fuse.out_channels),
-                       "decoder.fuse", cout=fuse_owner))
+                       "decoder.fuse", cin=cin_owner, cout=fuse_owner))
     cls = decoder.classifier
     slots.append(_slot(ConvNormAct(h0, w0, cls.in_channels, cls.out_channels, 1, bias=True, norm="none"),
                        "decoder.classifier", cin=fuse_owner))

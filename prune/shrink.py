@@ -62,9 +62,10 @@ def shrink(group_set: GroupSet, plan: Plan) -> nn.Module:
         removed = group.channels_of([u for u in range(group.num_units) if u not in set(kept)])
         if not removed:
             continue
-        root = modules[group.root]
-        pruner = graph.get_pruner_of_module(root)
-        graph.get_pruning_group(root, pruner.prune_out_channels, removed).prune(record_history=False)
+        for part in group_set.tied.get(group.name, (group,)):  # a tied group cuts each of its parts
+            root = modules[part.root]
+            pruner = graph.get_pruner_of_module(root)
+            graph.get_pruning_group(root, pruner.prune_out_channels, removed).prune(record_history=False)
         if group.kind == "heads":
             attention = modules[group.name]
             setattr(attention, head_layout(attention).num_heads, len(kept))

@@ -41,17 +41,17 @@ from prune.bilevel import BilevelConfig, BilevelOptimizer, average_over_processe
 from prune.budget_weight import BudgetWeight, BudgetWeightConfig
 from prune.checkpoint import load_checkpoint, save_checkpoint
 from prune.data import build_dataset, inner_outer_split
-from prune.describe import check_describable, describe, prunable_groups
+from prune.describe import build_priced_groups, check_describable, describe, prunable_groups
 from prune.export import export_onnx
 from prune.flops_cost import FlopsCost
 from prune.gates import GateConfig, Gates
-from prune.groups import Group, GroupSet, build_groups
+from prune.groups import Group, GroupSet
 from prune.metrics import ConfusionMatrix
 from prune.models import create_model
 from prune.plots import plot_curves
 from prune.selection import Plan, fit_to_budget, kept_counts, magnitude_plan, predicted_ms, uniform_plan
 from prune.settings import FLOPS, PruneSettings
-from prune.shrink import apply_plan, shrink
+from prune.shrink import shrink
 from runner.errors import EdgesegError
 
 log = logging.getLogger(__name__)
@@ -167,8 +167,7 @@ def run_pruning(settings: PruneSettings, output_dir: str | os.PathLike, *, progr
     data = _Data(settings)
     model = create_model(settings.model, num_classes=data.num_classes, weights=settings.weights)
     check_describable(model, settings.model)
-    example = torch.zeros(1, 3, settings.input_size, settings.input_size)
-    group_set = build_groups(model, example, unit=settings.unit)
+    group_set = build_priced_groups(model, settings.input_size, settings.unit)
     budget = LatencyBudget(describe(model, group_set, settings.input_size), load_cost(settings))
     check_feasible(budget, settings.target_ms)
     run = _Run(settings, out, data, budget, prunable_groups(group_set, budget.description), state, progress,
@@ -178,8 +177,8 @@ def run_pruning(settings: PruneSettings, output_dir: str | os.PathLike, *, progr
     if state is None or state["phase"] == "search":
         plan = run.search(model, group_set)
     else:
-        plan = state["plan"]
-        model = apply_plan(model, example, plan, settings.unit)
+        plan = state["plan"]  # replayed on the traced, unpruned model
+        model = shrink(group_set, plan)
     run.finetune(model, plan)
     return run.finish(model, plan)
 
