@@ -8,7 +8,9 @@ norm statistics, `in_features`/`out_channels`...), then sets the attributes forw
 (`prune.attention`). Groups missing from the plan keep every unit.
 
 `apply_plan(fresh_model, example_input, plan, unit)` replays a plan on a freshly built model:
-tracing the same architecture yields the same group names.
+tracing the same architecture yields the same group names. Plans made on tied groups
+(`pruning.json` of `python -m prune`, whose decoder projections are tied) replay with
+`shrink(prune.describe.build_priced_groups(model, input_size, unit), plan)` instead.
 """
 
 from __future__ import annotations
