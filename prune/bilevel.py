@@ -157,17 +157,17 @@ class BilevelOptimizer:
         wrap the model in DistributedDataParallel: this optimiser calls autograd.grad, which its
         gradient hooks do not see."""
         val_loss = self.loss_fn(self.model, val_batch)
-        val_grads = _average(_grads(val_loss, self.weights + self.scores))
+        val_grads = average_over_processes(_grads(val_loss, self.weights + self.scores))
         v, direct = val_grads[: len(self.weights)], val_grads[len(self.weights) :]
         if self.config.method == "neumann":
             with sdpa_kernel(SDPBackend.MATH):  # fused attention kernels have no double backward
                 train_loss = self.loss_fn(self.model, train_batch)
                 train_grads = _grads(train_loss, self.weights, create_graph=True)
-                implicit = _average(self._neumann(train_grads, v))
-            train_grads = _average([g.detach() for g in train_grads])
+                implicit = average_over_processes(self._neumann(train_grads, v))
+            train_grads = average_over_processes([g.detach() for g in train_grads])
         else:
             train_loss = self.loss_fn(self.model, train_batch)
-            train_grads = _average(_grads(train_loss, self.weights))
+            train_grads = average_over_processes(_grads(train_loss, self.weights))
             implicit = self._first_order(train_grads, v)
         return _Passes(
             train_loss=float(train_loss.detach()),
@@ -215,7 +215,7 @@ class BilevelOptimizer:
         return [-g for g in mixed]
 
 
-def _average(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+def average_over_processes(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
     """Mean over the processes of a torch.distributed group (one all-reduce); as is otherwise."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return tensors

@@ -93,6 +93,7 @@ class GroupSet:
     groups: tuple[Group, ...]
     unit: int
     fixed: dict[str, str] = field(default_factory=dict)  # structure -> why it is not gated
+    tied: dict[str, tuple[Group, ...]] = field(default_factory=dict)  # tied group -> the groups it cuts
 
     def __getitem__(self, name: str) -> Group:
         for group in self.groups:
@@ -236,3 +237,19 @@ def describe(group_set: GroupSet) -> list[dict[str, Any]]:
         for g in group_set.groups
     ]
 
+
+
+def tie(group_set: GroupSet, names: list[str] | tuple[str, ...]) -> GroupSet:
+    """`group_set` with the groups `names` (same kind, width and unit) replaced by one group
+    named `names[0]` whose unit k is unit k of each: one gate keeps or drops them together
+    (e.g. decoder projections that one concatenation prices with a single width)."""
+    parts = [group_set[n] for n in names]
+    first = parts[0]
+    if len(parts) < 2 or any((p.kind, p.width, p.unit) != (first.kind, first.width, first.unit) for p in parts):
+        raise EdgesegError(f"Groups {list(names)} cannot be tied: they need the same kind, width and unit.",
+                           "Tie groups of equal layout only.")
+    merged = Group(name=first.name, kind=first.kind, root=first.root, width=first.width, unit=first.unit,
+                   members=tuple(m for p in parts for m in p.members))
+    groups = tuple(merged if g.name == first.name else g for g in group_set.groups if g.name not in names[1:])
+    return GroupSet(model=group_set.model, graph=group_set.graph, groups=groups, unit=group_set.unit,
+                    fixed=dict(group_set.fixed), tied={**group_set.tied, first.name: tuple(parts)})

@@ -8,7 +8,9 @@ norm statistics, `in_features`/`out_channels`...), then sets the attributes forw
 (`prune.attention`). Groups missing from the plan keep every unit.
 
 `apply_plan(fresh_model, example_input, plan, unit)` replays a plan on a freshly built model:
-tracing the same architecture yields the same group names.
+tracing the same architecture yields the same group names. Plans made on tied groups
+(`pruning.json` of `python -m prune`, whose decoder projections are tied) replay with
+`shrink(prune.describe.build_priced_groups(model, input_size, unit), plan)` instead.
 """
 
 from __future__ import annotations
@@ -62,9 +64,10 @@ def shrink(group_set: GroupSet, plan: Plan) -> nn.Module:
         removed = group.channels_of([u for u in range(group.num_units) if u not in set(kept)])
         if not removed:
             continue
-        root = modules[group.root]
-        pruner = graph.get_pruner_of_module(root)
-        graph.get_pruning_group(root, pruner.prune_out_channels, removed).prune(record_history=False)
+        for part in group_set.tied.get(group.name, (group,)):  # a tied group cuts each of its parts
+            root = modules[part.root]
+            pruner = graph.get_pruner_of_module(root)
+            graph.get_pruning_group(root, pruner.prune_out_channels, removed).prune(record_history=False)
         if group.kind == "heads":
             attention = modules[group.name]
             setattr(attention, head_layout(attention).num_heads, len(kept))

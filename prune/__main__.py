@@ -1,0 +1,2 @@
+from prune.cli import main
+raise SystemExit(main())

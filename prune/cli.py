@@ -1,0 +1,131 @@
+"""`python -m prune`: prune a SegFormer-style model to a latency budget, fine-tune, export.
+
+Parses, makes one keyword call into `prune.train.run_pruning`, prints a short summary. torch
+and the models are imported only when a run starts, so `--help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Sequence
+
+from runner.cli_support import run_main, setup_logging
+from prune.settings import FLOPS, METHODS, PruneSettings
+
+DEFAULTS = PruneSettings(budget_ms=1.0)
+
+
+def _positive(kind: type):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{text} must be > 0")
+        return value
+
+    return parse
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} must be >= 0")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = DEFAULTS
+    parser = argparse.ArgumentParser(
+        prog="python -m prune",
+        description="Prune a segmentation model to a latency budget (bi-level search with a latency "
+        "predictor, or a baseline), fine-tune it, and write model.onnx, pruning.json and curves.png. "
+        "Rerun the same command to resume after a crash.")
+    parser.add_argument("--model", default=d.model, help=f"registry model (default {d.model})")
+    parser.add_argument("--data", default=d.data, help="synthetic, ade20k:PATH or cityscapes:PATH "
+                        f"(default {d.data})")
+    parser.add_argument("--predictor", default=d.predictor, help="latency predictor folder (latency_model "
+                        f"train), or '{FLOPS}' for nominal ms proportional to FLOPs (default {FLOPS})")
+    budget = parser.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--budget-ms", type=_positive(float), help="latency budget of the pruned model, ms")
+    budget.add_argument("--fps", type=_positive(float), help="frame-rate target (budget 1000/FPS ms)")
+    parser.add_argument("--input-size", type=_positive(int), default=d.input_size,
+                        help=f"square input size in pixels, a multiple of 32 (default {d.input_size})")
+    parser.add_argument("--method", choices=METHODS, default=d.method, help=f"default {d.method}")
+    parser.add_argument("--epochs", type=_positive(int), default=d.epochs,
+                        help=f"epochs of search and of fine-tuning; a checkpoint after each (default {d.epochs})")
+    parser.add_argument("--search-steps", type=_count, default=d.search_steps,
+                        help=f"search (or baseline training) steps per epoch (default {d.search_steps})")
+    parser.add_argument("--finetune-steps", type=_count, default=d.finetune_steps,
+                        help=f"fine-tuning steps per epoch (default {d.finetune_steps})")
+    parser.add_argument("--batch-size", type=_positive(int), default=d.batch_size, help=f"default {d.batch_size}")
+    parser.add_argument("--unit", type=_positive(int), default=d.unit,
+                        help=f"channels per prunable unit, the device's alignment (default {d.unit})")
+    parser.add_argument("--lr", type=_positive(float), default=d.lr, help=f"weight learning rate (default {d.lr})")
+    parser.add_argument("--outer-lr", type=_positive(float), default=d.outer_lr,
+                        help=f"gate score learning rate, bilevel (default {d.outer_lr})")
+    parser.add_argument("--weights", default=None, help="local checkpoint of the unpruned model")
+    parser.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
+    parser.add_argument("--classes", type=_positive(int), default=d.num_classes,
+                        help=f"synthetic data: number of classes (default {d.num_classes})")
+    parser.add_argument("--train-scenes", type=_positive(int), default=None,
+                        help="synthetic data: training scenes (default 2000)")
+    parser.add_argument("--val-scenes", type=_positive(int), default=None,
+                        help="synthetic data: validation scenes (default 200)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("-o", "--output", required=True, help="output folder (holds the checkpoint)")
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging and tracebacks")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    if int(os.environ.get("RANK", "0")) > 0:  # torchrun: one process tells the story
+        logging.getLogger().setLevel(logging.WARNING)
+    return run_main(lambda: _run(args), args.verbose)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from prune.train import run_pruning
+
+    settings = PruneSettings(
+        model=args.model, data=args.data, predictor=args.predictor, budget_ms=args.budget_ms, fps=args.fps,
+        input_size=args.input_size, method=args.method, epochs=args.epochs, search_steps=args.search_steps,
+        finetune_steps=args.finetune_steps, batch_size=args.batch_size, unit=args.unit, lr=args.lr, outer_lr=args.outer_lr,
+        weights=args.weights, seed=args.seed, num_classes=args.classes, train_scenes=args.train_scenes,
+        val_scenes=args.val_scenes)
+    result = _run_maybe_distributed(lambda: run_pruning(settings, args.output, progress=not args.no_progress))
+    if result is None:
+        return 0
+    r = result.report
+    print(f"{r['model']} pruned by {r['method']} at {r['input_size']} px ({r['predictor']}):")
+    print(f"  predicted  {r['predicted_ms']:.4g} ms  (budget {r['budget_ms']:.4g} ms, "
+          f"unpruned {r['unpruned_predicted_ms']:.4g} ms, "
+          f"speed-up {r['unpruned_predicted_ms'] / r['predicted_ms']:.2f}x)")
+    print(f"  mIoU       {r['miou']:.4f}")
+    print(f"  written    {result.onnx}, {result.output_dir / 'pruning.json'}, {result.output_dir / 'curves.png'}",
+          file=sys.stdout)
+    return 0
+
+
+def _run_maybe_distributed(body):
+    """Under torchrun (WORLD_SIZE > 1): one gloo process group around the run; only rank 0's
+    result is returned (the others return None and print nothing)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return body()
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")
+    try:
+        result = body()
+        return result if dist.get_rank() == 0 else None
+    finally:
+        dist.destroy_process_group()

@@ -1,0 +1,105 @@
+"""Choosing kept units under a latency budget: the baselines and the final fit of a search.
+
+A plan is `{group name: kept unit indices}` (what `shrink` replays). Three ways to make one:
+
+- `uniform_plan`: every group keeps the same fraction of its units (its first ones), the largest
+  fraction whose predicted latency fits the budget (uniform width scaling);
+- `magnitude_plan`: units ranked by the L1 norm of the weights that produce them (normalised per
+  group, so layers of different sizes compare), the lowest dropped until the budget fits;
+- `fit_to_budget`: the same greedy drop applied to any plan and any per-unit importance (the
+  bi-level search ends with it, ranking by gate scores, when its hard network is still over).
+
+Every group keeps at least one unit: its most important one.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from latency_model.budget import LatencyBudget
+from prune.groups import Group
+
+log = logging.getLogger(__name__)
+
+Plan = dict[str, list[int]]
+
+
+def kept_counts(groups: Sequence[Group], plan: Mapping[str, Sequence[int]]) -> dict[str, int]:
+    """Kept count per group as the description counts it: heads for heads groups, else channels."""
+    counts = {}
+    for group in groups:
+        units = list(plan.get(group.name, range(group.num_units)))
+        counts[group.name] = len(units) if group.kind == "heads" else len(group.channels_of(units))
+    return counts
+
+
+def full_plan(groups: Sequence[Group]) -> Plan:
+    return {g.name: list(range(g.num_units)) for g in groups}
+
+
+def predicted_ms(budget: LatencyBudget, groups: Sequence[Group], plan: Mapping[str, Sequence[int]]) -> float:
+    return budget.latency_ms(kept_counts(groups, plan))
+
+
+def uniform_plan(groups: Sequence[Group], budget: LatencyBudget, budget_ms: float, steps: int = 200) -> Plan:
+    """The first ceil(r * units) units of every group, for the largest r (of `steps`) that fits."""
+    plan = {g.name: [0] for g in groups}
+    for i in range(steps, -1, -1):
+        candidate = {g.name: list(range(max(1, -(-g.num_units * i // steps)))) for g in groups}
+        if predicted_ms(budget, groups, candidate) <= budget_ms:
+            plan = candidate
+            log.info("uniform width scaling: keep %.3f of every group", i / steps)
+            break
+    return plan
+
+
+def fit_to_budget(groups: Sequence[Group], importance: Mapping[str, torch.Tensor], plan: Mapping[str, Sequence[int]],
+                  budget: LatencyBudget, budget_ms: float) -> tuple[Plan, int]:
+    """Drop the least important kept units (never a group's last) until the plan fits the
+    budget; returns the plan and how many units were dropped. Bisects on the number dropped:
+    dropping more never costs more."""
+    kept = {g.name: sorted(int(u) for u in plan.get(g.name, range(g.num_units))) for g in groups}
+    candidates = []
+    for group in groups:
+        scores = importance[group.name].detach().float()
+        ranked = sorted(kept[group.name], key=lambda u: float(scores[u]))
+        candidates += [(float(scores[u]), group.name, u) for u in ranked[:-1]]
+    candidates.sort()
+
+    def without(count: int) -> Plan:
+        dropped: dict[str, set[int]] = {}
+        for _, name, unit in candidates[:count]:
+            dropped.setdefault(name, set()).add(unit)
+        return {name: [u for u in units if u not in dropped.get(name, ())] for name, units in kept.items()}
+
+    low, high = 0, len(candidates)
+    while low < high:
+        middle = (low + high) // 2
+        if predicted_ms(budget, groups, without(middle)) <= budget_ms:
+            high = middle
+        else:
+            low = middle + 1
+    return without(low), low
+
+
+def l1_importance(model: nn.Module, groups: Sequence[Group]) -> dict[str, torch.Tensor]:
+    """Mean L1 norm of the root layer's weight rows per unit, divided by the group's mean."""
+    modules = dict(model.named_modules())
+    out = {}
+    for group in groups:
+        weight = modules[group.root].weight.detach()
+        rows = weight.abs().reshape(weight.shape[0], -1).sum(1)
+        per_unit = torch.stack([rows[group.channels_of([u])].mean() for u in range(group.num_units)])
+        out[group.name] = per_unit / per_unit.mean().clamp_min(1e-12)
+    return out
+
+
+def magnitude_plan(model: nn.Module, groups: Sequence[Group], budget: LatencyBudget, budget_ms: float) -> Plan:
+    """L1-magnitude channel pruning at the budget (Li et al., ICLR 2017, ranked across layers)."""
+    plan, dropped = fit_to_budget(groups, l1_importance(model, groups), full_plan(groups), budget, budget_ms)
+    log.info("magnitude pruning: dropped %d units", dropped)
+    return plan

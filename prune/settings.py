@@ -1,0 +1,79 @@
+"""The settings of one `python -m prune` run: a frozen dataclass saved in its checkpoint and
+`pruning.json` (a resumed run must repeat them)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from runner.errors import EdgesegError
+
+METHODS = ("bilevel", "uniform", "magnitude")
+FLOPS = "flops"
+
+
+@dataclass(frozen=True)
+class PruneSettings:
+    """What to prune, against what, and how long.
+
+    `predictor` is a latency predictor folder (`latency_model train`) or "flops" (nominal ms
+    proportional to FLOPs, `prune.flops_cost`). Give exactly one of `budget_ms` and `fps`.
+    Every method runs `epochs` epochs of `search_steps` steps on the unpruned network (the
+    bi-level search, or plain training for the baselines), then `epochs` epochs of
+    `finetune_steps` steps on the shrunk one. `train_scenes`/`val_scenes`/`num_classes` size the
+    synthetic data set (real data sets bring their own). Gate scores start at `gate_init` (every
+    unit kept, p = sigmoid(gate_init)) and learn at `outer_lr` (Adam). `implicit_scale` multiplies
+    BiP's first-order implicit gradient: its default 1/lambda (1000 with lambda = 1e-3) makes that
+    term three orders larger than the budget term, which the budget weight (at most 100) then
+    cannot balance; 1.0 keeps the two comparable.
+    """
+
+    model: str = "segformer-b0"
+    data: str = "synthetic"
+    predictor: str = FLOPS
+    budget_ms: float | None = None
+    fps: float | None = None
+    input_size: int = 128
+    method: str = "bilevel"
+    epochs: int = 3
+    search_steps: int = 100
+    finetune_steps: int = 100
+    batch_size: int = 8
+    unit: int = 8
+    lr: float = 0.01
+    outer_lr: float = 0.1
+    gate_init: float = 1.0
+    implicit_scale: float = 1.0
+    weights: str | None = None
+    seed: int = 0
+    num_classes: int = 8
+    train_scenes: int | None = None
+    val_scenes: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise EdgesegError(f"Unknown pruning method {self.method!r}.", f"Use one of: {', '.join(METHODS)}.")
+        if (self.budget_ms is None) == (self.fps is None):
+            raise EdgesegError("Give the latency budget exactly once.", "Pass either --budget-ms or --fps.")
+        if not (self.budget_ms or self.fps or 0) > 0:
+            raise EdgesegError(f"The budget must be positive, got budget_ms={self.budget_ms}, fps={self.fps}.",
+                               "Pass a positive --budget-ms or --fps.")
+        counts = {"epochs": self.epochs, "batch_size": self.batch_size, "unit": self.unit,
+                  "input_size": self.input_size}
+        for name, value in counts.items():
+            if value < 1:
+                raise EdgesegError(f"{name} must be >= 1, got {value}.", f"Pass a positive {name}.")
+        if self.search_steps < 0 or self.finetune_steps < 0:
+            raise EdgesegError("Step counts must be >= 0.", "Pass non-negative --search-steps/--finetune-steps.")
+        if self.input_size % 32:
+            raise EdgesegError(f"The input size {self.input_size} is not a multiple of 32 (the backbone's stride).",
+                               "Pass an input size such as 64, 256 or 512.")
+
+    @property
+    def target_ms(self) -> float:
+        """The budget in ms (from --fps: 1000 / fps)."""
+        return float(self.budget_ms) if self.budget_ms is not None else 1000.0 / float(self.fps)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

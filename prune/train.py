@@ -1,0 +1,355 @@
+"""The whole pruning run: search (or plain training), shrink, fine-tune, evaluate, export.
+
+    result = run_pruning(PruneSettings(model="segformer-b0", budget_ms=0.1), "out/")
+
+1. Build the model, trace its groups (`prune.groups`), describe it for the latency model
+   (`prune.describe`) and fill the budget's tables from the predictor (or the FLOPs table). A
+   budget under the smallest network the grid allows is an error naming that latency.
+2. Search, `epochs` x `search_steps` steps. bilevel: `BilevelOptimizer` steps (weights on the
+   inner split, gate scores on the outer split) with the penalty w * E[latency] / budget, w
+   moved by `BudgetWeight` from the hard network's predicted latency (settling over the last
+   quarter of the steps). Baselines: plain training of the unpruned network, the same steps.
+3. Choose the plan: the gates' hard decision, then `fit_to_budget` by gate score if it is still
+   over (counted in `pruning.json` as `dropped_to_fit`); uniform scaling or L1 magnitude for the
+   baselines. Shrink to a dense network.
+4. Fine-tune it `epochs` x `finetune_steps` steps on the whole training split; mIoU on val.
+5. Write `model.onnx`, `pruning.json` and `curves.png`.
+
+A checkpoint is written after every epoch; a rerun with the same settings and output folder
+resumes from it (other settings: an error, nothing overwritten).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from latency_model.budget import LatencyBudget, LatencyTableSource
+from prune.bilevel import BilevelConfig, BilevelOptimizer, average_over_processes
+from prune.budget_weight import BudgetWeight, BudgetWeightConfig
+from prune.checkpoint import load_checkpoint, save_checkpoint
+from prune.data import build_dataset, inner_outer_split
+from prune.describe import build_priced_groups, check_describable, describe, prunable_groups
+from prune.export import export_onnx
+from prune.flops_cost import FlopsCost
+from prune.gates import GateConfig, Gates
+from prune.groups import Group, GroupSet
+from prune.metrics import ConfusionMatrix
+from prune.models import create_model
+from prune.plots import plot_curves
+from prune.selection import Plan, fit_to_budget, kept_counts, magnitude_plan, predicted_ms, uniform_plan
+from prune.settings import FLOPS, PruneSettings
+from prune.shrink import shrink
+from runner.errors import EdgesegError
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT, REPORT, ONNX, CURVES = "checkpoint.pt", "pruning.json", "model.onnx", "curves.png"
+SETTLE_FROM = 0.75  # fraction of the search after which the budget weight only rises
+EpochHook = Callable[[str, int], None]
+
+
+def _rank_and_world() -> tuple[int, int]:
+    """(rank, world size) under torch.distributed (torchrun), else (0, 1)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """Where the run wrote its files and what `pruning.json` says."""
+
+    output_dir: Path
+    report: dict[str, Any]
+
+    @property
+    def onnx(self) -> Path:
+        return self.output_dir / ONNX
+
+
+def seg_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Cross-entropy of the logits upsampled to the label size (255 ignored)."""
+    images, labels = batch
+    logits = F.interpolate(model(images), size=labels.shape[-2:], mode="bilinear", align_corners=False)
+    return F.cross_entropy(logits, labels, ignore_index=255)
+
+
+def load_cost(settings: PruneSettings) -> LatencyTableSource:
+    """The FLOPs table, or the predictor folder's predictor (it must fit the model and size)."""
+    if settings.predictor == FLOPS:
+        return FlopsCost()
+    from latency_model.predictor import Predictor
+
+    predictor = Predictor.load(settings.predictor)
+    check_predictor_fits(predictor.manifest, settings)
+    return predictor
+
+
+def check_predictor_fits(manifest: Mapping[str, Any], settings: PruneSettings) -> None:
+    """Refuse a predictor whose manifest names another model or input size (manifests that name
+    neither are accepted: the predictor knows layers, and the budget asks it only about layers)."""
+    for key, ours in (("model", settings.model), ("input_size", settings.input_size)):
+        theirs = manifest.get(key)
+        if theirs is not None and theirs != ours:
+            raise EdgesegError(f"The predictor in {settings.predictor} was made for {key} {theirs!r}, not {ours!r}.",
+                               f"Use a predictor collected for {settings.model} at {settings.input_size} px, "
+                               "or collect and train one for it.")
+
+
+def check_feasible(budget: LatencyBudget, budget_ms: float) -> None:
+    smallest = budget.min_latency_ms()
+    if budget_ms < smallest:
+        raise EdgesegError(
+            f"The budget {budget_ms:.4g} ms is below the smallest reachable latency {smallest:.4g} ms "
+            f"(every group at its smallest width; unpruned: {budget.full_latency_ms():.4g} ms).",
+            f"Pass a budget of at least {smallest:.4g} ms (or a lower --fps).")
+
+
+class _Data:
+    """Training (inner/outer) and validation sets, and seeded loaders per phase and epoch."""
+
+    def __init__(self, settings: PruneSettings) -> None:
+        size, seed = settings.input_size, settings.seed
+        common = {"num_classes": settings.num_classes, "seed": seed}
+        self.train = build_dataset(settings.data, "train", size, length=settings.train_scenes, **common)
+        self.val = build_dataset(settings.data, "val", size, length=settings.val_scenes, **common)
+        self.inner, self.outer = inner_outer_split(self.train, seed=seed)
+        self.num_classes = getattr(self.train, "num_classes", settings.num_classes)
+        self.settings = settings
+
+    def batches(self, dataset: Dataset, tag: int, epoch: int) -> Iterator[Any]:
+        """Endless shuffled batches, the same for the same (seed, tag, epoch): resumable."""
+        rank = _rank_and_world()[0]  # data parallel: each process its own batches
+        generator = torch.Generator().manual_seed(self.settings.seed * 1_000_003 + tag * 1009 + epoch + rank * 65_537)
+        loader = DataLoader(dataset, batch_size=self.settings.batch_size, shuffle=True, generator=generator)
+        return itertools.chain.from_iterable(itertools.repeat(loader))
+
+
+def evaluate(model: nn.Module, dataset: Dataset, num_classes: int, batch_size: int) -> float:
+    """mIoU over `dataset`."""
+    was_training = model.training
+    model.eval()
+    matrix = ConfusionMatrix(num_classes)
+    with torch.no_grad():
+        for images, labels in DataLoader(dataset, batch_size=batch_size):
+            matrix.update(model(images), labels)
+    model.train(was_training)
+    return matrix.scores().miou
+
+
+def run_pruning(settings: PruneSettings, output_dir: str | os.PathLike, *, progress: bool = True,
+                on_epoch_end: EpochHook | None = None) -> PruneResult:
+    """Run (or resume, or return the finished) pruning run of `settings` in `output_dir`.
+
+    `on_epoch_end(phase, epoch)` is called after each epoch's checkpoint is written."""
+    out = Path(output_dir)
+    state = load_checkpoint(out / CHECKPOINT, settings.to_dict())
+    if state is None and (out / REPORT).exists():
+        raise EdgesegError(f"{out} holds a pruning result but no checkpoint of it.", "Choose another output folder.")
+    if state is not None and state["phase"] == "done":
+        return PruneResult(out, json.loads((out / REPORT).read_text()))
+    if state is not None:
+        log.info("resuming from %s: %s epoch %d", out / CHECKPOINT, state["phase"], state["epoch"] + 1)
+    torch.manual_seed(settings.seed)
+    data = _Data(settings)
+    model = create_model(settings.model, num_classes=data.num_classes, weights=settings.weights)
+    check_describable(model, settings.model)
+    group_set = build_priced_groups(model, settings.input_size, settings.unit)
+    budget = LatencyBudget(describe(model, group_set, settings.input_size), load_cost(settings))
+    check_feasible(budget, settings.target_ms)
+    run = _Run(settings, out, data, budget, prunable_groups(group_set, budget.description), state, progress,
+               on_epoch_end)
+    if run.world > 1:
+        log.info("data parallel over %d processes", run.world)
+    if state is None or state["phase"] == "search":
+        plan = run.search(model, group_set)
+    else:
+        plan = state["plan"]  # replayed on the traced, unpruned model
+        model = shrink(group_set, plan)
+    run.finetune(model, plan)
+    return run.finish(model, plan)
+
+
+class _Run:
+    """One run's loops and the history they record (steps and epoch summaries)."""
+
+    def __init__(self, settings: PruneSettings, out: Path, data: _Data, budget: LatencyBudget, groups: list[Group],
+                 state: dict[str, Any] | None, progress: bool, on_epoch_end: EpochHook | None) -> None:
+        self.settings, self.out, self.data, self.budget, self.groups = settings, out, data, budget, groups
+        self.state = state or {}
+        self.steps: list[dict[str, Any]] = list(self.state.get("steps", []))
+        self.epochs: list[dict[str, Any]] = list(self.state.get("epochs", []))
+        self.dropped_to_fit = int(self.state.get("dropped_to_fit", 0))
+        self.progress, self.on_epoch_end = progress, on_epoch_end
+        self.rank, self.world = _rank_and_world()
+
+    def _resume(self, phase: str, model: nn.Module, parts: dict[str, Any]) -> int:
+        """Load the checkpoint's states if it is in `phase`; the epoch to start from."""
+        if self.state.get("phase") != phase:
+            return 0
+        model.load_state_dict(self.state["model"])
+        for key, part in parts.items():
+            if key in self.state:  # the checkpoint written at the shrink has no fine-tuning optimizer yet
+                part.load_state_dict(self.state[key])
+        torch.set_rng_state(self.state["rng"])
+        return int(self.state["epoch"])
+
+    def _end_epoch(self, phase: str, epoch: int, model: nn.Module, parts: dict[str, Any], ms: float,
+                   plan: Plan | None = None) -> None:
+        """Evaluate, record, checkpoint. `ms`: the predicted latency of the network at the epoch's end."""
+        if self.world > 1:  # BatchNorm statistics saw each process's own batches: keep rank 0's
+            for buffer in model.buffers():
+                dist.broadcast(buffer, 0)
+        s, miou = self.settings, self._miou(model)
+        losses = [r["loss"] for r in self.steps if (r["phase"], r["epoch"]) == (phase, epoch)]
+        summary = {"phase": phase, "epoch": epoch, "miou": miou, "loss": losses[-1] if losses else None,
+                   "predicted_ms": ms}
+        self.epochs.append(summary)
+        log.info("%s epoch %d/%d: loss %.4g, mIoU %.4f, predicted %.4g ms (budget %.4g ms)", phase, epoch + 1,
+                 s.epochs, losses[-1] if losses else float("nan"), miou, ms, s.target_ms)
+        self._save(phase, epoch + 1, model, parts, plan)
+        if self.on_epoch_end is not None:
+            self.on_epoch_end(phase, epoch)
+
+    def _save(self, phase: str, epoch: int, model: nn.Module, parts: dict[str, Any], plan: Plan | None) -> None:
+        if self.rank:
+            return
+        state = {"settings": self.settings.to_dict(), "phase": phase, "epoch": epoch, "model": model.state_dict(),
+                 "rng": torch.get_rng_state(), "steps": self.steps, "epochs": self.epochs, "plan": plan,
+                 "dropped_to_fit": self.dropped_to_fit}
+        state.update({key: part.state_dict() for key, part in parts.items()})
+        save_checkpoint(self.out / CHECKPOINT, state)
+
+    def _bar(self, phase: str, epoch: int, steps: int):
+        return tqdm(range(steps), desc=f"{phase} {epoch + 1}/{self.settings.epochs}", disable=not self.progress or self.rank > 0,
+                    leave=False)
+
+    def _postfix(self, bar, loss: float, ms: float) -> None:
+        miou = self.epochs[-1]["miou"] if self.epochs else float("nan")
+        bar.set_postfix(loss=f"{loss:.3f}", mIoU=f"{miou:.3f}", ms=f"{ms:.4g}")
+
+    def search(self, model: nn.Module, group_set: GroupSet) -> Plan:
+        """The search phase; shrinks `model` in place and returns the plan."""
+        s = self.settings
+        bilevel = s.method == "bilevel"
+        if bilevel:
+            gates = Gates(self.groups, GateConfig(init_score=s.gate_init))
+            gates.attach(model)
+            optimizer = BilevelOptimizer(model, gates, seg_loss, BilevelConfig(
+                inner_lr=s.lr, outer_lr=s.outer_lr, implicit_scale=s.implicit_scale))
+            weight = BudgetWeight(BudgetWeightConfig(budget=s.target_ms))
+            penalty = weight.penalty_fn(lambda g: self.budget.expected_ms_from_probs(g.probabilities()))
+            parts = {"optimizer": optimizer, "gates": gates, "budget_weight": weight}
+            train, tag = self.data.inner, 0
+        else:
+            optimizer = _sgd(model, s.lr)
+            parts, train, tag = {"optimizer": optimizer}, self.data.train, 2
+        full_ms = self.budget.full_latency_ms()
+        for epoch in range(self._resume("search", model, parts), s.epochs):
+            batches = self.data.batches(train, tag, epoch)
+            outer = self.data.batches(self.data.outer, 1, epoch) if bilevel else None
+            bar = self._bar("search", epoch, s.search_steps)
+            ms = predicted_ms(self.budget, self.groups, gates.kept_units()) if bilevel else full_ms
+            for step in bar:
+                if bilevel:
+                    loss = optimizer.step(next(batches), next(outer), penalty).train_loss
+                    ms = predicted_ms(self.budget, self.groups, gates.kept_units())
+                    weight.update(ms, settle=epoch * s.search_steps + step >= SETTLE_FROM * s.epochs * s.search_steps)
+                else:
+                    loss, ms = _plain_step(model, optimizer, next(batches)), full_ms
+                self.steps.append({"phase": "search", "epoch": epoch, "loss": loss, "predicted_ms": ms})
+                self._postfix(bar, loss, ms)
+            self._end_epoch("search", epoch, model, parts, ms)
+        if bilevel:
+            gates.detach()
+            scores = dict(zip(gates.names, gates.scores))
+            plan, self.dropped_to_fit = fit_to_budget(self.groups, scores, gates.kept_units(), self.budget,
+                                                      s.target_ms)
+            if self.dropped_to_fit:
+                log.warning("the searched network was over budget: dropped %d more units by gate score",
+                            self.dropped_to_fit)
+        elif s.method == "uniform":
+            plan = uniform_plan(self.groups, self.budget, s.target_ms)
+        else:
+            plan = magnitude_plan(model, self.groups, self.budget, s.target_ms)
+        if self.world > 1:
+            plans: list[Any] = [None] * self.world
+            dist.all_gather_object(plans, plan)
+            if any(p != plan for p in plans):
+                raise RuntimeError("data-parallel processes chose different plans: their gates diverged")
+        shrink(group_set, plan)
+        self._save("finetune", 0, model, {}, plan)
+        return plan
+
+    def finetune(self, model: nn.Module, plan: Plan) -> None:
+        s = self.settings
+        optimizer = _sgd(model, s.lr)
+        parts = {"optimizer": optimizer}
+        ms = predicted_ms(self.budget, self.groups, plan)
+        for epoch in range(self._resume("finetune", model, parts), s.epochs):
+            batches = self.data.batches(self.data.train, 3, epoch)
+            bar = self._bar("finetune", epoch, s.finetune_steps)
+            for _ in bar:
+                loss = _plain_step(model, optimizer, next(batches))
+                self.steps.append({"phase": "finetune", "epoch": epoch, "loss": loss, "predicted_ms": ms})
+                self._postfix(bar, loss, ms)
+            self._end_epoch("finetune", epoch, model, parts, ms, plan)
+
+    def _miou(self, model: nn.Module) -> float:
+        return evaluate(model, self.data.val, self.data.num_classes, self.settings.batch_size)
+
+    def finish(self, model: nn.Module, plan: Plan) -> PruneResult:
+        s = self.settings
+        counts = kept_counts(self.groups, plan)
+        report = {
+            "model": s.model, "input_size": s.input_size, "unit": s.unit, "method": s.method, "seed": s.seed,
+            "data": s.data, "num_classes": self.data.num_classes, "predictor": s.predictor,
+            "budget_ms": s.target_ms, "predicted_ms": self.budget.latency_ms(counts),
+            "unpruned_predicted_ms": self.budget.full_latency_ms(),
+            "min_predicted_ms": self.budget.min_latency_ms(),
+            "miou": self.epochs[-1]["miou"],
+            "kept_units": {name: sorted(int(u) for u in units) for name, units in plan.items()},
+            "kept_counts": counts, "full_counts": {g.name: g.full for g in self.budget.description.groups},
+            "dropped_to_fit": self.dropped_to_fit, "epochs": self.epochs, "settings": s.to_dict(),
+        }
+        if self.rank == 0:  # data parallel: one writer
+            export_onnx(model, s.input_size, self.out / ONNX)
+            tmp = self.out / (REPORT + ".tmp")
+            tmp.write_text(json.dumps(report, indent=2) + "\n")
+            os.replace(tmp, self.out / REPORT)
+            plot_curves(self.steps, s.target_ms, self.out / CURVES)
+            save_checkpoint(self.out / CHECKPOINT, {"settings": s.to_dict(), "phase": "done"})
+        if self.world > 1:
+            dist.barrier()
+        log.info("pruned %s: predicted %.4g ms (budget %.4g ms, unpruned %.4g ms), mIoU %.4f -> %s", s.model,
+                 report["predicted_ms"], s.target_ms, report["unpruned_predicted_ms"], report["miou"], self.out)
+        return PruneResult(self.out, report)
+
+
+def _sgd(model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
+
+
+def _plain_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Any) -> float:
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    loss = seg_loss(model, batch)
+    loss.backward()
+    params = [p for p in model.parameters() if p.grad is not None]
+    for param, grad in zip(params, average_over_processes([p.grad for p in params])):
+        param.grad = grad
+    optimizer.step()
+    return float(loss.detach())

@@ -1,0 +1,153 @@
+"""`python -m prune` end to end on a tiny problem: segformer-b0 at 32 px, a few steps, the FLOPs budget."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+
+from prune.cli import main
+from prune.settings import PruneSettings
+from prune.train import check_predictor_fits, run_pruning
+from runner.errors import EdgesegError
+
+TINY = PruneSettings(budget_ms=0.04, input_size=32, epochs=2, search_steps=2, finetune_steps=1, batch_size=2,
+                     train_scenes=8, val_scenes=2, num_classes=4)
+TINY_ARGS = ["--input-size", "32", "--epochs", "2", "--search-steps", "2", "--finetune-steps", "1",
+             "--batch-size", "2", "--train-scenes", "8", "--val-scenes", "2", "--classes", "4", "--no-progress"]
+
+
+class Crash(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_from_its_checkpoint_through_the_cli(tmp_path, caplog, capsys):
+    out = tmp_path / "run"
+
+    def crash_at(where):
+        def hook(phase, epoch):
+            if f"{phase} {epoch}" == where:
+                raise Crash(where)
+        return hook
+
+    with pytest.raises(Crash, match="search 0"):
+        run_pruning(TINY, out, progress=False, on_epoch_end=crash_at("search 0"))
+    assert (out / "checkpoint.pt").exists() and not (out / "pruning.json").exists()
+    caplog.set_level(logging.INFO, logger="prune.train")
+    with pytest.raises(Crash, match="finetune 0"):  # resumes the search, shrinks, crashes fine-tuning
+        run_pruning(TINY, out, progress=False, on_epoch_end=crash_at("finetune 0"))
+    assert "resuming from" in caplog.text and "search epoch 2/2" in caplog.text
+    assert "search epoch 1/2" not in caplog.text  # the first epoch was not run again
+    caplog.clear()
+
+    assert main(["--budget-ms", "0.04", *TINY_ARGS, "-o", str(out)]) == 0  # resumes the shrunk network
+    assert "finetune epoch 2/2" in caplog.text
+    assert "search epoch" not in caplog.text and "finetune epoch 1/2" not in caplog.text
+
+    report = json.loads((out / "pruning.json").read_text())
+    assert report["predicted_ms"] <= report["budget_ms"] == 0.04 < report["unpruned_predicted_ms"]
+    assert [(e["phase"], e["epoch"]) for e in report["epochs"]] == [
+        ("search", 0), ("search", 1), ("finetune", 0), ("finetune", 1)]
+    assert 0.0 <= report["miou"] <= 1.0 and report["method"] == "bilevel" and report["seed"] == 0
+    assert set(report["kept_counts"]) == set(report["kept_units"]) == set(report["full_counts"])
+    assert any(report["kept_counts"][g] < report["full_counts"][g] for g in report["full_counts"])
+    onnx.checker.check_model(str(out / "model.onnx"))
+    assert (out / "curves.png").stat().st_size > 0
+    assert "predicted" in capsys.readouterr().out
+
+    # another run's settings in the same folder: refused, nothing touched
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main(["--budget-ms", "0.04", *TINY_ARGS, "--seed", "1", "-o", str(out)]) != 0
+    assert "seed: 0 there, 1 now" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_infeasible_budget_names_the_smallest_reachable_latency(tmp_path, capsys):
+    with pytest.raises(EdgesegError, match=r"below the smallest reachable latency \d"):
+        run_pruning(dataclasses.replace(TINY, budget_ms=1e-4), tmp_path / "lib", progress=False)
+    assert main(["--budget-ms", "0.0001", *TINY_ARGS, "-o", str(tmp_path / "cli")]) != 0
+    assert "Pass a budget of at least" in capsys.readouterr().err
+    assert not (tmp_path / "lib").exists() and not (tmp_path / "cli").exists()
+
+
+@pytest.mark.parametrize("method", ["uniform", "magnitude"])
+def test_baselines_meet_the_budget(tmp_path, method):
+    settings = dataclasses.replace(TINY, method=method, epochs=1, search_steps=1)
+    report = run_pruning(settings, tmp_path, progress=False).report
+    assert report["method"] == method and report["predicted_ms"] <= report["budget_ms"]
+    assert report["dropped_to_fit"] == 0
+    counts, full = report["kept_counts"], report["full_counts"]
+    if method == "uniform":  # one fraction r for every group: kept units = ceil(r * units)
+        units = {g: full[g] if g.endswith("attn") else full[g] // 8 for g in full}
+        kept = {g: len(report["kept_units"][g]) for g in full}
+        assert max((kept[g] - 1) / units[g] for g in full) < min(kept[g] / units[g] for g in full)
+    assert sum(counts.values()) < sum(full.values())
+
+
+def test_bilevel_search_itself_lands_just_under_the_budget(tmp_path):
+    """With enough steps the budget weight steers the hard network under budget: no unit is
+    dropped after the search to fit, and little latency is left unused."""
+    settings = dataclasses.replace(TINY, budget_ms=0.05, epochs=1, search_steps=16, finetune_steps=0,
+                                   train_scenes=16)
+    report = run_pruning(settings, tmp_path, progress=False).report
+    assert report["dropped_to_fit"] == 0
+    assert 0.9 * report["budget_ms"] <= report["predicted_ms"] <= report["budget_ms"]
+
+
+def test_a_predictor_for_another_model_or_input_size_is_refused():
+    settings = dataclasses.replace(TINY, predictor="some/folder")
+    check_predictor_fits({"device_key": "s21-cpu"}, settings)  # names neither: accepted
+    check_predictor_fits({"model": "segformer-b0", "input_size": 32}, settings)
+    with pytest.raises(EdgesegError, match="made for model 'segformer-b1'"):
+        check_predictor_fits({"model": "segformer-b1", "input_size": 32}, settings)
+    with pytest.raises(EdgesegError, match="made for input_size 512, not 32"):
+        check_predictor_fits({"model": "segformer-b0", "input_size": 512}, settings)
+
+
+def test_torchrun_data_parallel_on_two_gloo_processes(tmp_path):
+    """`torchrun --nproc-per-node 2 -m prune`: both processes agree on the plan (the run checks it)
+    and one writes the results."""
+    out = tmp_path / "dp"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    command = [str(torchrun), "--nproc-per-node", "2", "--master-port", str(free_port()), "-m", "prune",
+               "--budget-ms", "0.04", *TINY_ARGS, "--epochs", "1", "-o", str(out)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 0, stderr[-3000:]
+    assert "data parallel over 2 processes" in stderr
+    assert stdout.count("pruned by bilevel") == 1  # only rank 0 reports
+    report = json.loads((out / "pruning.json").read_text())
+    assert report["predicted_ms"] <= report["budget_ms"]
+    onnx.checker.check_model(str(out / "model.onnx"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_budget_from_fps_and_settings_checks():
+    assert PruneSettings(fps=50).target_ms == pytest.approx(20.0)
+    with pytest.raises(EdgesegError, match="exactly once"):
+        PruneSettings(budget_ms=20.0, fps=50)
+    with pytest.raises(EdgesegError, match="multiple of 32"):
+        PruneSettings(budget_ms=20.0, input_size=100)
+    with pytest.raises(EdgesegError, match="Unknown pruning method"):
+        PruneSettings(budget_ms=20.0, method="random")
