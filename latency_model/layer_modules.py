@@ -19,6 +19,8 @@ from timm.models import efficientvit_mit as evit
 from timm.models import pvt_v2
 from torch import nn
 
+from latency_model.pvt_attention import PrunedPvtAttention
+
 from latency_model import layers as L
 
 _ACT_LAYERS: dict[str, type[nn.Module] | None] = {
@@ -41,43 +43,6 @@ class TokenLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.module(x, self.feat_size)
         return x + y if self.residual else y
-
-
-class HeadPrunedAttention(pvt_v2.Attention):
-    """timm pvt_v2 `Attention` whose heads*head_dim differs from the token width (pruned heads).
-
-    Same submodules and forward as timm's, with q/kv/proj resized to the kept heads; timm's
-    forward reshapes the attention output to the token width, which only holds unpruned.
-    """
-
-    def __init__(self, dim: int, heads: int, head_dim: int, sr_ratio: int) -> None:
-        # timm asserts dim % num_heads == 0: build with one head, then set the kept heads.
-        super().__init__(dim, num_heads=1, sr_ratio=sr_ratio, qkv_bias=True)
-        inner = heads * head_dim
-        self.num_heads = heads
-        self.head_dim = head_dim
-        self.scale = head_dim ** -0.5
-        self.q = nn.Linear(dim, inner, bias=True)
-        self.kv = nn.Linear(dim, 2 * inner, bias=True)
-        self.proj = nn.Linear(inner, dim)
-
-    def forward(self, x: torch.Tensor, feat_size: list[int]) -> torch.Tensor:
-        B, N, C = x.shape
-        H, W = feat_size
-        q = self.q(x).reshape(B, N, self.num_heads, -1).permute(0, 2, 1, 3)
-        if self.sr is not None:
-            x = x.permute(0, 2, 1).reshape(B, C, H, W)
-            x = self.sr(x).reshape(B, C, -1).permute(0, 2, 1)
-            x = self.norm(x)
-        kv = self.kv(x).reshape(B, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        k, v = kv.unbind(0)
-        if self.fused_attn:
-            x = F.scaled_dot_product_attention(q, k, v)
-        else:
-            attn = (q * self.scale) @ k.transpose(-2, -1)
-            x = attn.softmax(dim=-1) @ v
-        x = x.transpose(1, 2).reshape(B, N, -1)
-        return self.proj(x)
 
 
 class DecoderProjection(nn.Module):
@@ -137,7 +102,7 @@ def _attention(c: L.Attention) -> tuple[nn.Module, tuple[int, ...]]:
         attn: nn.Module = pvt_v2.Attention(c.dim, num_heads=c.heads, sr_ratio=c.sr_ratio,
                                            qkv_bias=True)
     else:
-        attn = HeadPrunedAttention(c.dim, c.heads, c.head_dim, c.sr_ratio)
+        attn = PrunedPvtAttention.with_heads(c.dim, c.heads, c.head_dim, c.sr_ratio)
     return TokenLayer(attn, (c.h, c.w), c.residual), _tokens(c, c.dim)
 
 

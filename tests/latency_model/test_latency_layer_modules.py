@@ -5,7 +5,8 @@ from timm.models import pvt_v2
 from latency_cases import ONE_OF_EACH
 from latency_model import layers as L
 from latency_model.features import feature_dict
-from latency_model.layer_modules import HeadPrunedAttention, build_layer
+from latency_model.layer_modules import build_layer
+from latency_model.pvt_attention import PrunedPvtAttention
 
 EXTRA = [
     L.Attention(8, 8, 64, 3, 32, 2),     # pruned heads: 3 * 32 != 64
@@ -30,7 +31,7 @@ def test_build_layer_runs_and_matches_the_config(config):
 
 def test_head_pruned_attention_computes_what_timm_computes_unpruned():
     timm_attn = pvt_v2.Attention(64, num_heads=2, sr_ratio=2).eval()
-    ours = HeadPrunedAttention(64, heads=2, head_dim=32, sr_ratio=2).eval()
+    ours = PrunedPvtAttention.with_heads(64, heads=2, head_dim=32, sr_ratio=2).eval()
     ours.load_state_dict(timm_attn.state_dict())
     x = torch.randn(1, 64, 64)
     with torch.no_grad():
