@@ -95,17 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def describe(name: str, input_size: int):
-    """The model description of a named model, from `prune.describe` (lands separately)."""
-    from runner.errors import EdgesegError
+    """The model description of a named model: only a command line composes prune and latency_model."""
+    from prune.describe import describe_model
 
-    try:
-        from prune.describe import describe_model
-    except ImportError as err:
-        raise EdgesegError(
-            f"No model description is available for {name!r}: prune.describe is not part of "
-            f"this edgeseg ({err}).",
-            "Update edgeseg to a version with prune/describe.py, or call "
-            "latency_model.collect.collect with your own layer configs.") from err
     return describe_model(name, input_size)
 
 

@@ -72,16 +72,13 @@ def test_a_predictor_of_another_device_is_refused(data_and_predictor, synthetic_
     assert "trained for device key 'host-cpu'" in err and "fix:" in err
 
 
-def test_collect_without_a_model_description_is_a_clear_error(tmp_path, capsys):
-    try:
-        import prune.describe  # noqa: F401
-        pytest.skip("prune.describe exists on this branch")
-    except ImportError:
-        pass
-    with pytest.raises(EdgesegError, match="prune.describe"):
-        describe("segformer-b0", 512)
-    assert main(["collect", "--model", "segformer-b0", "-o", str(tmp_path / "d.jsonl")]) != 0
-    assert "segformer-b0" in capsys.readouterr().err
+def test_collect_looks_the_model_description_up_by_name(tmp_path, capsys):
+    description = describe("segformer-b0", 64)
+    assert description.groups and description.slots
+    with pytest.raises(EdgesegError, match="segformer-b9"):
+        describe("segformer-b9", 64)
+    assert main(["collect", "--model", "segformer-b9", "-o", str(tmp_path / "d.jsonl")]) != 0
+    assert "segformer-b9" in capsys.readouterr().err
 
 
 def test_key_without_tracker_is_refused(tmp_path, capsys):
