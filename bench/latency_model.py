@@ -47,7 +47,6 @@ from latency_model.sampling import layer_configs, sample_kept
 from runner.cli_support import setup_logging
 from runner.farm import use_device
 from runner.timing import TimingProtocol
-from runner.workspace import tuning_database_dir
 
 log = logging.getLogger("bench.latency_model")
 

@@ -100,7 +100,9 @@ def compile_model(
         tuned, status = apply_database(lowered, preset, db)
         if preset.is_gpu:
             tuned = schedule_gpu_defaults(tuned, preset, status)
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir.parent if out_dir.parent.exists() else None))
+        # Stage beside the destination: the final rename must not cross file systems.
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir.parent))
         try:
             _write_artifact(staging, model, preset, tuned, status, report, lowered, db, runtime or {}, export)
             if out_dir.exists():

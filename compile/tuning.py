@@ -23,6 +23,7 @@ from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
 
 from compile.builder import PooledBuilder
 from compile.intrinsics import register_for as register_intrinsics_for
+from compile.linkers import check_linker
 from compile.targets import TargetPreset
 from runner.device import Device
 from runner.session import check_tracker, wait_for_device
@@ -120,6 +121,7 @@ def tune(
     )  # fmt: skip
     counts: dict[int, int] = {}
     if todo and trials > 0:
+        check_linker(preset)  # candidates are linked for the device, even with --export tar
         with _unnamed_handlers_set_aside():
             _tune_tasks(todo, target, preset, device(), db, database_dir, trials, seed, counts)
     spent = {todo[i].task_name: n for i, n in counts.items()}
