@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import time
 from pathlib import Path
@@ -98,8 +97,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from runner.farm import LocalFarm
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _interrupt)
     farm = LocalFarm(key=args.key, servers=args.servers, host=args.host, port=args.port,
                      emulate=args.emulate)  # fmt: skip
     try:
@@ -164,12 +161,6 @@ def _bench(args: argparse.Namespace) -> int:
         print(f"wrote {args.out}")
     return 0
 
-
-def _interrupt(signum: int, frame: object) -> None:
-    """Ctrl-C or SIGTERM: unwind once through the farm's clean-up, ignoring repeats meanwhile."""
-    for repeated in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(repeated, signal.SIG_IGN)
-    raise KeyboardInterrupt
 
 
 def _port(text: str) -> int:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 from typing import Callable
 
 from runner.errors import EdgesegError
@@ -23,7 +25,13 @@ def setup_logging(verbose: bool) -> None:
 
 
 def run_main(body: Callable[[], int], verbose: bool) -> int:
-    """Run a command's body; print an `EdgesegError` as one paragraph and return its exit code."""
+    """Run a command's body; print an `EdgesegError` as one paragraph and return its exit code.
+
+    SIGTERM unwinds like Ctrl-C, so a command's embedded farm (tracker, servers, workers in
+    their own process groups) is stopped by its clean-up instead of being orphaned."""
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, _interrupt)
     try:
         return body()
     except EdgesegError as err:
@@ -36,3 +44,10 @@ def run_main(body: Callable[[], int], verbose: bool) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """Ctrl-C or SIGTERM: unwind once through the clean-up, ignoring repeats meanwhile."""
+    for repeated in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(repeated, signal.SIG_IGN)
+    raise KeyboardInterrupt

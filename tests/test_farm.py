@@ -81,3 +81,27 @@ def test_serve_prints_its_address_registers_and_stops_every_child_on_sigterm(tmp
         if serve.poll() is None:
             os.killpg(serve.pid, signal.SIGKILL)
             serve.wait()
+
+
+def test_any_command_stops_its_embedded_farm_on_sigterm(tmp_path):
+    """A long command (here `latency_model collect`) killed with SIGTERM leaves no server behind."""
+    env = {**os.environ, "PYTHONPATH": ROOT, "EDGESEG_WORKSPACE": str(tmp_path / "ws")}
+    command = [sys.executable, "-m", "latency_model", "collect", "--model", "segformer-b0", "--input-size", "64",
+               "--samples", "3", "--trials-per-layer", "0", "-o", str(tmp_path / "data.jsonl")]
+    with open(tmp_path / "err", "w") as err:
+        collect = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err,
+                                   start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not any("tvm.exec.rpc_server" in _cmdline(p) for p in _descendants(collect.pid)):
+            assert collect.poll() is None and time.monotonic() < deadline, (tmp_path / "err").read_text()
+            time.sleep(0.5)
+        children = _descendants(collect.pid)
+        collect.send_signal(signal.SIGTERM)
+        assert collect.wait(timeout=60) == 130
+        time.sleep(0.2)
+        assert [_cmdline(p) for p in children if _alive(p)] == []
+    finally:
+        if collect.poll() is None:
+            os.killpg(collect.pid, signal.SIGKILL)
+            collect.wait()
