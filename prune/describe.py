@@ -3,9 +3,10 @@
 `describe(model, group_set, input_size)` walks a SegFormer-style model (a timm `pvt_v2` or
 `efficientvit_mit` backbone with `features_only`, the all-MLP decoder of
 `prune.models.decoder`) and writes every layer as a `latency_model.layers` config whose widths
-are read from the modules, so the same function describes the unpruned and the shrunk model. Each channel or head field is bound to the
-`GroupSet` group that owns it (the names `build_groups` gives, so the budget's distributions
-come straight from `Gates.probabilities()`); a field whose width no group owns stays constant.
+are read from the modules, so the same function describes the unpruned and the shrunk model.
+Each channel or head field is bound to the `GroupSet` group that owns it (the names
+`build_groups` gives, so the budget's distributions come straight from
+`Gates.probabilities()`); a field whose width no group owns stays constant.
 
 Groups and their grids: a channel group keeps multiples of its unit up to its full width; an
 attention group keeps 1..num_heads heads (its units are heads). Only groups whose every layer
@@ -30,8 +31,8 @@ from latency_model.layers import (Attention, ConvNormAct, DecoderFuse, DecoderPr
                                   PatchEmbed, Upsample)
 from prune.binding import Binder, slot
 from prune.describe_efficientvit import Stage, efficientvit_slots, is_efficientvit
-from prune.groups import Group as PruneGroup
 from prune.groups import GroupSet, build_groups, tie
+from prune.groups import Group as PruneGroup
 from prune.models import SegmentationModel, create_model
 from prune.models.decoder import MLPDecoder
 from runner.errors import EdgesegError

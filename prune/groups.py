@@ -67,7 +67,7 @@ class Group:
     kind: str  # "channels" or "heads"
     root: str  # module whose output channels are the group's coordinates (for torch_pruning)
     width: int  # channels of `root` in the group
-    unit: int  # channels per unit (head_dim for heads); the last unit may be shorter
+    unit: int  # root channels per unit (a head's: head_dim, 3*head_dim for LiteMLA's qkv); last may be shorter
     members: tuple[Member, ...]
     traced: bool = True  # False: the graph cannot cut it; shrink cuts each member's channel list
 
