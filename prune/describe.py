@@ -1,11 +1,12 @@
 """The bridge between the pruner and the latency model: a model as a `ModelDescription`.
 
-`describe(model, group_set, input_size)` walks a SegFormer-style model (timm `pvt_v2` backbone
-with `features_only`, the all-MLP decoder of `prune.models.decoder`) and writes every layer as a
-`latency_model.layers` config whose widths are read from the modules, so the same function
-describes the unpruned and the shrunk model. Each channel or head field is bound to the
-`GroupSet` group that owns it (the names `build_groups` gives, so the budget's distributions
-come straight from `Gates.probabilities()`); a field whose width no group owns stays constant.
+`describe(model, group_set, input_size)` walks a SegFormer-style model (a timm `pvt_v2` or
+`efficientvit_mit` backbone with `features_only`, the all-MLP decoder of
+`prune.models.decoder`) and writes every layer as a `latency_model.layers` config whose widths
+are read from the modules, so the same function describes the unpruned and the shrunk model.
+Each channel or head field is bound to the `GroupSet` group that owns it (the names
+`build_groups` gives, so the budget's distributions come straight from
+`Gates.probabilities()`); a field whose width no group owns stays constant.
 
 Groups and their grids: a channel group keeps multiples of its unit up to its full width; an
 attention group keeps 1..num_heads heads (its units are heads). Only groups whose every layer
@@ -13,9 +14,8 @@ the layer configs can express are bound, and only bound groups are gated (`pruna
 The decoder projections feed one concatenation that `DecoderFuse` prices as `inputs` maps of one
 common width, so `build_priced_groups` ties their groups into one (the decoder width). The
 spatial-reduction width of an attention (`attn.sr` output) has no field of its own in
-`latency_model.layers.Attention` (it is priced as dim -> dim), so it stays whole.
-
-EfficientViT backbones are not described yet (an EdgesegError says so).
+`latency_model.layers.Attention` (it is priced as dim -> dim), so it stays whole. The
+EfficientViT walker lives in `prune/describe_efficientvit.py`; both share `prune.binding`.
 """
 
 from __future__ import annotations
@@ -26,9 +26,11 @@ import torch
 from timm.models import pvt_v2
 from torch import nn
 
-from latency_model.description import Group, LayerSlot, ModelDescription
-from latency_model.layers import (Attention, ConvNormAct, DecoderFuse, DecoderProjection, LayerConfig,
-                                  LayerNorm, MixFFN, PatchEmbed, Upsample)
+from latency_model.description import LayerSlot, ModelDescription
+from latency_model.layers import (Attention, ConvNormAct, DecoderFuse, DecoderProjection, LayerNorm, MixFFN,
+                                  PatchEmbed, Upsample)
+from prune.binding import Binder, slot
+from prune.describe_efficientvit import Stage, efficientvit_slots, is_efficientvit
 from prune.groups import GroupSet, build_groups, tie
 from prune.groups import Group as PruneGroup
 from prune.models import SegmentationModel, create_model
@@ -59,9 +61,13 @@ def build_priced_groups(model: nn.Module, input_size: int, unit: int) -> GroupSe
 def describe(model: nn.Module, group_set: GroupSet, input_size: int) -> ModelDescription:
     """Every layer of `model` at `input_size` x `input_size` as a slot bound to `group_set`'s groups."""
     check_describable(model, "this model")
-    binder = _Binder(model, group_set)
-    slots = list(_backbone_slots(model.backbone, input_size, binder))
-    slots += _decoder_slots(model.decoder, slots, binder)
+    binder = Binder(model, group_set)
+    if is_efficientvit(model.backbone):
+        slots, stages = efficientvit_slots(model.backbone, input_size, binder)
+    else:
+        slots = list(_pvt_slots(model.backbone, input_size, binder))
+        stages = [(s.template.out_hw, s.bindings.get("cout")) for s in slots if isinstance(s.template, PatchEmbed)]
+    slots += _decoder_slots(model.decoder, stages, binder)
     return ModelDescription(tuple(binder.groups.values()), tuple(slots))
 
 
@@ -73,58 +79,21 @@ def prunable_groups(group_set: GroupSet, description: ModelDescription) -> list[
 def check_describable(model: nn.Module, label: str) -> None:
     """Raise EdgesegError unless `describe` knows the model's architecture."""
     backbone = getattr(model, "backbone", None)
-    if not isinstance(model, SegmentationModel) or not any(
-            isinstance(m, pvt_v2.PyramidVisionTransformerStage) for m in backbone.modules()):
+    if not isinstance(model, SegmentationModel) or not (is_efficientvit(backbone) or any(
+            isinstance(m, pvt_v2.PyramidVisionTransformerStage) for m in backbone.modules())):
         raise EdgesegError(
-            f"{label}: only SegFormer-style models (timm pvt_v2 backbones) can be described for the "
-            "latency model yet; EfficientViT backbones are not yet supported.",
-            "Use segformer-b0 or segformer-b1.")
+            f"{label}: only SegFormer-style models (timm pvt_v2 or EfficientViT backbones with the all-MLP "
+            "decoder) can be described for the latency model.",
+            "Use a model of prune.models.list_models().")
 
 
-class _Binder:
-    """Finds the group that owns a module's output width and records it as a description Group."""
-
-    def __init__(self, model: nn.Module, group_set: GroupSet) -> None:
-        self.modules = {m: n for n, m in model.named_modules()}
-        self.unit = group_set.unit
-        self.owner: dict[str, PruneGroup] = {}
-        for group in group_set.groups:
-            if group.kind == "heads":
-                self.owner[group.name] = group
-                continue
-            for member in group.producers:
-                self.owner.setdefault(member.module, group)
-        self.groups: dict[str, Group] = {}
-
-    def channels(self, module: nn.Module, width: int) -> str | None:
-        """The channel group owning all `width` output channels of `module`, if any."""
-        group = self.owner.get(self.modules[module])
-        if group is None or group.kind != "channels" or group.width != width:
-            return None
-        if group.width % group.unit:
-            return None  # a short last unit cannot be priced exactly (budget needs equal units)
-        self.groups.setdefault(group.name, Group.aligned(group.name, group.width, group.unit))
-        return group.name
-
-    def heads(self, attention: nn.Module, num_heads: int) -> str | None:
-        group = self.owner.get(self.modules[attention])
-        if group is None or group.kind != "heads" or group.num_units != num_heads:
-            return None
-        self.groups.setdefault(group.name, Group(group.name, num_heads, tuple(range(1, num_heads + 1))))
-        return group.name
-
-
-def _slot(template: LayerConfig, name: str, **bindings: str | None) -> LayerSlot:
-    return LayerSlot(template, {f: g for f, g in bindings.items() if g is not None}, name)
-
-
-def _embed_slot(embed: pvt_v2.OverlapPatchEmbed, h: int, w: int, binder: _Binder, name: str) -> LayerSlot:
+def _embed_slot(embed: pvt_v2.OverlapPatchEmbed, h: int, w: int, binder: Binder, name: str) -> LayerSlot:
     conv = embed.proj
     cfg = PatchEmbed(h, w, conv.in_channels, conv.out_channels, conv.kernel_size[0], conv.stride[0])
-    return _slot(cfg, name, cout=binder.channels(conv, conv.out_channels))
+    return slot(cfg, name, cout=binder.channels(conv, conv.out_channels))
 
 
-def _backbone_slots(backbone: nn.Module, input_size: int, binder: _Binder) -> Iterator[LayerSlot]:
+def _pvt_slots(backbone: nn.Module, input_size: int, binder: Binder) -> Iterator[LayerSlot]:
     """Slots of the stem and every stage, in execution order; sizes follow the convs."""
     h = w = input_size
     stem = _embed_slot(backbone.patch_embed, h, w, binder, "backbone.patch_embed")
@@ -136,44 +105,44 @@ def _backbone_slots(backbone: nn.Module, input_size: int, binder: _Binder) -> It
         prefix = f"backbone.{stage_name}"
         if isinstance(stage.downsample, pvt_v2.OverlapPatchEmbed):
             down = _embed_slot(stage.downsample, h, w, binder, f"{prefix}.downsample")
-            yield _slot(down.template, down.label, cin=width_owner, cout=down.bindings.get("cout"))
+            yield slot(down.template, down.label, cin=width_owner, cout=down.bindings.get("cout"))
             h, w = down.template.out_hw
             width_owner = down.bindings.get("cout")
         for index, block in enumerate(stage.blocks):
             yield from _block_slots(block, h, w, width_owner, binder, f"{prefix}.blocks.{index}")
         dim = stage.norm.normalized_shape[0]
-        yield _slot(LayerNorm(h, w, dim), f"{prefix}.norm", dim=width_owner)
+        yield slot(LayerNorm(h, w, dim), f"{prefix}.norm", dim=width_owner)
 
 
-def _block_slots(block: pvt_v2.Block, h: int, w: int, dim_owner: str | None, binder: _Binder,
+def _block_slots(block: pvt_v2.Block, h: int, w: int, dim_owner: str | None, binder: Binder,
                  name: str) -> Iterator[LayerSlot]:
     attn, mlp = block.attn, block.mlp
     dim = attn.q.in_features
-    yield _slot(LayerNorm(h, w, dim), f"{name}.norm1", dim=dim_owner)
+    yield slot(LayerNorm(h, w, dim), f"{name}.norm1", dim=dim_owner)
     sr_ratio = attn.sr.kernel_size[0] if getattr(attn, "sr", None) is not None else 1
     heads = attn.num_heads
-    yield _slot(Attention(h, w, dim, heads, attn.head_dim, sr_ratio), f"{name}.attn",
+    yield slot(Attention(h, w, dim, heads, attn.head_dim, sr_ratio), f"{name}.attn",
                 dim=dim_owner, heads=binder.heads(attn, heads))
-    yield _slot(LayerNorm(h, w, dim), f"{name}.norm2", dim=dim_owner)
+    yield slot(LayerNorm(h, w, dim), f"{name}.norm2", dim=dim_owner)
     hidden = mlp.fc1.out_features
-    yield _slot(MixFFN(h, w, dim, hidden, dim), f"{name}.mlp", cin=dim_owner, cout=dim_owner,
+    yield slot(MixFFN(h, w, dim, hidden, dim), f"{name}.mlp", cin=dim_owner, cout=dim_owner,
                 hidden=binder.channels(mlp.fc1, hidden))
 
 
-def _decoder_slots(decoder: MLPDecoder, backbone: list[LayerSlot], binder: _Binder) -> list[LayerSlot]:
+def _decoder_slots(decoder: MLPDecoder, stages: list[Stage], binder: Binder) -> list[LayerSlot]:
     """Projections at each stage's size, upsampling to the first, fuse and classifier."""
-    stage_sizes = [s.template.out_hw for s in backbone if isinstance(s.template, PatchEmbed)]
-    stage_owners = [s.bindings.get("cout") for s in backbone if isinstance(s.template, PatchEmbed)]
+    stage_sizes = [size for size, _ in stages]
+    stage_owners = [owner for _, owner in stages]
     if len(stage_sizes) != len(decoder.proj):
         raise EdgesegError(f"The decoder has {len(decoder.proj)} projections for {len(stage_sizes)} stages.",
                            "Describe a model built by prune.models.create_model.")
     (h0, w0), slots = stage_sizes[0], []
     for i, (proj, (h, w), owner) in enumerate(zip(decoder.proj, stage_sizes, stage_owners)):
         width_owner = binder.channels(proj, proj.out_channels)
-        slots.append(_slot(DecoderProjection(h, w, proj.in_channels, proj.out_channels),
+        slots.append(slot(DecoderProjection(h, w, proj.in_channels, proj.out_channels),
                            f"decoder.proj.{i}", cin=owner, cout=width_owner))
         if i:
-            slots.append(_slot(Upsample(h, w, proj.out_channels, h0, w0), f"decoder.upsample.{i}",
+            slots.append(slot(Upsample(h, w, proj.out_channels, h0, w0), f"decoder.upsample.{i}",
                                channels=width_owner))
     widths = {p.out_channels for p in decoder.proj}
     width_owners = {binder.channels(p, p.out_channels) for p in decoder.proj}
@@ -183,9 +152,9 @@ def _decoder_slots(decoder: MLPDecoder, backbone: list[LayerSlot], binder: _Bind
                            "prices one common width.", "Give every decoder projection the same width.")
     fuse = decoder.fuse[0]
     fuse_owner = binder.channels(fuse, fuse.out_channels)
-    slots.append(_slot(DecoderFuse(h0, w0, widths.pop(), len(decoder.proj), fuse.out_channels),
+    slots.append(slot(DecoderFuse(h0, w0, widths.pop(), len(decoder.proj), fuse.out_channels),
                        "decoder.fuse", cin=cin_owner, cout=fuse_owner))
     cls = decoder.classifier
-    slots.append(_slot(ConvNormAct(h0, w0, cls.in_channels, cls.out_channels, 1, bias=True, norm="none"),
+    slots.append(slot(ConvNormAct(h0, w0, cls.in_channels, cls.out_channels, 1, bias=True, norm="none"),
                        "decoder.classifier", cin=fuse_owner))
     return slots

@@ -6,7 +6,11 @@ and turns every dependency group into a `Group`: the channels that must be remov
 because residual additions, concatenations, q/k/v/proj coupling or normalisation tie them.
 Nothing is listed per model. Each group is cut into units, the atoms a gate keeps or drops:
 `unit` consecutive channels for channel groups (the alignment the latency model says pays
-off), one head for attention groups (head layouts come from `prune.attention`).
+off), one head for attention groups (head layouts come from `prune.attention`). Attention
+classes whose heads the trace cannot follow (`prune.attention.UNTRACED_HEADS`, e.g.
+EfficientViT's LiteMLA) get their head group from the registry's channel lists instead, and the
+traced groups inside them are dropped; their inputs and outputs stay traced, so the widths
+around them are still tied by the graph.
 
 A group is named by the module path of its leader: the attention module for heads, otherwise
 the first convolution or linear layer (in `named_modules` order) whose output channels are the
@@ -28,7 +32,7 @@ import torch_pruning as tp
 from torch import nn
 from torch_pruning import ops
 
-from prune.attention import head_layout
+from prune.attention import HeadSlice, head_layout, untraced_heads
 from runner.errors import EdgesegError
 
 log = logging.getLogger(__name__)
@@ -63,8 +67,9 @@ class Group:
     kind: str  # "channels" or "heads"
     root: str  # module whose output channels are the group's coordinates (for torch_pruning)
     width: int  # channels of `root` in the group
-    unit: int  # channels per unit (head_dim for heads); the last unit may be shorter
+    unit: int  # root channels per unit (a head's: head_dim, 3*head_dim for LiteMLA's qkv); last may be shorter
     members: tuple[Member, ...]
+    traced: bool = True  # False: the graph cannot cut it; shrink cuts each member's channel list
 
     @property
     def num_units(self) -> int:
@@ -128,10 +133,19 @@ def build_groups(
     names = {m: n for n, m in model.named_modules()}
     order = {n: i for i, n in enumerate(names.values())}
 
+    untraced = {n: untraced_heads(m) for n, m in model.named_modules() if untraced_heads(m) is not None}
     groups: list[Group] = []
     fixed: dict[str, str] = {}
     for tp_group in graph.get_all_groups(root_module_types=(ops.TORCH_CONV, ops.TORCH_LINEAR)):
+        if _inside(graph, tp_group, names, untraced):
+            continue
         described = _describe(graph, tp_group, names, order, unit, prune_outputs)
+        if isinstance(described, Group):
+            groups.append(described)
+        else:
+            fixed[described[0]] = described[1]
+    for name, slices in untraced.items():
+        described = _head_group(name, slices)
         if isinstance(described, Group):
             groups.append(described)
         else:
@@ -141,6 +155,29 @@ def build_groups(
         log.debug("not gated: %s (%s)", name, reason)
     log.info("%d prunable groups, %d structures kept whole", len(groups), len(fixed))
     return GroupSet(model=model, graph=graph, groups=tuple(groups), unit=unit, fixed=fixed)
+
+
+def _inside(graph, tp_group, names, untraced: dict[str, tuple[HeadSlice, ...]]) -> bool:
+    """Whether every layer producing the group's channels lies inside one untraced attention."""
+    produced = [names[it.dep.target.module] for it in tp_group
+                if it.dep.target.module in names and graph.is_out_channel_pruning_fn(it.dep.handler)]
+    return bool(produced) and any(all(p.startswith(f"{a}.") for p in produced) for a in untraced)
+
+
+def _head_group(name: str, slices: tuple[HeadSlice, ...]) -> Group | tuple[str, str]:
+    """The head group of an untraced attention from its registry slices (the first is the root)."""
+    heads, root = len(slices[0].channels), slices[0]
+    if heads < 2:
+        return name, "a single unit (one head)"
+    members = tuple(
+        Member(module=_join(name, s.layer), producer=s.producer,
+               channels=tuple(c for head in s.channels for c in head),
+               units=tuple(h for h, head in enumerate(s.channels) for _ in head))
+        for s in slices
+    )
+    unit = len(root.channels[0])
+    return Group(name=name, kind="heads", root=_join(name, root.layer), width=heads * unit, unit=unit,
+                 members=members, traced=False)
 
 
 def _describe(graph, tp_group, names, order, unit, prune_outputs) -> Group | tuple[str, str]:
@@ -249,7 +286,7 @@ def tie(group_set: GroupSet, names: list[str] | tuple[str, ...]) -> GroupSet:
         raise EdgesegError(f"Groups {list(names)} cannot be tied: they need the same kind, width and unit.",
                            "Tie groups of equal layout only.")
     merged = Group(name=first.name, kind=first.kind, root=first.root, width=first.width, unit=first.unit,
-                   members=tuple(m for p in parts for m in p.members))
+                   members=tuple(m for p in parts for m in p.members), traced=first.traced)
     groups = tuple(merged if g.name == first.name else g for g in group_set.groups if g.name not in names[1:])
     return GroupSet(model=group_set.model, graph=group_set.graph, groups=groups, unit=group_set.unit,
                     fixed=dict(group_set.fixed), tied={**group_set.tied, first.name: tuple(parts)})

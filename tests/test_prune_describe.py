@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from latency_model.layers import Attention, MixFFN, PatchEmbed
-from prune.describe import build_priced_groups, describe, describe_model, prunable_groups
+from prune.describe import build_priced_groups, check_describable, describe, describe_model, prunable_groups
 from prune.gates import Gates
 from prune.models import create_model
 from prune.shrink import shrink
+from prune_tiny_nets import TinySegNet
 from runner.errors import EdgesegError
 
 SIZE = 64
@@ -63,10 +64,10 @@ def test_shrunk_model_is_described_by_config_at_kept(b0):
     assert again.full() != original.full()
 
 
-def test_describe_model_by_name_and_unsupported_backbone():
+def test_describe_model_by_name_and_unsupported_model():
     assert describe_model("segformer-b0", 32, unit=16).group("decoder.fuse.0").grid == tuple(range(16, 257, 16))
-    with pytest.raises(EdgesegError, match="not yet supported"):
-        describe_model("efficientvit-seg-b0", 32)
+    with pytest.raises(EdgesegError, match="only SegFormer-style models"):
+        check_describable(TinySegNet(), "tiny")
 
 
 def test_tied_decoder_projections_shrink_to_what_the_masks_computed():

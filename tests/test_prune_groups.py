@@ -74,12 +74,32 @@ def test_pvt_v2_b0_groups():
 def test_efficientvit_b0_groups():
     model = timm.create_model("efficientvit_b0", features_only=True, pretrained=False)
     groups = build_groups(model, torch.randn(1, 3, 64, 64), unit=8, prune_outputs=True)
-    assert "stages_2.blocks.0.main.point_conv.conv" in groups.names  # stage width across residuals
-    assert "stages_3.blocks.1.local_module.main.inverted_conv.conv" in groups.names  # MBConv hidden
-    stage2 = {m.module for m in groups["stages_2.blocks.0.main.point_conv.conv"].producers}
-    assert "stages_2.blocks.2.context_module.main.proj.conv" in stage2
-    # LiteMLA's multi-scale reshape is beyond the trace: kept whole, with the reason.
-    assert "untraceable" in groups.fixed["stages_2.blocks.1.context_module.main.qkv.conv"]
+    widths = [f"stages_{i}.blocks.0.main.point_conv.conv" for i in range(4)]  # stage widths across residuals
+    hidden = [f"stages_{i}.blocks.{j}.main.inverted_conv.conv" for i in (0, 1) for j in (0, 1)]
+    hidden += [f"stages_{i}.blocks.0.main.inverted_conv.conv" for i in (2, 3)]
+    hidden += [f"stages_{i}.blocks.{j}.local_module.main.inverted_conv.conv" for i in (2, 3) for j in (1, 2)]
+    heads = [f"stages_{i}.blocks.{j}.context_module.main" for i in (2, 3) for j in (1, 2)]
+    assert set(groups.names) == set(widths + hidden + heads)
+    assert groups.fixed == {"stem_in_conv.conv": "a single unit (width 8, unit 8)"}
+    # Stage 2's width: the downsample's output and every residual branch's output (conv and norm).
+    ends = ["blocks.0.main.point_conv"] + [f"blocks.{j}.{part}" for j in (1, 2)
+                                           for part in ("context_module.main.proj", "local_module.main.point_conv")]
+    assert {m.module for m in groups[widths[2]].producers} == {
+        f"stages_2.{end}.{layer}" for end in ends for layer in ("conv", "norm")}
+    # The inverted bottleneck: expand conv, depthwise conv, project conv's input.
+    mb = groups["stages_3.blocks.1.local_module.main.inverted_conv.conv"]
+    assert {m.module: m.producer for m in mb.members} == {
+        "stages_3.blocks.1.local_module.main.inverted_conv.conv": True,
+        "stages_3.blocks.1.local_module.main.depth_conv.conv": True,
+        "stages_3.blocks.1.local_module.main.point_conv.conv": False}
+    # LiteMLA heads (16 channels each): q, k, v in qkv and both branches, proj input of both branches.
+    attn = groups["stages_3.blocks.2.context_module.main"]
+    assert (attn.kind, attn.num_units, attn.unit, attn.traced) == ("heads", 8, 48, False)
+    members = {m.module.removeprefix("stages_3.blocks.2.context_module.main."): m for m in attn.members}
+    assert set(members) == {"qkv.conv", "aggreg.0.0", "aggreg.0.1", "proj.conv"}
+    proj = members["proj.conv"]
+    assert not proj.producer and [c for c, u in zip(proj.channels, proj.units) if u == 1] == [
+        *range(16, 32), *range(144, 160)]
 
 
 def test_groups_trace_under_no_grad_and_reject_a_zero_unit():

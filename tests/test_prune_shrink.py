@@ -93,13 +93,19 @@ def test_efficientvit_b0_backbone_shrinks_to_the_masked_function():
     torch.manual_seed(5)
     model = randomise_norms(timm.create_model("efficientvit_b0", features_only=True, pretrained=False))
     image = torch.randn(2, 3, 64, 64)
-    masked, plan, groups = masked_then_shrunk(model, image, unit=8, prune_outputs=True)
+    heads = {"stages_3.blocks.1.context_module.main": [1.0, -1.0, -1.0, 1.0, -1.0, 1.0, -1.0, -1.0]}  # 0, 3, 5
+    masked, plan, groups = masked_then_shrunk(model, image, unit=8, prune_outputs=True, scores=heads)
     with torch.no_grad():
         shrunk = model(image)
     stage_widths = [f"stages_{i}.blocks.0.main.point_conv.conv" for i in range(4)]
     for feature_masked, feature_shrunk, name in zip(masked, shrunk, stage_widths):
         kept = groups[name].channels_of(plan[name])
+        assert feature_shrunk.shape[1] == len(kept)
         assert torch.allclose(feature_masked[:, kept], feature_shrunk, atol=1e-4)
+    # LiteMLA keeps 3 of 8 heads of 16 channels: q/k/v in both branches, 3 x 3 aggregation groups.
+    attention = model.stages_3.blocks[1].context_module.main
+    assert attention.qkv.conv.out_channels == 144 and attention.aggreg[0][1].groups == 9
+    assert attention.aggreg[0][0].groups == 144 and attention.proj.conv.in_channels == 96
 
 
 def test_plans_for_another_model_are_errors():
