@@ -73,10 +73,12 @@ def compile_model(
     seed: int = 0,
     runtime: dict[str, Any] | None = None,
     export: str = "so",
+    trials_per_task: int | None = None,
 ) -> CompileResult:
     """Compile `model_path` for `preset`, tuning on `device` (the embedded farm when None).
 
-    `runtime` (threads, core affinity, phone preset) goes into the manifest for the runner to
+    `trials_per_task`, when given, replaces `trials` by that many trials per kernel the
+    database lacks. `runtime` (threads, core affinity, phone preset) goes into the manifest for the runner to
     apply on the device; `export="tar"` writes object files for linking elsewhere instead of
     shared libraries.
     """
@@ -95,7 +97,7 @@ def compile_model(
             def tuning_device() -> Device:
                 return device or stack.enter_context(embedded_device(preset))
 
-            report = tune(lowered, preset, tuning_device, database_dir, trials, seed)
+            report = tune(lowered, preset, tuning_device, database_dir, trials, seed, trials_per_task)
         db = open_database(database_dir)
         tuned, status = apply_database(lowered, preset, db)
         if preset.is_gpu:

@@ -12,6 +12,7 @@ HELP = {
     "target": "target preset (`--target help` lists them)",
     "input_shape": "static input shape: 1,3,512,512, or NAME:1,3,512,512;OTHER:... for several inputs",
     "trials": "MetaSchedule trial budget for the kernels the database lacks (0: build from the database alone)",
+    "trials_per_task": "trial budget per kernel the database lacks, instead of --trials (scales with the new kernels)",
     "tracker": "RPC tracker HOST:PORT of the device that measures candidates (default: the embedded loopback farm)",
     "key": "device key at the tracker (default: host-cpu)",
     "database": "tuning database folder to reuse and extend (default: the device's folder in the workspace)",
@@ -32,7 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default=None, help=HELP["target"] + " (default: host, or the --device's CPU)")
     p.add_argument("--device", default=None, help=HELP["device"])
     p.add_argument("--input-shape", type=_shapes, default=None, help=HELP["input_shape"])
-    p.add_argument("--trials", type=_non_negative, default=64, help=HELP["trials"])
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--trials", type=_non_negative, default=64, help=HELP["trials"])
+    budget.add_argument("--trials-per-task", type=_non_negative, default=None, help=HELP["trials_per_task"])
     p.add_argument("--tracker", type=Tracker.parse, default=None, help=HELP["tracker"])
     p.add_argument("--key", default=None, help=HELP["key"])
     p.add_argument("--database", type=Path, default=None, help=HELP["database"])
@@ -110,6 +113,7 @@ def _run(args: argparse.Namespace) -> int:
         seed=args.seed,
         runtime=runtime,
         export=args.export,
+        trials_per_task=args.trials_per_task,
     )
     _render(result, preset.name)
     return 0

@@ -103,8 +103,11 @@ def tune(
     database_dir: Path,
     trials: int,
     seed: int = 0,
+    trials_per_task: int | None = None,
 ) -> TuningReport:
-    """Tune the kernels of `lowered` that the database lacks, with `trials` in total.
+    """Tune the kernels of `lowered` that the database lacks, with `trials` in total, or with
+    `trials_per_task` x the number of those kernels when given (a budget that scales with how
+    much of the model is new to the database).
 
     `device` is called only when there is something to tune, so a build from a complete
     database never starts or contacts a device.
@@ -115,6 +118,8 @@ def tune(
     tasks = ms.relax_integration.extract_tasks(lowered, target)
     had = {t.task_name: best_run_us(db, t, target) is not None for t in tasks}
     todo = [t for t in tasks if not had[t.task_name]]
+    if trials_per_task is not None:
+        trials = trials_per_task * len(todo)
     logger.info(
         "%d tuning tasks, %d already in the database %s, %d to tune",
         len(tasks), len(tasks) - len(todo), database_dir, len(todo),
