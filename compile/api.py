@@ -106,7 +106,7 @@ def compile_model(
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir.parent))
         try:
-            _write_artifact(staging, model, preset, tuned, status, report, lowered, db, runtime or {}, export)
+            _write_artifact(staging, model, preset, tuned, status, report, db, runtime or {}, export)
             if out_dir.exists():
                 shutil.rmtree(out_dir)
             staging.rename(out_dir)
@@ -127,7 +127,7 @@ def embedded_device(preset: TargetPreset):
     return use_device(None, None, emulate=emulate)
 
 
-def _write_artifact(folder, model, preset, tuned, status, report, lowered, db, runtime, export) -> None:
+def _write_artifact(folder, model, preset, tuned, status, report, db, runtime, export) -> None:
     def write(lib: Any, name: str) -> None:
         if export == "tar":
             export_objects(lib, folder / name.replace(".so", ".tar"))
@@ -145,7 +145,7 @@ def _write_artifact(folder, model, preset, tuned, status, report, lowered, db, r
     inputs = reference_inputs(model)
     outputs = reference_outputs(model, inputs)
     write_reference(folder, inputs, outputs)
-    copy_records(lowered, preset, db, folder / TUNING_DIR)
+    copy_records(report.extracted, preset, db, folder / TUNING_DIR)
     summary: dict[str, Any] = report.to_dict()
     summary.update(kernels=len(status), kernels_tuned=sum(status.values()),
                    untuned_kernels=sorted(k for k, ok in status.items() if not ok))  # fmt: skip

@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from tqdm import tqdm
 from tvm.ir.utils import derived_object
@@ -51,6 +51,8 @@ class TuningReport:
     tasks: tuple[TaskReport, ...]
     trials: int
     seconds: float
+    # The extracted MetaSchedule tasks themselves, so later steps need not extract them again.
+    extracted: tuple[Any, ...] = dataclasses.field(default=(), repr=False, compare=False)
 
     @property
     def predicted_ms(self) -> float:
@@ -141,7 +143,7 @@ def tune(
         )
         for t in tasks
     )
-    return TuningReport(reports, sum(counts.values()), time.monotonic() - started)
+    return TuningReport(reports, sum(counts.values()), time.monotonic() - started, tuple(tasks))
 
 
 def _tune_tasks(todo, target, preset, device, db, database_dir, trials, seed, counts) -> None:
@@ -215,12 +217,13 @@ def _unnamed_handlers_set_aside() -> Iterator[None]:
             ms_logger.addHandler(handler)
 
 
-def copy_records(lowered: Any, preset: TargetPreset, db: Any, dest: Path) -> int:
-    """Copy the best record of each of the model's kernels into a database of its own."""
+def copy_records(tasks: Sequence[Any], preset: TargetPreset, db: Any, dest: Path) -> int:
+    """Copy the best record of each of the model's kernels (its extracted `tasks`) into a
+    database of its own."""
     target = preset.target()
     out = open_database(dest)
     copied = 0
-    for task in ms.relax_integration.extract_tasks(lowered, target):
+    for task in tasks:
         record = db.query_tuning_record(task.dispatched[0], target, task.task_name)
         if record is None:
             continue
