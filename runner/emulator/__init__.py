@@ -4,10 +4,9 @@ For correctness checks of `linux-arm64` builds only: emulated timings are not de
 
     sysroot = ensure_sysroot()                       # built once, cached
     argv, env = emulated_server_command(sysroot, ("127.0.0.1", 9190))
-    proc = subprocess.Popen(argv, env=env, start_new_session=True)
-    wait_for_server(("127.0.0.1", 9190), EMULATED_KEY, proc=proc)
-    ...
-    runner.processes.stop_process_group(proc)
+
+`runner.farm.LocalFarm(emulate="aarch64")` starts that command beside a tracker, waits until
+it registers, and stops its whole process group.
 """
 
 from runner.emulator.host import HostTools, check_host_tools
@@ -15,7 +14,6 @@ from runner.emulator.server import (
     EMULATED_KEY,
     emulated_server_command,
     free_port,
-    wait_for_server,
 )
 from runner.emulator.cache import read_stamp
 from runner.emulator.sysroot import default_cache_dir, ensure_sysroot
@@ -29,5 +27,4 @@ __all__ = [
     "ensure_sysroot",
     "free_port",
     "read_stamp",
-    "wait_for_server",
 ]

@@ -1,4 +1,4 @@
-"""Starting TVM's stock RPC server for aarch64 under user-mode QEMU, and waiting until it serves.
+"""The command that starts TVM's stock RPC server for aarch64 under user-mode QEMU.
 
 Pitfalls handled here (shared/TVM-0.27-NOTES.md): the server's child interpreters go through
 `sys.executable`, which the sysroot's `sitecustomize.py` points at a wrapper that re-enters QEMU;
@@ -9,18 +9,14 @@ range on a port chosen here; the server leaves a popen_worker behind, so start i
 
 from __future__ import annotations
 
-import logging
 import socket
-import subprocess
-import time
 from pathlib import Path
 
 from runner.emulator.host import find_qemu
 from runner.emulator.cache import read_stamp
 from runner.emulator.sysroot import PYTHON, emulated_env
-from runner.errors import DeviceError, EdgesegError
+from runner.errors import EdgesegError
 
-logger = logging.getLogger(__name__)
 
 EMULATED_KEY = "emu-arm64"
 
@@ -60,55 +56,3 @@ def emulated_server_command(
         "--tracker", f"{tracker_host}:{tracker_port}", "--key", key,
     ]  # fmt: skip
     return argv, emulated_env(sysroot, qemu)
-
-
-def wait_for_server(
-    tracker: tuple[str, int],
-    key: str,
-    port: int | None = None,
-    proc: subprocess.Popen | None = None,
-    timeout: float = 120.0,
-) -> float:
-    """Wait until a server under `key` (bound to `port`, if given) is registered with `tracker`.
-
-    Returns the seconds waited. Raises DeviceError when `proc` exits first or on timeout.
-    """
-    from tvm import rpc  # heavy import, only when a device is actually used
-
-    started = time.monotonic()
-    while True:
-        if proc is not None and proc.poll() is not None:
-            raise DeviceError(
-                f"the RPC server for key {key!r} exited with code {proc.returncode} "
-                "before it registered with the tracker.",
-                "Read its output for the cause (a taken port, a broken sysroot); "
-                "rebuild the sysroot by deleting its cache folder if in doubt.",
-            )
-        if _registered(rpc, tracker, key, port):
-            waited = time.monotonic() - started
-            logger.info("RPC server %r registered after %.1f s", key, waited)
-            return waited
-        if time.monotonic() - started > timeout:
-            raise DeviceError(
-                f"no RPC server registered under key {key!r} at tracker "
-                f"{tracker[0]}:{tracker[1]} within {timeout:.0f} s.",
-                "Check that the tracker runs at that address and that the server was started "
-                "with the same tracker and key; an emulated server needs 10-30 s to start.",
-            )
-        time.sleep(0.5)
-
-
-def _registered(rpc, tracker: tuple[str, int], key: str, port: int | None) -> bool:
-    try:  # probe first: TVM's own connect retries a refused connection for 60 s
-        socket.create_connection(tracker, timeout=2).close()
-        session = rpc.connect_tracker(*tracker)
-        try:
-            summary = session.summary()
-        finally:
-            session.close()
-    except (OSError, RuntimeError):
-        return False  # tracker not up yet
-    return any(
-        info.get("key") == "server:" + key and (port is None or info["addr"][1] == port)
-        for info in summary["server_info"]
-    )
