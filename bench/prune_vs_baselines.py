@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime as dt
 import json
 import logging
 import os
@@ -237,6 +238,15 @@ def _versions() -> dict[str, str]:
             "timm": timm.__version__, "numpy": np.__version__}
 
 
+def _span_seconds(points: Sequence[dict[str, Any]]) -> float | None:
+    """From the first point's start to the last point's end, by their timestamps (resumed runs too)."""
+    if not points:
+        return None
+    ends = [dt.datetime.fromisoformat(p["utc_time"].replace("Z", "+00:00")) for p in points]
+    starts = [end - dt.timedelta(seconds=sum(p["seconds"].values())) for end, p in zip(ends, points)]
+    return round((max(ends) - min(starts)).total_seconds(), 1)
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -283,7 +293,7 @@ def run(args: argparse.Namespace) -> int:
                           not args.no_progress)
             for spec in tqdm(todo, desc="points", disable=args.no_progress):
                 record = measure_point(spec, m)
-                record.update(budget_check(record, unpruned_measured(points), device_units))
+                record.update(budget_check(record, unpruned_measured([*points, record]), device_units))
                 append_point(points_path, record)
                 points.append(record)
                 log.info("%s: mIoU %.4f, predicted %.4g ms (budget %.4g), measured %.4g ms", spec.key,
@@ -312,11 +322,15 @@ def run(args: argparse.Namespace) -> int:
         "versions": _versions(),
         "wall_seconds_this_run": round(time.monotonic() - started, 1),
         "point_seconds_total": round(sum(sum(p["seconds"].values()) for p in summary["points"]), 1),
+        "points_wall_span_seconds": _span_seconds(summary["points"]),
         "goals": goal, **summary,
     }
     (args.out / RESULT).write_text(json.dumps(result, indent=2) + "\n")
-    plot_pareto(summary, args.out / PLOT, f"{args.model} {args.input_size}px, {args.predictor} budgets, "
-                f"seeds {args.seeds}, trials {args.trials}; measured on {HOST_KEY}")
+    title = (f"{args.model} {args.input_size}px, {args.predictor} budgets, seeds {args.seeds}, trials "
+             f"{args.trials}; measured on {HOST_KEY}" + (f"\n{args.note[:100]}" if args.note else ""))
+    plot_pareto(summary, args.out / PLOT, title)
+    if args.note:
+        print(f"\nNOTE: {args.note}")
     print_summary(summary, goal)
     print(f"\n{protocol.describe()}\nresult in {args.out / RESULT}, plot {args.out / PLOT}")
     return 0
