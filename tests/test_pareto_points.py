@@ -77,3 +77,13 @@ def test_points_file_resumes_and_other_settings_are_refused(tmp_path):
     assert json.loads((tmp_path / "settings.json").read_text()) == {"trials": 0}
     with pytest.raises(EdgesegError, match="trials: 0 there, 8 now"):
         check_same_settings(tmp_path, {"trials": 8})
+
+
+def test_a_last_line_cut_short_by_a_crash_is_measured_again(tmp_path):
+    path = tmp_path / "points.jsonl"
+    append_point(path, {"key": "a"})
+    with open(path, "a") as f:
+        f.write('{"key": "b", "mi')
+    assert [p["key"] for p in read_points(path)] == ["a"]
+    append_point(path, {"key": "b"})  # on a line of its own, after the cut one
+    assert [p["key"] for p in read_points(path)] == ["a", "b"]
