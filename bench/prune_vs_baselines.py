@@ -1,0 +1,362 @@
+"""Pareto points of pruned networks: mIoU against latency measured on the embedded device.
+
+    PYTHONPATH=. python bench/prune_vs_baselines.py --model segformer-b0 --input-size 128 \
+        --predictor flops --budgets 0.75,0.5,0.35 --methods bilevel,uniform,magnitude \
+        --seeds 0,1,2 [--trials 128] [-o bench/results/prune_vs_baselines]
+
+For every (method, budget, seed): `prune.train.run_pruning` on the synthetic task into its own
+folder (resumable: a finished run is returned as is), `compile.api.compile_model` of its
+model.onnx for the `host` preset with the device's tuning database (new kernels get `--trials`
+MetaSchedule trials per network; 0 builds from the database alone, whose missing kernels are
+naive untuned code), then `runner.bench.bench_artifact` with the runner's timing protocol and
+its numeric check, all on one embedded loopback farm. The unpruned network is a point too
+(method "unpruned", first seed): `uniform` at a budget equal to its own predicted latency keeps
+every unit, so it gets the same plain training and fine-tuning steps as the baselines.
+
+Budgets are fractions of the unpruned network's predicted latency (`--budgets-ms`: absolute ms
+in the predictor's units). Each finished point is appended (fsynced) to OUT/points.jsonl at once:
+a rerun with the same settings skips what is there. Runs and artifacts live in OUT/work/ (not for
+git). The summary (OUT/result.json, OUT/pareto.png) gives, per method and budget, mean and std
+over seeds of mIoU and measured ms; the bilevel-minus-uniform mIoU gap in points at the same
+budget and at the same measured latency (uniform's curve interpolated); and the share of
+bilevel networks within 5% of their budget, by predicted ms and by measured ms. Measured ms are
+compared with the budget directly when the predictor is a device predictor (same units); with
+`flops` (nominal ms) the measured budget is the budget fraction times the unpruned network's
+measured latency.
+
+Cost: a point is one pruning run (epochs x (search + fine-tune steps) plus an evaluation per epoch),
+one compile (about a minute untuned; with trials, MetaSchedule rounds of 10-30 s per kernel the
+database lacks) and one benchmark (seconds). At the defaults (128 px, batch 8, 3 x (100 + 100) steps,
+200 val scenes) on this 2-core machine at load 8: a plain step 3.9 s, a bi-level step 5.5 s, an
+evaluation 45 s, so about 35 min per baseline point and 45 min per bi-level point before compiling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+# Run as a script, this file's folder comes first on sys.path and bench/latency_model.py would
+# shadow the latency_model package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import numpy as np
+
+from bench.pareto_points import (STEP_COST, UNPRUNED, budget_check, goals, plot_pareto, print_summary,
+                                  summarize, unpruned_measured)
+from runner.errors import EdgesegError
+
+log = logging.getLogger("bench.prune_vs_baselines")
+
+POINTS, RESULT, PLOT, SETTINGS = "points.jsonl", "result.json", "pareto.png", "settings.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class PointSpec:
+    """One point to measure: a method at a budget (ms, in the predictor's units) for a seed."""
+
+    method: str
+    budget_ms: float
+    budget_fraction: float  # of the unpruned predicted latency
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.method}-{self.budget_ms:.6g}ms-seed{self.seed}"
+
+
+def plan_points(methods: Sequence[str], budgets_ms: Sequence[float], seeds: Sequence[int],
+                full_ms: float) -> list[PointSpec]:
+    """The unpruned reference first (the flops-mode measured budgets need it), then every
+    seed x budget x method, so a cut-short run has whole comparisons early."""
+    points = [PointSpec(UNPRUNED, full_ms, 1.0, seeds[0])]
+    for seed in seeds:
+        for budget in budgets_ms:
+            points += [PointSpec(m, budget, budget / full_ms, seed) for m in methods]
+    return points
+
+
+# ---- the points file: one fsynced JSON line per finished point ----
+
+def read_points(path: Path) -> list[dict[str, Any]]:
+    """The finished points in `path` (none when it does not exist). A line cut short by a crash
+    while writing is skipped: its point is measured again."""
+    if not path.exists():
+        return []
+    points = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            points.append(json.loads(line))
+        except json.JSONDecodeError:
+            log.warning("%s line %d was cut short: its point is measured again", path, number)
+    return points
+
+
+def append_point(path: Path, record: dict[str, Any]) -> None:
+    fresh_line = not path.exists() or path.read_bytes()[-1:] in (b"", b"\n")
+    with open(path, "a") as f:
+        f.write(("" if fresh_line else "\n") + json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def check_same_settings(out: Path, settings: dict[str, Any]) -> None:
+    """Points of other settings must not mix with these: refuse, or record the settings."""
+    path = out / SETTINGS
+    if path.exists():
+        saved = json.loads(path.read_text())
+        differ = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
+        if differ:
+            details = ", ".join(f"{k}: {saved.get(k)!r} there, {settings.get(k)!r} now" for k in differ)
+            raise EdgesegError(f"{out} holds points measured with other settings ({details}).",
+                               "Repeat those settings to resume, or pass another -o.")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=2) + "\n")
+    (out / ".gitignore").write_text("work/\n")  # runs, checkpoints and artifacts: large, local
+
+
+# ---- measuring ----
+
+def unpruned_latency(base: Any) -> tuple[float, float]:
+    """(unpruned, smallest reachable) predicted ms of `base`'s model, by run_pruning's own path."""
+    from latency_model.budget import LatencyBudget
+    from prune.describe import build_priced_groups, check_describable, describe
+    from prune.models import create_model
+    from prune.train import load_cost
+
+    model = create_model(base.model, num_classes=base.num_classes)
+    check_describable(model, base.model)
+    groups = build_priced_groups(model, base.input_size, base.unit)
+    budget = LatencyBudget(describe(model, groups, base.input_size), load_cost(base))
+    return budget.full_latency_ms(), budget.min_latency_ms()
+
+
+@dataclasses.dataclass(frozen=True)
+class Measuring:
+    """Everything a point needs besides its spec: one device, one database, one protocol."""
+
+    base: Any  # PruneSettings
+    work: Path
+    device: Any
+    preset: Any
+    database: Path
+    trials: int
+    protocol: Any
+    threads: int | None
+    progress: bool
+
+
+def measure_point(spec: PointSpec, m: Measuring) -> dict[str, Any]:
+    """Prune (or resume), compile and benchmark one point; its record for points.jsonl."""
+    from compile.api import compile_model
+    from prune.train import run_pruning
+    from runner.bench import bench_artifact
+
+    method = "uniform" if spec.method == UNPRUNED else spec.method
+    settings = dataclasses.replace(m.base, method=method, budget_ms=spec.budget_ms, seed=spec.seed)
+    run_dir, artifact_dir = m.work / "runs" / spec.key, m.work / "artifacts" / spec.key
+    started = time.monotonic()
+    report = run_pruning(settings, run_dir, progress=m.progress).report
+    pruned = time.monotonic()
+    compiled = compile_model(run_dir / "model.onnx", artifact_dir, m.preset, m.database, m.trials, device=m.device)
+    built = time.monotonic()
+    bench = bench_artifact(artifact_dir, m.device, m.protocol, threads=m.threads, check=True)
+    done = time.monotonic()
+    return {
+        "key": spec.key, "method": spec.method, "seed": spec.seed, "budget_ms": spec.budget_ms,
+        "budget_fraction": spec.budget_fraction, "predicted_ms": report["predicted_ms"],
+        "unpruned_predicted_ms": report["unpruned_predicted_ms"], "miou": report["miou"],
+        "dropped_to_fit": report["dropped_to_fit"], "measured_median_ms": bench.timing.median_ms,
+        "measured_std_ms": bench.timing.std_ms, "measured_runs": bench.timing.runs, "fps": bench.fps,
+        "threads": bench.threads, "check_max_abs_error": bench.check.max_abs_error,
+        "compile": {"trials": compiled.tuning.trials, "tuning_seconds": round(compiled.tuning.seconds, 1),
+                    "kernels_tuned": compiled.kernels_tuned, "kernels_total": compiled.kernels_total},
+        "seconds": {"prune": round(pruned - started, 1), "compile": round(built - pruned, 1),
+                    "bench": round(done - built, 1)},
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "utc_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "paths": {"run": str(run_dir), "artifact": str(artifact_dir)},
+    }
+
+
+# ---- command line ----
+
+def _floats(text: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: give one or more positive numbers")
+    return values
+
+
+def _words(text: str) -> list[str]:
+    return [w.strip() for w in text.split(",") if w.strip()]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="segformer-b0")
+    p.add_argument("--input-size", type=int, default=128)
+    p.add_argument("--predictor", default="flops", help="latency predictor folder, or 'flops' (nominal ms)")
+    p.add_argument("--budgets", type=_floats, default=[0.75, 0.5, 0.35],
+                   help="fractions of the unpruned predicted latency (default 0.75,0.5,0.35)")
+    p.add_argument("--budgets-ms", action="store_true", help="--budgets are absolute ms in the predictor's units")
+    p.add_argument("--methods", type=_words, default=["bilevel", "uniform", "magnitude"])
+    p.add_argument("--seeds", type=lambda t: [int(x) for x in _words(t)], default=[0, 1, 2])
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--search-steps", type=int, default=100)
+    p.add_argument("--finetune-steps", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--classes", type=int, default=8, help="synthetic classes")
+    p.add_argument("--train-scenes", type=int, default=None, help="synthetic training scenes (default 2000)")
+    p.add_argument("--val-scenes", type=int, default=None, help="synthetic validation scenes (default 200)")
+    p.add_argument("--trials", type=int, default=128,
+                   help="MetaSchedule trials per compiled network for kernels the database lacks "
+                   "(0: database only, missing kernels stay naive untuned code; default 128)")
+    p.add_argument("--database", type=Path, default=None,
+                   help="tuning database (default: the host device's workspace database)")
+    p.add_argument("--threads", type=int, default=None, help="device threads while timing (default: all)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--repeat", type=int, default=20)
+    p.add_argument("--min-repeat-ms", type=int, default=10, help="calls per sample grow to last this long")
+    p.add_argument("--cooldown-ms", type=int, default=0)
+    p.add_argument("--note", default=None, help="a label saved in result.json (e.g. 'smoke run')")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("-o", "--out", type=Path, default=Path("bench/results/prune_vs_baselines"))
+    p.add_argument("--verbose", "-v", action="store_true")
+    return p.parse_args(argv)
+
+
+def _versions() -> dict[str, str]:
+    import timm
+    import torch
+    import tvm
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "tvm": tvm.__version__,
+            "timm": timm.__version__, "numpy": np.__version__}
+
+
+def _span_seconds(points: Sequence[dict[str, Any]]) -> float | None:
+    """From the first point's start to the last point's end, by their timestamps (resumed runs too)."""
+    if not points:
+        return None
+    ends = [dt.datetime.fromisoformat(p["utc_time"].replace("Z", "+00:00")) for p in points]
+    starts = [end - dt.timedelta(seconds=sum(p["seconds"].values())) for end, p in zip(ends, points)]
+    return round((max(ends) - min(starts)).total_seconds(), 1)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from compile.targets import resolve_target
+    from prune.settings import FLOPS, METHODS, PruneSettings
+    from runner.device import HOST_KEY
+    from runner.farm import use_device
+    from runner.timing import TimingProtocol
+    from runner.workspace import tuning_database_dir
+
+    unknown = [m for m in args.methods if m not in METHODS]
+    if unknown or not args.methods:
+        raise EdgesegError(f"Unknown method(s) {unknown or args.methods}.", f"Use some of: {', '.join(METHODS)}.")
+    if not args.seeds:
+        raise EdgesegError("No seed given.", "Pass --seeds as a comma-separated list, e.g. 0,1,2.")
+    started = time.monotonic()
+    base = PruneSettings(model=args.model, data="synthetic", predictor=args.predictor, budget_ms=1.0,
+                         input_size=args.input_size, epochs=args.epochs, search_steps=args.search_steps,
+                         finetune_steps=args.finetune_steps, batch_size=args.batch_size, num_classes=args.classes,
+                         train_scenes=args.train_scenes, val_scenes=args.val_scenes)
+    full_ms, min_ms = unpruned_latency(base)
+    budgets = sorted(args.budgets if args.budgets_ms else [f * full_ms for f in args.budgets], reverse=True)
+    for budget in budgets:
+        if not min_ms <= budget <= full_ms:
+            raise EdgesegError(f"The budget {budget:.4g} ms is outside the reachable range {min_ms:.4g}-{full_ms:.4g} "
+                               f"ms of {args.model} at {args.input_size} px ({args.predictor}).",
+                               "Pass budgets inside it (fractions between "
+                               f"{min_ms / full_ms:.3f} and 1 without --budgets-ms).")
+    preset = resolve_target("host")  # the workspace database's target (threads only at run time)
+    database = args.database or tuning_database_dir(HOST_KEY, preset.name)
+    protocol = TimingProtocol(warmup=args.warmup, repeat=args.repeat, min_repeat_ms=args.min_repeat_ms,
+                              cooldown_ms=args.cooldown_ms)
+    device_units = args.predictor != FLOPS
+    fixed = {k: v for k, v in base.to_dict().items() if k not in ("method", "budget_ms", "fps", "seed")}
+    check_same_settings(args.out, {"prune": fixed, "trials": args.trials, "database": str(database),
+                                   "protocol": protocol.to_dict(), "threads": args.threads})
+    plan = plan_points(args.methods, budgets, args.seeds, full_ms)
+    points_path = args.out / POINTS
+    points = read_points(points_path)
+    todo = [s for s in plan if s.key not in {p["key"] for p in points}]
+    log.info("%d of %d points to measure (%d already in %s)", len(todo), len(plan), len(plan) - len(todo),
+             points_path)
+    if todo:
+        with use_device(None, None) as device:
+            m = Measuring(base, args.out / "work", device, preset, database, args.trials, protocol, args.threads,
+                          not args.no_progress)
+            for spec in tqdm(todo, desc="points", disable=args.no_progress):
+                record = measure_point(spec, m)
+                record.update(budget_check(record, unpruned_measured([*points, record]), device_units))
+                append_point(points_path, record)
+                points.append(record)
+                log.info("%s: mIoU %.4f, predicted %.4g ms (budget %.4g), measured %.4g ms", spec.key,
+                         record["miou"], record["predicted_ms"], spec.budget_ms, record["measured_median_ms"])
+    keys = {s.key for s in plan}
+    summary = summarize([p for p in points if p["key"] in keys], device_units)
+    step_cost = json.loads(STEP_COST.read_text()) if STEP_COST.exists() else None
+    goal = goals(summary, step_cost)
+    untuned = sum(p["compile"]["kernels_total"] - p["compile"]["kernels_tuned"] for p in summary["points"])
+    result = {
+        "what": "mIoU against latency measured on the embedded loopback device (this machine's CPU, not a phone) "
+                "of networks pruned by each method to fractions of the unpruned predicted latency, synthetic task",
+        "note": args.note,
+        "device": f"embedded loopback farm, key {HOST_KEY} ({platform.processor() or platform.machine()}), "
+                  f"{os.cpu_count()} CPUs shared with other work",
+        "settings": {"prune": fixed, "methods": args.methods, "seeds": args.seeds, "budgets_ms": budgets,
+                     "budget_fractions": [b / full_ms for b in budgets], "unpruned_predicted_ms": full_ms,
+                     "min_predicted_ms": min_ms, "predictor_units": "device ms" if device_units else "nominal ms (FLOPs)",
+                     "trials_per_network": args.trials, "database": str(database),
+                     "threads": args.threads},
+        "tuning_note": (f"{args.trials} MetaSchedule trials per network for kernels the database lacks"
+                        if args.trials else "database only: kernels the database lacks are naive untuned code")
+                       + f"; {untuned} untuned kernel(s) over all {len(summary['points'])} networks",
+        "protocol": {**protocol.to_dict(), "described": protocol.describe()},
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        "versions": _versions(),
+        "wall_seconds_this_run": round(time.monotonic() - started, 1),
+        "point_seconds_total": round(sum(sum(p["seconds"].values()) for p in summary["points"]), 1),
+        "points_wall_span_seconds": _span_seconds(summary["points"]),
+        "goals": goal, **summary,
+    }
+    (args.out / RESULT).write_text(json.dumps(result, indent=2) + "\n")
+    title = (f"{args.model} {args.input_size}px, {args.predictor} budgets, seeds {args.seeds}, trials "
+             f"{args.trials}; measured on {HOST_KEY}" + (f"\n{args.note[:100]}" if args.note else ""))
+    plot_pareto(summary, args.out / PLOT, title)
+    if args.note:
+        print(f"\nNOTE: {args.note}")
+    print_summary(summary, goal)
+    print(f"\n{protocol.describe()}\nresult in {args.out / RESULT}, plot {args.out / PLOT}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from runner.cli_support import run_main, setup_logging
+
+    args = parse_args(argv)
+    setup_logging(args.verbose)
+    return run_main(lambda: run(args), args.verbose)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

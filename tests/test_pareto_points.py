@@ -1,0 +1,89 @@
+"""bench/pareto_points.py and the resumable points file of bench/prune_vs_baselines.py, on
+synthetic point records (no training, no timing)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.pareto_points import UNPRUNED, budget_check, goals, plot_pareto, summarize
+from bench.prune_vs_baselines import append_point, check_same_settings, plan_points, read_points
+from runner.errors import EdgesegError
+
+FULL = 10.0  # unpruned predicted ms (nominal)
+
+
+def point(method, fraction, seed, miou, measured, predicted=None):
+    budget = fraction * FULL
+    return {"key": f"{method}-{budget}-{seed}", "method": method, "seed": seed, "budget_ms": budget,
+            "budget_fraction": fraction, "predicted_ms": budget if predicted is None else predicted,
+            "measured_median_ms": measured, "miou": miou, "seconds": {"prune": 1.0}}
+
+
+def records():
+    out = [point(UNPRUNED, 1.0, 0, 0.60, 20.0)]
+    for seed, noise in ((0, 0.0), (1, 0.02)):
+        out += [point("bilevel", 0.5, seed, 0.55 + noise, 10.4), point("uniform", 0.5, seed, 0.50 + noise, 10.0),
+                point("bilevel", 0.25, seed, 0.45 + noise, 6.0, predicted=2.0),
+                point("uniform", 0.25, seed, 0.40 + noise, 5.0)]
+    return out
+
+
+def test_summary_means_gaps_and_budget_shares():
+    summary = summarize(records(), device_units=False)
+    rows = {(r["method"], r["budget_fraction"]): r for r in summary["rows"]}
+    assert rows[("bilevel", 0.5)]["miou"]["mean"] == pytest.approx(0.56)
+    assert rows[("bilevel", 0.5)]["miou"]["std"] == pytest.approx(0.0141421, rel=1e-4)
+    assert rows[("bilevel", 0.5)]["seeds"] == [0, 1]
+    gaps = {g["budget_fraction"]: g for g in summary["bilevel_vs_uniform"]}
+    assert gaps[0.5]["gap_points_same_budget"]["mean"] == pytest.approx(5.0)
+    # uniform's curve (5 ms, 0.41) -> (10 ms, 0.51) read at bilevel's 6 ms: 0.43; bilevel 0.46
+    assert gaps[0.25]["gap_points_same_measured_ms"] == pytest.approx(3.0)
+    assert gaps[0.5]["gap_points_same_measured_ms"] is None  # 10.4 ms is beyond uniform's measured range
+    # measured budgets are fractions of the unpruned 20 ms: 10 ms (10.4 is 4% over) and 5 ms (6 is 20% over)
+    shares = summary["bilevel_within_budget"]
+    assert shares["share_by_measured"] == 0.5
+    assert shares["share_by_predicted"] == 0.5  # the 0.25 networks are predicted at 2 ms for a 2.5 ms budget
+    goal = goals(summary, {"ratio_bilevel_to_plain": 1.4})
+    assert goal["miou_gap_at_equal_measured_ms"]["met"] is None  # one budget could not be compared
+    assert goal["bilevel_within_5pct_of_budget"]["met"] is False
+    assert goal["bilevel_step_cost"]["met"] is True
+
+
+def test_device_units_compare_measured_ms_with_the_budget_itself():
+    check = budget_check(point("bilevel", 0.5, 0, 0.5, 5.1), unpruned_measured_ms=None, device_units=True)
+    assert check["measured_budget_ms"] == 5.0 and check["within_measured"] is True
+    flops = budget_check(point("bilevel", 0.5, 0, 0.5, 5.1), unpruned_measured_ms=None, device_units=False)
+    assert flops["measured_gap"] is None and flops["within_measured"] is None
+
+
+def test_plot_is_written(tmp_path):
+    path = tmp_path / "pareto.png"
+    plot_pareto(summarize(records(), device_units=False), path, "synthetic records")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
+def test_points_file_resumes_and_other_settings_are_refused(tmp_path):
+    plan = plan_points(["bilevel", "uniform"], [5.0, 2.5], [0, 1], FULL)
+    assert plan[0].method == UNPRUNED and plan[0].budget_ms == FULL and len(plan) == 9
+    assert len({p.key for p in plan}) == 9
+    path = tmp_path / "points.jsonl"
+    append_point(path, {"key": plan[0].key, "miou": 0.5})
+    append_point(path, {"key": plan[1].key, "miou": 0.4})
+    assert [p["key"] for p in read_points(path)] == [plan[0].key, plan[1].key]
+    check_same_settings(tmp_path, {"trials": 0})
+    check_same_settings(tmp_path, {"trials": 0})  # the same settings resume
+    assert json.loads((tmp_path / "settings.json").read_text()) == {"trials": 0}
+    with pytest.raises(EdgesegError, match="trials: 0 there, 8 now"):
+        check_same_settings(tmp_path, {"trials": 8})
+
+
+def test_a_last_line_cut_short_by_a_crash_is_measured_again(tmp_path):
+    path = tmp_path / "points.jsonl"
+    append_point(path, {"key": "a"})
+    with open(path, "a") as f:
+        f.write('{"key": "b", "mi')
+    assert [p["key"] for p in read_points(path)] == ["a"]
+    append_point(path, {"key": "b"})  # on a line of its own, after the cut one
+    assert [p["key"] for p in read_points(path)] == ["a", "b"]
