@@ -115,7 +115,7 @@ def _device_key(args: argparse.Namespace) -> str:
 
 def _collect(args: argparse.Namespace) -> int:
     from compile.targets import resolve_target
-    from latency_model.collect import collect, collect_adaptive
+    from latency_model.collect import Source, collect, collect_adaptive
     from latency_model.sampling import layer_configs, sample_kept
     from runner.farm import use_device
     from runner.timing import TimingProtocol
@@ -129,7 +129,8 @@ def _collect(args: argparse.Namespace) -> int:
                               min_repeat_ms=args.min_repeat_ms)
     common: dict[str, Any] = dict(preset=preset, out=out, protocol=protocol,
                                   database_dir=tuning_database_dir(key, preset.name),
-                                  trials_per_layer=args.trials_per_layer)
+                                  trials_per_layer=args.trials_per_layer,
+                                  source=Source(args.model, args.input_size))
     with use_device(args.tracker, key) as device:
         if args.rounds:
             first, rounds = collect_adaptive(
