@@ -131,7 +131,7 @@ def _check_settings(trials_per_layer: int, protocol: TimingProtocol, out: Path,
                            "Pass --trials-per-layer 0 (database only) or more.")
     settings = {(r.protocol, r.trials_per_layer) for r in earlier}
     if settings - {(protocol, trials_per_layer)}:
-        theirs = describe_setting(*sorted(settings, key=str)[0])
+        theirs = describe_setting(*min(settings, key=str))
         ours = describe_setting(protocol, trials_per_layer)
         raise EdgesegError(
             f"{out} holds records of this device and target measured with another timing "
