@@ -122,7 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def describe(name: str, input_size: int):
-    """The model description of a named model: only a command line composes prune and latency_model."""
+    """The model description of a named model (only a command line composes prune and
+    latency_model; `latency_model.model_variants` is validate's share of that)."""
     from prune.describe import describe_model
 
     return describe_model(name, input_size)
@@ -240,25 +241,10 @@ def _validate(args: argparse.Namespace) -> int:
                                    args.trials_per_variant, protocol, out_dir=args.out)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
-        return 0
-    print(f"{'variant':<8} {'measured ms':>12} {'layer sum ms':>13} {'predicted ms':>13} "
-          f"{'db hits':>8}")
-    for name, m, s, p, h in zip(report.names, report.measured_ms, report.layer_sum_ms,
-                                report.predicted_ms, report.database_hits):
-        print(f"{name:<8} {m:>12.3f} {s:>13.3f} {p:>13.3f} {100 * h:>7.0f}%")
-    for label, metrics in (("sum + overhead", report.metrics),
-                           ("layer sum", report.layer_sum_metrics)):
-        print(f"{label}: +-5% {_pct(metrics.within_5)}, +-10% {_pct(metrics.within_10)}, "
-              f"RMSE {metrics.rmse_ms:.3f} ms, RMSPE {_pct(metrics.rmspe)}, "
-              f"Spearman {metrics.spearman:.3f}")
-    print(f"overhead {report.overhead_ms:.3f} ms (mean residual; each variant's prediction "
-          f"uses the others'); {report.resumed} of {len(report.names)} measurements reused; "
-          f"report {args.out / 'validation.json'}, plot {report.plot}")
+    else:
+        print(report.table())
+        print(f"report {args.out / 'validation.json'}, plot {report.plot}")
     return 0
-
-
-def _pct(value: float) -> str:
-    return f"{100 * value:.1f}%"
 
 
 def _warn_if_made_otherwise(manifest: dict[str, Any], model: str, input_size: int,

@@ -3,9 +3,10 @@
 Training compares two designs on a held-out split of configs (stratified by layer type, so each
 type is tested): one model for all layers with the type one-hot among the features ("global"),
 and one model per layer type ("per_type"). The one with the lower held-out RMSPE is kept; both
-errors and the choice go into the training report. Records of mixed timing settings (protocol or
-trials per layer) are refused: their latencies are not one quantity. The kept model is the one trained on the
+errors and the choice go into the training report. The kept model is the one trained on the
 training split only, so the report's held-out keys stay unseen by it (`evaluate` can use them).
+Records of mixed timing settings (protocol or trials per layer) are refused: their latencies
+are not one quantity.
 
 A predictor folder holds `predictor.json` (manifest: feature schema, device key, target, mode,
 model files; the timing protocol, trials per layer, model and input size when every record

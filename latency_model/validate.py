@@ -30,7 +30,7 @@ from tqdm import tqdm
 from latency_model.evaluate import MIN_PREDICTED_MS
 from latency_model.jsonl import JsonLinesLog, LineKind
 from latency_model.layers import LayerConfig
-from latency_model.metrics import Metrics, compute_metrics
+from latency_model.metrics import Metrics, compute_metrics, pct
 from latency_model.predictor import Predictor
 from latency_model.records import utc_now
 from runner.device import Device
@@ -125,6 +125,24 @@ class ValidationReport:
                 "metrics": self.metrics.to_dict(),
                 "layer_sum_metrics": self.layer_sum_metrics.to_dict(), "plot": self.plot,
                 "resumed": self.resumed, **self.setting}
+
+    def table(self) -> str:
+        """Per-variant rows, then the metrics with and without the overhead (for the CLI)."""
+        head = (f"{'variant':<10}{'measured ms':>13}{'layer sum ms':>14}{'predicted ms':>14}"
+                f"{'db hits':>9}")
+        rows = [head, "-" * len(head)]
+        for name, m, s, p, h in zip(self.names, self.measured_ms, self.layer_sum_ms,
+                                    self.predicted_ms, self.database_hits):
+            rows.append(f"{name:<10}{m:>13.3f}{s:>14.3f}{p:>14.3f}{pct(h):>9}")
+        for label, metrics in (("sum + overhead", self.metrics),
+                               ("layer sum", self.layer_sum_metrics)):
+            rows.append(f"{label}: +-5% {pct(metrics.within_5)}, +-10% "
+                        f"{pct(metrics.within_10)}, RMSE {metrics.rmse_ms:.3f} ms, RMSPE "
+                        f"{pct(metrics.rmspe)}, Spearman {metrics.spearman:.3f}")
+        rows.append(f"overhead {self.overhead_ms:.3f} ms (mean residual; each variant's "
+                    f"prediction uses the others'); {self.resumed} of {len(self.names)} "
+                    "measurements reused from an earlier run")
+        return "\n".join(rows)
 
 
 def leave_one_out_overhead(measured: np.ndarray, layer_sum: np.ndarray) -> np.ndarray:

@@ -7,7 +7,12 @@ from pathlib import Path
 import pytest
 
 from latency_cases import ONE_OF_EACH, make_record
-from latency_model.records import MeasurementLog, check_one_setting, installed_versions, read_records
+from latency_model.records import (
+    MeasurementLog,
+    check_one_setting,
+    installed_versions,
+    read_records,
+)
 from runner.errors import EdgesegError
 from runner.timing import TimingProtocol
 

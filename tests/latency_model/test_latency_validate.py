@@ -20,6 +20,7 @@ from latency_model import layers as L
 from latency_model.collect import collect_adaptive
 from latency_model.description import Group, LayerSlot, ModelDescription
 from latency_model.layer_modules import build_layer
+from latency_model.model_variants import first_units_plan
 from latency_model.predictor import Predictor
 from latency_model.cli import describe, main
 from latency_model.records import read_records
@@ -79,6 +80,8 @@ def test_validate_compares_whole_variants_with_the_predicted_sum(trained_predict
                               resolve_target("host"), tmp_path / "db", trials=0, protocol=FAST,
                               out_dir=tmp_path / "out", progress=False)
     assert again.resumed == 2 and again.measured_ms == report.measured_ms
+    table = again.table()
+    assert "v0 " in table and "v1 " in table and "2 of 2 measurements reused" in table
     assert (tmp_path / "out" / MEASUREMENTS).read_text() == measured
     # the same folder with another protocol: refused before anything is measured
     with pytest.raises(EdgesegError, match="measurements.jsonl holds a measurement of variant v0"):
@@ -148,3 +151,16 @@ def test_validate_refuses_a_predictor_of_another_device_or_target_before_any_wor
     assert main(["validate", *common, "--target", "linux-arm64"]) == 2
     assert "'linux-arm64'" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_kept_counts_become_the_first_units_of_each_group():
+    from prune.groups import Group as PruneGroup
+
+    channels = PruneGroup("backbone.stages_0.blocks.0.mlp.fc1", "channels", "x", 64, 8, ())
+    heads = PruneGroup("backbone.stages_1.blocks.0.attn", "heads", "x", 64, 32, ())
+    assert first_units_plan([channels, heads], {channels.name: 24, heads.name: 1}) == {
+        channels.name: [0, 1, 2], heads.name: [0]}
+    with pytest.raises(EdgesegError, match="cannot keep 20"):
+        first_units_plan([channels], {channels.name: 20})  # off the unit grid
+    with pytest.raises(EdgesegError, match="cannot keep 72"):
+        first_units_plan([channels], {channels.name: 72})
