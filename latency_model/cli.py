@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 from typing import Any, Sequence
 
 from runner.cli_support import run_main, setup_logging
 from runner.device import HOST_KEY, Tracker
+
+log = logging.getLogger(__name__)
 
 HELP = {
     "model": "model name whose prunable layers are sampled (e.g. segformer-b0)",
@@ -45,11 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--trials-per-layer", type=_count(0), default=8, help=HELP["trials"])
     c.add_argument("--rounds", type=_count(0), default=0, help=HELP["rounds"])
     c.add_argument("--seed", type=int, default=0, help="sampling seed")
-    c.add_argument("--warmup", type=_count(0), default=3, help="discarded warm-up runs")
-    c.add_argument("--repeat", type=_count(1), default=20, help="timed samples per layer")
-    c.add_argument("--min-repeat-ms", type=_count(0), default=10,
-                   help="raise the runs per sample until a sample lasts this long (layers of a "
-                   "few microseconds are otherwise timer noise)")
+    _add_timing(c)
     c.add_argument("-o", "--out", type=Path, default=None, help=HELP["out"])
 
     t = commands.add_parser("train", parents=[common], help="train an XGBoost predictor")
@@ -73,7 +72,35 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--model", required=True, help=HELP["model"])
     v.add_argument("--input-size", type=_count(1), default=512, help=HELP["input_size"])
     v.add_argument("--variants", type=_count(1), default=20, help="random pruned variants")
+    v.add_argument("--target", default="host", help=HELP["target"])
+    v.add_argument("--tracker", type=Tracker.parse, default=None, help=HELP["tracker"])
+    v.add_argument("--key", default=None, help=HELP["key"])
+    v.add_argument("--trials-per-variant", type=_count(0), default=0,
+                   help="MetaSchedule trials (in all) to tune each variant's kernels the tuning "
+                   "database lacks; 0 (default): build from the database that collect filled, "
+                   "as it is")
+    v.add_argument("--seed", type=int, default=0, help="variant sampling seed")
+    _add_timing(v)
+    v.add_argument("-o", "--out", type=Path, required=True,
+                   help="folder for the variants' ONNX files, measurements.jsonl (a rerun "
+                   "resumes from it), validation.json and validation.png")
+    v.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
+
+
+def _add_timing(parser: argparse.ArgumentParser) -> None:
+    """The runner's timing protocol flags; collect's defaults are validate's."""
+    parser.add_argument("--warmup", type=_count(0), default=3, help="discarded warm-up runs")
+    parser.add_argument("--repeat", type=_count(1), default=20, help="timed samples")
+    parser.add_argument("--min-repeat-ms", type=_count(0), default=10,
+                        help="raise the runs per sample until a sample lasts this long (layers "
+                        "of a few microseconds are otherwise timer noise)")
+
+
+def _protocol(args: argparse.Namespace):
+    from runner.timing import TimingProtocol
+
+    return TimingProtocol(warmup=args.warmup, repeat=args.repeat, min_repeat_ms=args.min_repeat_ms)
 
 
 def _count(minimum: int):
@@ -95,7 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def describe(name: str, input_size: int):
-    """The model description of a named model: only a command line composes prune and latency_model."""
+    """The model description of a named model (only a command line composes prune and
+    latency_model; `latency_model.model_variants` is validate's share of that)."""
     from prune.describe import describe_model
 
     return describe_model(name, input_size)
@@ -115,21 +143,19 @@ def _device_key(args: argparse.Namespace) -> str:
 
 def _collect(args: argparse.Namespace) -> int:
     from compile.targets import resolve_target
-    from latency_model.collect import collect, collect_adaptive
+    from latency_model.collect import Source, collect, collect_adaptive
     from latency_model.sampling import layer_configs, sample_kept
     from runner.farm import use_device
-    from runner.timing import TimingProtocol
     from runner.workspace import device_dir, tuning_database_dir
 
     key = _device_key(args)
     preset = resolve_target(args.target)
     description = describe(args.model, args.input_size)
     out = args.out or device_dir(key, preset.name) / "dataset.jsonl"
-    protocol = TimingProtocol(warmup=args.warmup, repeat=args.repeat,
-                              min_repeat_ms=args.min_repeat_ms)
-    common: dict[str, Any] = dict(preset=preset, out=out, protocol=protocol,
+    common: dict[str, Any] = dict(preset=preset, out=out, protocol=_protocol(args),
                                   database_dir=tuning_database_dir(key, preset.name),
-                                  trials_per_layer=args.trials_per_layer)
+                                  trials_per_layer=args.trials_per_layer,
+                                  source=Source(args.model, args.input_size))
     with use_device(args.tracker, key) as device:
         if args.rounds:
             first, rounds = collect_adaptive(
@@ -195,14 +221,40 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from compile.targets import resolve_target
+    from latency_model.model_variants import build_variants
     from latency_model.predictor import Predictor
-    from runner.errors import EdgesegError
+    from latency_model.validate import validate_variants
+    from runner.farm import use_device
+    from runner.workspace import tuning_database_dir
 
     predictor = Predictor.load(args.predictor)
-    describe(args.model, args.input_size)
-    raise EdgesegError(
-        "validate --model needs pruned variants of the whole model, which prune's shrink "
-        f"builds; that wiring is not in this edgeseg yet (predictor {predictor.directory} loaded).",
-        "Call latency_model.validate.validate_variants with your variants' layer configs and "
-        "exported model files.")
+    key = _device_key(args)
+    preset = resolve_target(args.target)
+    predictor.check_compatible(key, preset.name)  # before any model is built or device asked
+    protocol = _protocol(args)
+    _warn_if_made_otherwise(predictor.manifest, args.model, args.input_size, protocol)
+    variants = build_variants(args.model, args.input_size, args.variants, args.seed, args.out)
+    with use_device(args.tracker, key) as device:
+        report = validate_variants(predictor, variants, device, preset,
+                                   tuning_database_dir(key, preset.name),
+                                   args.trials_per_variant, protocol, out_dir=args.out)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report.table())
+        print(f"report {args.out / 'validation.json'}, plot {report.plot}")
+    return 0
 
+
+def _warn_if_made_otherwise(manifest: dict[str, Any], model: str, input_size: int,
+                            protocol: Any) -> None:
+    """A predictor of another model, size or protocol can be validated (that is a question
+    worth asking), but the answer is about that mismatch too: say so."""
+    theirs = {"model": manifest.get("model"), "input_size": manifest.get("input_size"),
+              "protocol": manifest.get("protocol")}
+    ours = {"model": model, "input_size": input_size, "protocol": protocol.to_dict()}
+    for name, value in theirs.items():
+        if value is not None and value != ours[name]:
+            log.warning(
+                "the predictor was made with %s %s; validating with %s", name, value, ours[name])

@@ -4,9 +4,12 @@ Each config is exported alone (`latency_model.export`), compiled for the target 
 `trials_per_layer` x its tuning-task count trials into a scratch folder, reusing ONE tuning
 database (by default the device's, `runner.workspace.tuning_database_dir`, so a later
 `python -m compile` of a pruned model on the same grid finds those kernels tuned), and timed with
-`runner.bench.bench_artifact` under the given protocol. Its record is appended and fsynced before
-the next config starts: a crash loses nothing measured, and a rerun skips every config already
-in the file for this device key and target preset.
+`runner.bench.bench_artifact` under the given protocol. Its record (with the protocol, the
+trials per layer, and the model and input size the configs were sampled from) is appended and
+fsynced before the next config starts: a crash loses nothing measured, and a rerun skips every
+config already in the file for this device key and target preset. A file whose records of this
+device and target were taken with another protocol or trials per layer is refused up front:
+training refuses mixed settings, so such a collection would be wasted.
 
 Devices: tuning uses every server registered under the key at once (compile's RPCRunner asks
 the tracker for any free one); the timed runs are sequential, one config after the other, on
@@ -31,7 +34,12 @@ from tqdm import tqdm
 from latency_model.description import ModelDescription
 from latency_model.export import export_layer
 from latency_model.layers import LayerConfig
-from latency_model.records import MeasurementLog, MeasurementRecord, installed_versions
+from latency_model.records import (
+    MeasurementLog,
+    MeasurementRecord,
+    describe_setting,
+    installed_versions,
+)
 from latency_model.sampling import (
     ADAPTIVE_THRESHOLD,
     layer_configs,
@@ -83,9 +91,18 @@ def count_tasks(model_path: Path, preset: Any, work_dir: Path) -> int:
     return len(ms.relax_integration.extract_tasks(lowered, preset.target()))
 
 
+@dataclass(frozen=True)
+class Source:
+    """The model and input size the configs were sampled from, stored in every record (None:
+    configs that come from no model)."""
+
+    model: str | None = None
+    input_size: int | None = None
+
+
 def measure_layer(config: LayerConfig, device: Device, preset: Any, database_dir: Path,
-                  trials_per_layer: int, protocol: TimingProtocol,
-                  scratch: Path) -> tuple[MeasurementRecord, float]:
+                  trials_per_layer: int, protocol: TimingProtocol, scratch: Path,
+                  source: Source = Source()) -> tuple[MeasurementRecord, float]:
     """Export, compile and bench one config; its record and the seconds spent tuning."""
     from compile.api import compile_model
     from runner.bench import bench_artifact
@@ -100,24 +117,39 @@ def measure_layer(config: LayerConfig, device: Device, preset: Any, database_dir
         config=config, target_preset=preset.name, target=target_dict(preset),
         device_key=device.key, median_ms=bench.timing.median_ms, std_ms=bench.timing.std_ms,
         run_ms=tuple(bench.timing.samples_ms), tvm_version=tvm_version,
-        edgeseg_version=edgeseg_version, tuning_trials=result.tuning.trials)
+        edgeseg_version=edgeseg_version, tuning_trials=result.tuning.trials, protocol=protocol,
+        trials_per_layer=trials_per_layer, model=source.model, input_size=source.input_size)
     return record, result.tuning.seconds
 
 
-def _check_settings(trials_per_layer: int) -> None:
+def _check_settings(trials_per_layer: int, protocol: TimingProtocol, out: Path,
+                    earlier: Sequence[MeasurementRecord]) -> None:
+    """Refuse a bad trial count, and a collection into a file whose records of this device
+    and target were taken with another setting (training would refuse the mixed file)."""
     if trials_per_layer < 0:
         raise EdgesegError(f"trials_per_layer must be 0 or more, got {trials_per_layer}.",
                            "Pass --trials-per-layer 0 (database only) or more.")
+    settings = {(r.protocol, r.trials_per_layer) for r in earlier}
+    if settings - {(protocol, trials_per_layer)}:
+        theirs = describe_setting(*min(settings, key=str))
+        ours = describe_setting(protocol, trials_per_layer)
+        raise EdgesegError(
+            f"{out} holds records of this device and target measured with another timing "
+            f"setting ([{theirs}]) than this collection's ([{ours}]); a predictor cannot learn "
+            "from the mixed file.",
+            "Collect into another file with -o, or use the settings of the records in it.")
 
 
 def collect(configs: Sequence[LayerConfig], device: Device, preset: Any, out: Path,
             database_dir: Path, trials_per_layer: int, protocol: TimingProtocol,
-            progress: bool = True) -> CollectReport:
+            progress: bool = True, source: Source = Source()) -> CollectReport:
     """Measure every config not yet in `out` for this device key and preset, in order."""
-    _check_settings(trials_per_layer)
     started = time.monotonic()
     measurements = MeasurementLog(out)
-    done = measurements.measured_keys(device.key, preset.name)
+    earlier = [r for r in measurements.read()
+               if r.device_key == device.key and r.target_preset == preset.name]
+    _check_settings(trials_per_layer, protocol, Path(out), earlier)
+    done = {r.key for r in earlier}
     unique = list({c.key: c for c in configs}.values())
     todo = [c for c in unique if c.key not in done]
     log.info("%d configs: %d already measured in %s, %d to measure on %s (%s)", len(unique),
@@ -129,7 +161,7 @@ def collect(configs: Sequence[LayerConfig], device: Device, preset: Any, out: Pa
             bar.set_postfix_str(config.kind)
             with tempfile.TemporaryDirectory(prefix="edgeseg-collect-") as scratch:
                 record, tuned_s = measure_layer(config, device, preset, database_dir,
-                                                trials_per_layer, protocol, Path(scratch))
+                                                trials_per_layer, protocol, Path(scratch), source)
             measurements.append(record)
             measured.append(record)
             tuning_seconds += tuned_s
@@ -156,8 +188,8 @@ class AdaptiveRound:
 def collect_adaptive(description: ModelDescription, device: Device, preset: Any, out: Path,
                      database_dir: Path, trials_per_layer: int, protocol: TimingProtocol,
                      samples: int, rounds: int, predictor_dir: Path, seed: int = 0,
-                     neighbours_per_config: int = 2,
-                     progress: bool = True) -> tuple[CollectReport, list[AdaptiveRound]]:
+                     neighbours_per_config: int = 2, progress: bool = True,
+                     source: Source = Source()) -> tuple[CollectReport, list[AdaptiveRound]]:
     """The initial sample of `samples` pruned variants (plus the unpruned model), then up to
     `rounds` nn-Meter rounds; each round's predictor is written under `predictor_dir/round-N`.
     Stops early when no held-out config is predicted off by more than 10%."""
@@ -165,7 +197,7 @@ def collect_adaptive(description: ModelDescription, device: Device, preset: Any,
 
     configs = layer_configs(description, sample_kept(description, samples, seed))
     first = collect(configs, device, preset, out, database_dir, trials_per_layer, protocol,
-                    progress)
+                    progress, source)
     done: list[AdaptiveRound] = []
     for r in range(1, rounds + 1):
         records = [rec for rec in MeasurementLog(out).read()
@@ -186,7 +218,7 @@ def collect_adaptive(description: ModelDescription, device: Device, preset: Any,
             break
         around = neighbour_configs(description, poor, neighbours_per_config, seed=seed + r)
         report = collect(around, device, preset, out, database_dir, trials_per_layer, protocol,
-                         progress)
+                         progress, source)
         done.append(AdaptiveRound(r, len(held_configs), len(poor), report,
                                   tuple(c.key for c in poor)))
         if not report.measured:

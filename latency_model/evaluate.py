@@ -20,7 +20,7 @@ import numpy as np
 
 from latency_model.features import flops
 from latency_model.layers import LAYER_TYPES, LayerConfig
-from latency_model.metrics import Metrics, compute_metrics
+from latency_model.metrics import Metrics, compute_metrics, pct
 from latency_model.predictor import Predictor, dataset_from_records
 from latency_model.records import MeasurementRecord
 
@@ -91,14 +91,10 @@ class EvaluationReport:
         items = [*self.per_type.items(), ("all", self.overall)]
         for kind, m in items:
             b = self.baseline_overall if kind == "all" else self.baseline_per_type[kind]
-            rows.append(f"{kind:<14}{m.n:>6}{_pct(m.within_5):>8}{_pct(m.within_10):>8}"
-                        f"{m.rmse_ms:>10.4f}{_pct(m.rmspe):>8}{m.spearman:>7.3f} | "
-                        f"{_pct(b.within_10):>11}{_pct(b.rmspe):>8}{b.spearman:>7.3f}")
+            rows.append(f"{kind:<14}{m.n:>6}{pct(m.within_5):>8}{pct(m.within_10):>8}"
+                        f"{m.rmse_ms:>10.4f}{pct(m.rmspe):>8}{m.spearman:>7.3f} | "
+                        f"{pct(b.within_10):>11}{pct(b.rmspe):>8}{b.spearman:>7.3f}")
         return "\n".join(rows)
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
 
 
 def evaluate(predictor: Predictor, records: Sequence[MeasurementRecord],
@@ -166,7 +162,7 @@ def scatter_plot(path: Path, measured: np.ndarray, predictions: Mapping[str, np.
         m = compute_metrics(pred, measured)
         ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi),
                xlabel="measured latency (ms)", ylabel="predicted latency (ms)",
-               title=f"{title}: {_pct(m.within_10)} within +-10%, RMSPE {_pct(m.rmspe)}")
+               title=f"{title}: {pct(m.within_10)} within +-10%, RMSPE {pct(m.rmspe)}")
         ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -53,3 +53,8 @@ def compute_metrics(predicted: np.ndarray, measured: np.ndarray) -> Metrics:
         rmspe=float(np.sqrt(np.mean(rel ** 2))),
         spearman=spearman,
     )
+
+
+def pct(fraction: float) -> str:
+    """A fraction as a percentage with one decimal, for tables."""
+    return f"{100 * fraction:.1f}%"

@@ -5,9 +5,12 @@ type is tested): one model for all layers with the type one-hot among the featur
 and one model per layer type ("per_type"). The one with the lower held-out RMSPE is kept; both
 errors and the choice go into the training report. The kept model is the one trained on the
 training split only, so the report's held-out keys stay unseen by it (`evaluate` can use them).
+Records of mixed timing settings (protocol or trials per layer) are refused: their latencies
+are not one quantity.
 
 A predictor folder holds `predictor.json` (manifest: feature schema, device key, target, mode,
-model files), one XGBoost JSON model per design part and `training_report.json`. Loading
+model files; the timing protocol, trials per layer, model and input size when every record
+agrees on them), one XGBoost JSON model per design part and `training_report.json`. Loading
 checks the feature schema; `check_compatible` refuses a device or target it was not made for.
 """
 
@@ -29,7 +32,7 @@ import xgboost as xgb
 from latency_model.features import FEATURE_NAMES, FEATURE_SCHEMA_VERSION, feature_matrix
 from latency_model.layers import LAYER_TYPES, LayerConfig
 from latency_model.metrics import Metrics, compute_metrics
-from latency_model.records import MeasurementRecord, utc_now
+from latency_model.records import MeasurementRecord, check_one_setting, utc_now
 from runner.errors import EdgesegError
 
 log = logging.getLogger(__name__)
@@ -244,6 +247,7 @@ def train_predictor(records: Sequence[MeasurementRecord], out_dir: str | os.Path
         raise EdgesegError(f"holdout must be a fraction in (0, 1), got {holdout}.",
                            "Pass e.g. holdout=0.2.")
     data = dataset_from_records(records)
+    check_one_setting(records, "the training data")
     if len(data.configs) < MIN_CONFIGS:
         raise EdgesegError(f"Only {len(data.configs)} distinct configs were measured; "
                            f"a predictor needs at least {MIN_CONFIGS}.",
@@ -274,6 +278,20 @@ def train_predictor(records: Sequence[MeasurementRecord], out_dir: str | os.Path
     return _save(Path(out_dir), chosen, candidates[chosen][0], data, report, records)
 
 
+def _shared_origin(records: Sequence[MeasurementRecord]) -> dict[str, Any]:
+    """Manifest entries every record agrees on: the timing protocol and trials per layer (one
+    setting, `check_one_setting`), and the model and input size the layers were sampled from
+    (`prune` refuses a predictor made for another). Unknown or mixed values are left out."""
+    out: dict[str, Any] = {}
+    for key, value in (("protocol", lambda r: r.protocol.to_dict() if r.protocol else None),
+                       ("trials_per_layer", lambda r: r.trials_per_layer),
+                       ("model", lambda r: r.model), ("input_size", lambda r: r.input_size)):
+        values = {json.dumps(value(r), sort_keys=True) for r in records}
+        if len(values) == 1 and (found := json.loads(values.pop())) is not None:
+            out[key] = found
+    return out
+
+
 def _save(out_dir: Path, mode: str, boosters: Mapping[str, xgb.Booster], data: Dataset,
           report: Mapping[str, Any], records: Sequence[MeasurementRecord]) -> Predictor:
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -292,6 +310,7 @@ def _save(out_dir: Path, mode: str, boosters: Mapping[str, xgb.Booster], data: D
         "target": dict(data.target),
         "tvm_versions": sorted({r.tvm_version for r in records}),
         "trained_utc": utc_now(),
+        **_shared_origin(records),
     }
     (out_dir / REPORT).write_text(json.dumps(report, indent=2) + "\n")
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

@@ -1,30 +1,36 @@
 """Measurement records: one JSON line per measured layer, appended durably, read leniently.
 
 A line holds the layer config (and its key), the target preset and the TVM target it resolved
-to, the device key, the timing (median, std, runs, every run in ms), how many tuning trials the
-layer got, the TVM and edgeseg versions and the UTC time. Appends are fsynced one by one, so a
-crash loses at most the line being written; that torn last line is skipped with a warning when
-read, and cut off before the next append. Anything else that does not parse is an error naming
-the file and line: a data file is never silently half-read.
+to, the device key, the timing (median, std, runs, every run in ms) and the timing protocol
+that took it, the tuning trials the layer got and the trials per tuning task it was allowed,
+the model and input size it was sampled from, the TVM and edgeseg versions and the UTC time.
+Lines written before the protocol, trials-per-layer, model and input size were recorded still
+read: those fields are unknown (None). Files are `latency_model.jsonl` logs: fsynced appends,
+a torn last line skipped with a warning, anything else that does not parse an error.
+
+A predictor must learn from one timing setting: `check_one_setting` refuses records taken with
+different protocols or trials per layer (unknown counts as a setting of its own).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import logging
 import os
-import threading
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
+from latency_model.jsonl import JsonLinesLog, LineKind, read_lines
 from latency_model.layers import LayerConfig, layer_from_dict
 from runner.errors import EdgesegError
+from runner.timing import TimingProtocol
 
 log = logging.getLogger(__name__)
+
+OPTIONAL = ("utc_time", "tuning_trials", "protocol", "trials_per_layer", "model", "input_size")
 
 
 def utc_now() -> str:
@@ -33,7 +39,11 @@ def utc_now() -> str:
 
 @dataclass(frozen=True)
 class MeasurementRecord:
-    """One layer measured on one device; `runs` is the number of timed repeats in `run_ms`."""
+    """One layer measured on one device; `runs` is the number of timed repeats in `run_ms`.
+
+    `tuning_trials` is what tuning spent on the layer; `trials_per_layer` the budget per tuning
+    task it was collected with. `protocol`, `trials_per_layer`, `model` and `input_size` are
+    None in records written before they were stored."""
 
     config: LayerConfig
     target_preset: str
@@ -46,6 +56,10 @@ class MeasurementRecord:
     edgeseg_version: str
     utc_time: str = field(default_factory=utc_now)
     tuning_trials: int | None = None
+    protocol: TimingProtocol | None = None
+    trials_per_layer: int | None = None
+    model: str | None = None
+    input_size: int | None = None
 
     @property
     def key(self) -> str:
@@ -66,7 +80,11 @@ class MeasurementRecord:
             "std_ms": self.std_ms,
             "runs": self.runs,
             "run_ms": list(self.run_ms),
+            "protocol": self.protocol.to_dict() if self.protocol else None,
             "tuning_trials": self.tuning_trials,
+            "trials_per_layer": self.trials_per_layer,
+            "model": self.model,
+            "input_size": self.input_size,
             "tvm_version": self.tvm_version,
             "edgeseg_version": self.edgeseg_version,
             "utc_time": self.utc_time,
@@ -77,7 +95,7 @@ class MeasurementRecord:
         if not isinstance(data, Mapping):
             raise ValueError("a line must be a JSON object")
         names = [f.name for f in dataclasses.fields(cls)]
-        missing = [n for n in names if n not in data and n not in ("utc_time", "tuning_trials")]
+        missing = [n for n in names if n not in data and n not in OPTIONAL]
         if missing:
             raise ValueError(f"missing fields {missing}")
         config = layer_from_dict(data["config"])
@@ -86,11 +104,39 @@ class MeasurementRecord:
         values = {n: data[n] for n in names if n in data}
         values.update(config=config, run_ms=tuple(float(v) for v in data["run_ms"]),
                       median_ms=float(data["median_ms"]), std_ms=float(data["std_ms"]))
+        if data.get("protocol") is not None:
+            values["protocol"] = TimingProtocol(**data["protocol"])
         if values["median_ms"] <= 0:
             raise ValueError(f"median_ms must be positive, got {values['median_ms']}")
         if data.get("runs", len(values["run_ms"])) != len(values["run_ms"]):
             raise ValueError("runs does not match the number of run_ms entries")
         return cls(**values)
+
+
+def describe_setting(protocol: TimingProtocol | None, trials_per_layer: int | None) -> str:
+    """A timing setting in words, for messages and reports."""
+    if protocol is None and trials_per_layer is None:
+        return "unknown (a record written before protocols were stored)"
+    timing = "protocol unknown" if protocol is None else (
+        f"warmup {protocol.warmup}, repeat {protocol.repeat}, number {protocol.number}, "
+        f"min_repeat_ms {protocol.min_repeat_ms}, cooldown_ms {protocol.cooldown_ms}")
+    trials = "unknown" if trials_per_layer is None else trials_per_layer
+    return f"{timing}, trials per layer {trials}"
+
+
+def check_one_setting(records: Sequence[MeasurementRecord], source: str) -> None:
+    """Raise EdgesegError unless every record was taken with the same timing protocol and the
+    same trials per layer. Records that predate stored settings form a setting of their own:
+    a file of only those is one setting, those mixed with known ones are refused."""
+    settings = list(dict.fromkeys((r.protocol, r.trials_per_layer) for r in records))
+    if len(settings) > 1:
+        first, second = (describe_setting(*s) for s in settings[:2])
+        more = f" (and {len(settings) - 2} more)" if len(settings) > 2 else ""
+        raise EdgesegError(
+            f"The records of {source} were measured with different timing settings: "
+            f"[{first}] and [{second}]{more}; one predictor must learn from one setting.",
+            "Collect each setting into its own file (collect -o FILE), or filter the file to "
+            "the records of one setting.")
 
 
 def installed_versions() -> tuple[str, str]:
@@ -104,36 +150,7 @@ def installed_versions() -> tuple[str, str]:
     return found[0], found[1]
 
 
-def _corrupt(path: Path, lineno: int, why: str) -> EdgesegError:
-    return EdgesegError(
-        f"{path}, line {lineno}, is not a measurement record ({why}).",
-        "Point to a JSONL file written by `latency_model collect`, or remove or repair that line.",
-    )
-
-
-def _parse_lines(path: Path, text: str) -> tuple[list[MeasurementRecord], int | None]:
-    """Records of `text`, and the byte offset of a torn last line (None when there is none).
-
-    Only a last line without its newline that starts like a record counts as torn: every
-    append writes a whole line at once, so anything else is damage or a different file.
-    """
-    records: list[MeasurementRecord] = []
-    lines = text.split("\n")
-    offset = 0
-    torn_at = None
-    for lineno, line in enumerate(lines, start=1):
-        start, offset = offset, offset + len(line.encode()) + 1
-        if not line.strip():
-            continue
-        try:
-            records.append(MeasurementRecord.from_dict(json.loads(line)))
-        except (ValueError, TypeError, KeyError, EdgesegError) as err:
-            if lineno != len(lines) or not line.lstrip().startswith("{"):
-                raise _corrupt(path, lineno, str(err)) from err
-            log.warning("%s, line %d: skipping a torn last line (a crash while writing?)",
-                        path, lineno)
-            torn_at = start
-    return records, torn_at
+RECORD = LineKind(MeasurementRecord.from_dict, "a measurement record", "`latency_model collect`")
 
 
 def read_records(path: str | os.PathLike) -> list[MeasurementRecord]:
@@ -142,31 +159,14 @@ def read_records(path: str | os.PathLike) -> list[MeasurementRecord]:
     if not path.exists():
         raise EdgesegError(f"No measurement file at {path}.",
                            "Run `latency_model collect` first, or check the path.")
-    return _parse_lines(path, _read_text(path))[0]
+    return read_lines(path, RECORD)
 
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise EdgesegError(f"{path} is not a text (JSONL) file: {err}.",
-                           "Point to a JSONL file written by `latency_model collect`.") from err
-
-
-class MeasurementLog:
-    """An append-only measurement file, safe against crashes and against threads writing at once.
-
-    The first append validates the file and cuts off a torn last line, so that a resumed
-    collection never glues a new record onto half of an old one.
-    """
+class MeasurementLog(JsonLinesLog[MeasurementRecord]):
+    """The append-only measurement file of `collect` (see `latency_model.jsonl`)."""
 
     def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        self._lock = threading.Lock()
-        self._repaired = False
-
-    def read(self) -> list[MeasurementRecord]:
-        return read_records(self.path) if self.path.exists() else []
+        super().__init__(path, RECORD)
 
     def measured_keys(self, device_key: str | None = None,
                       target_preset: str | None = None) -> set[str]:
@@ -176,35 +176,8 @@ class MeasurementLog:
                 and (target_preset is None or r.target_preset == target_preset)}
 
     def append(self, record: MeasurementRecord) -> None:
-        line = (json.dumps(record.to_dict(), separators=(",", ":")) + "\n").encode()
-        with self._lock:
-            if not self._repaired:
-                self._repair()
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                os.write(fd, line)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        self.append_dict(record.to_dict())
 
     def extend(self, records: Iterable[MeasurementRecord]) -> None:
         for record in records:
             self.append(record)
-
-    def _repair(self) -> None:
-        self._repaired = True
-        if not self.path.exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            return
-        _, torn_at = _parse_lines(self.path, _read_text(self.path))  # raises if corrupt
-        if torn_at is not None:
-            log.warning("%s: cutting off the torn last line before appending", self.path)
-            with open(self.path, "r+b") as f:
-                f.truncate(torn_at)
-                f.flush()
-                os.fsync(f.fileno())
-        elif self.path.stat().st_size and not self.path.read_bytes().endswith(b"\n"):
-            with open(self.path, "ab") as f:
-                f.write(b"\n")
-                f.flush()
-                os.fsync(f.fileno())

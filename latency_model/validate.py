@@ -6,6 +6,13 @@ protocol; its prediction is the sum of the predicted layer latencies plus a cons
 (the graph executor's per-call cost and the kernels between layers no layer config holds). The
 overhead is fitted leave-one-out, each variant's from the others' residuals, so no variant's own
 measurement enters its prediction; the overhead fitted on all of them is reported alongside.
+
+With an output folder, each variant's measurement is appended (fsynced) to
+`measurements.jsonl` there as soon as it is taken, and a rerun reuses the measurements whose
+variant, device, target, trials and protocol are the same: a crash loses at most the variant
+being measured. A measurement there of the same variant name under other settings is an error,
+not silently mixed in. Predictions are not stored: a rerun with another predictor of the same
+device reuses every measurement.
 """
 
 from __future__ import annotations
@@ -13,31 +20,82 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
 from latency_model.evaluate import MIN_PREDICTED_MS
+from latency_model.jsonl import JsonLinesLog, LineKind
 from latency_model.layers import LayerConfig
-from latency_model.metrics import Metrics, compute_metrics
+from latency_model.metrics import Metrics, compute_metrics, pct
 from latency_model.predictor import Predictor
+from latency_model.records import utc_now
 from runner.device import Device
 from runner.errors import EdgesegError
 from runner.timing import TimingProtocol
 
 log = logging.getLogger(__name__)
 
+MEASUREMENTS, REPORT, PLOT = "measurements.jsonl", "validation.json", "validation.png"
+
 
 @dataclass(frozen=True)
 class Variant:
-    """One pruned model: a name, its layer configs and its ONNX or .pt2 file."""
+    """One pruned model: a name, its layer configs, its ONNX or .pt2 file and (for the report)
+    the kept count of each group it was built from."""
 
     name: str
     configs: tuple[LayerConfig, ...]
     model_path: Path
+    kept: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VariantMeasurement:
+    """One variant compiled and timed on a device: a line of `measurements.jsonl`."""
+
+    name: str
+    layers: tuple[str, ...]  # the config keys of its layers, in order
+    kept: Mapping[str, int]
+    device_key: str
+    target_preset: str
+    trials: int
+    protocol: TimingProtocol
+    median_ms: float
+    run_ms: tuple[float, ...]
+    database_hit_rate: float  # share of its kernels found tuned before compiling
+    utc_time: str = field(default_factory=utc_now)
+
+    @property
+    def setting(self) -> tuple[Any, ...]:
+        """What must match for the measurement to be reused: layers, device, target, trials,
+        protocol."""
+        return self.layers, self.device_key, self.target_preset, self.trials, self.protocol
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "layers": list(self.layers), "kept": dict(self.kept),
+                "device_key": self.device_key, "target_preset": self.target_preset,
+                "trials": self.trials, "protocol": self.protocol.to_dict(),
+                "median_ms": self.median_ms, "run_ms": list(self.run_ms),
+                "database_hit_rate": self.database_hit_rate, "utc_time": self.utc_time}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "VariantMeasurement":
+        if not isinstance(data, Mapping):
+            raise ValueError("a line must be a JSON object")
+        return cls(name=str(data["name"]), layers=tuple(data["layers"]), kept=dict(data["kept"]),
+                   device_key=data["device_key"], target_preset=data["target_preset"],
+                   trials=int(data["trials"]), protocol=TimingProtocol(**data["protocol"]),
+                   median_ms=float(data["median_ms"]),
+                   run_ms=tuple(float(v) for v in data["run_ms"]),
+                   database_hit_rate=float(data["database_hit_rate"]), utc_time=data["utc_time"])
+
+
+LINE = LineKind(VariantMeasurement.from_dict, "a variant measurement",
+                "`latency_model validate`")
 
 
 @dataclass(frozen=True)
@@ -51,17 +109,40 @@ class ValidationReport:
     metrics: Metrics
     layer_sum_metrics: Metrics  # the bare sum, no overhead
     plot: str | None = None
+    kept: tuple[Mapping[str, int], ...] = ()
+    resumed: int = 0  # measurements reused from an earlier run
+    setting: Mapping[str, Any] = field(default_factory=dict)  # device, target, trials, protocol
 
     def to_dict(self) -> dict[str, Any]:
+        kept = self.kept or ({},) * len(self.names)
         return {"variants": [{"name": n, "measured_ms": m, "layer_sum_ms": s, "predicted_ms": p,
-                              "database_hit_rate": h}
-                             for n, m, s, p, h in zip(self.names, self.measured_ms,
-                                                      self.layer_sum_ms, self.predicted_ms,
-                                                      self.database_hits)],
+                              "database_hit_rate": h, "kept": dict(k)}
+                             for n, m, s, p, h, k in zip(self.names, self.measured_ms,
+                                                         self.layer_sum_ms, self.predicted_ms,
+                                                         self.database_hits, kept)],
                 "overhead_ms": self.overhead_ms, "overhead_fit": "mean residual; "
                 "each variant's prediction uses the mean over the other variants",
                 "metrics": self.metrics.to_dict(),
-                "layer_sum_metrics": self.layer_sum_metrics.to_dict(), "plot": self.plot}
+                "layer_sum_metrics": self.layer_sum_metrics.to_dict(), "plot": self.plot,
+                "resumed": self.resumed, **self.setting}
+
+    def table(self) -> str:
+        """Per-variant rows, then the metrics with and without the overhead (for the CLI)."""
+        head = (f"{'variant':<10}{'measured ms':>13}{'layer sum ms':>14}{'predicted ms':>14}"
+                f"{'db hits':>9}")
+        rows = [head, "-" * len(head)]
+        for name, m, s, p, h in zip(self.names, self.measured_ms, self.layer_sum_ms,
+                                    self.predicted_ms, self.database_hits):
+            rows.append(f"{name:<10}{m:>13.3f}{s:>14.3f}{p:>14.3f}{pct(h):>9}")
+        for label, metrics in (("sum + overhead", self.metrics),
+                               ("layer sum", self.layer_sum_metrics)):
+            rows.append(f"{label}: +-5% {pct(metrics.within_5)}, +-10% "
+                        f"{pct(metrics.within_10)}, RMSE {metrics.rmse_ms:.3f} ms, RMSPE "
+                        f"{pct(metrics.rmspe)}, Spearman {metrics.spearman:.3f}")
+        rows.append(f"overhead {self.overhead_ms:.3f} ms (mean residual; each variant's "
+                    f"prediction uses the others'); {self.resumed} of {len(self.names)} "
+                    "measurements reused from an earlier run")
+        return "\n".join(rows)
 
 
 def leave_one_out_overhead(measured: np.ndarray, layer_sum: np.ndarray) -> np.ndarray:
@@ -73,53 +154,102 @@ def leave_one_out_overhead(measured: np.ndarray, layer_sum: np.ndarray) -> np.nd
     return (residual.sum() - residual) / (n - 1)
 
 
-def validate_variants(predictor: Predictor, variants: Sequence[Variant], device: Device,
-                      preset: Any, database_dir: Path, trials: int, protocol: TimingProtocol,
-                      out_dir: Path | None = None, progress: bool = True) -> ValidationReport:
-    """Compile and bench every variant; compare with the predicted sum of its layers."""
+def measure_variant(variant: Variant, device: Device, preset: Any, database_dir: Path,
+                    trials: int, protocol: TimingProtocol) -> VariantMeasurement:
+    """Compile (tuning up to `trials` trials) and bench one variant."""
     from compile.api import compile_model
     from runner.bench import bench_artifact
 
+    with tempfile.TemporaryDirectory(prefix="edgeseg-validate-") as scratch:
+        result = compile_model(Path(variant.model_path), Path(scratch) / "artifact", preset,
+                               database_dir=database_dir, trials=trials, device=device)
+        bench = bench_artifact(result.artifact, device, protocol)
+    tasks = result.tuning.tasks
+    return VariantMeasurement(
+        name=variant.name, layers=tuple(c.key for c in variant.configs), kept=dict(variant.kept),
+        device_key=device.key, target_preset=preset.name, trials=trials, protocol=protocol,
+        median_ms=bench.timing.median_ms, run_ms=tuple(bench.timing.samples_ms),
+        database_hit_rate=sum(t.had_record for t in tasks) / len(tasks) if tasks else 1.0)
+
+
+def _earlier(variants: Sequence[Variant], measurements: JsonLinesLog, device: Device,
+             preset: Any, trials: int,
+             protocol: TimingProtocol) -> dict[str, VariantMeasurement]:
+    """Measurements of these variants in the log that can be reused; conflicts are errors."""
+    found = {m.name: m for m in measurements.read()}
+    reusable = {}
+    for variant in variants:
+        earlier = found.get(variant.name)
+        if earlier is None:
+            continue
+        wanted = (tuple(c.key for c in variant.configs), device.key, preset.name, trials,
+                  protocol)
+        if earlier.setting != wanted:
+            raise EdgesegError(
+                f"{measurements.path} holds a measurement of variant {variant.name} with other "
+                f"layers or settings (device {earlier.device_key}, target "
+                f"{earlier.target_preset}, trials {earlier.trials}, {earlier.protocol}).",
+                "Rerun with the settings of that folder, or choose another output folder.")
+        reusable[variant.name] = earlier
+    return reusable
+
+
+def validate_variants(predictor: Predictor, variants: Sequence[Variant], device: Device,
+                      preset: Any, database_dir: Path, trials: int, protocol: TimingProtocol,
+                      out_dir: Path | None = None, progress: bool = True) -> ValidationReport:
+    """Compile and bench every variant; compare with the predicted sum of its layers. With
+    `out_dir`: resumable (see the module doc), and the report and plot are written there."""
     if not variants:
         raise EdgesegError("No variants to validate.", "Pass at least one pruned variant.")
+    if len({v.name for v in variants}) != len(variants):
+        raise EdgesegError("Two variants share a name.", "Give every variant its own name.")
     predictor.check_compatible(device.key, preset.name)
-    measured, layer_sum, hits = [], [], []
-    for variant in tqdm(variants, desc="validate", unit="model", disable=not progress):
-        with tempfile.TemporaryDirectory(prefix="edgeseg-validate-") as scratch:
-            result = compile_model(Path(variant.model_path), Path(scratch) / "artifact", preset,
-                                   database_dir=database_dir, trials=trials, device=device)
-            bench = bench_artifact(result.artifact, device, protocol)
-        measured.append(bench.timing.median_ms)
-        tasks = result.tuning.tasks
-        hits.append(sum(t.had_record for t in tasks) / len(tasks) if tasks else 1.0)
-        layer_sum.append(float(predictor.predict_ms(list(variant.configs)).sum()))
-        log.info("%s: measured %.3f ms, layer sum %.3f ms; %.0f%% of its kernels were in the "
-                 "database", variant.name, measured[-1], layer_sum[-1], 100 * hits[-1])
-    meas, sums = np.array(measured), np.array(layer_sum)
+    measurements = JsonLinesLog(Path(out_dir) / MEASUREMENTS, LINE) if out_dir else None
+    done = _earlier(variants, measurements, device, preset, trials, protocol) \
+        if measurements else {}
+    if done:
+        log.info("reusing %d measured variants of %s", len(done), measurements.path)
+    taken: list[VariantMeasurement] = []
+    with tqdm(variants, desc="validate", unit="model", disable=not progress) as bar:
+        for variant in bar:
+            bar.set_postfix_str(variant.name)
+            measured = done.get(variant.name)
+            if measured is None:
+                measured = measure_variant(variant, device, preset, database_dir, trials,
+                                           protocol)
+                if measurements:
+                    measurements.append_dict(measured.to_dict())
+            taken.append(measured)
+            log.info("%s: measured %.3f ms; %.0f%% of its kernels were in the database",
+                     variant.name, measured.median_ms, 100 * measured.database_hit_rate)
+    meas = np.array([m.median_ms for m in taken])
+    sums = np.array([float(predictor.predict_ms(list(v.configs)).sum()) for v in variants])
     # an overhead fit can go negative on tiny models; keep predictions positive (log plots)
     predicted = np.maximum(sums + leave_one_out_overhead(meas, sums), MIN_PREDICTED_MS)
     report = ValidationReport(
-        names=tuple(v.name for v in variants), measured_ms=tuple(measured),
-        layer_sum_ms=tuple(layer_sum), predicted_ms=tuple(float(p) for p in predicted),
-        overhead_ms=float(np.mean(meas - sums)), database_hits=tuple(hits),
-        metrics=compute_metrics(predicted, meas),
-        layer_sum_metrics=compute_metrics(sums, meas))
+        names=tuple(v.name for v in variants), measured_ms=tuple(meas.tolist()),
+        layer_sum_ms=tuple(sums.tolist()), predicted_ms=tuple(float(p) for p in predicted),
+        overhead_ms=float(np.mean(meas - sums)),
+        database_hits=tuple(m.database_hit_rate for m in taken),
+        metrics=compute_metrics(predicted, meas), layer_sum_metrics=compute_metrics(sums, meas),
+        kept=tuple(dict(v.kept) for v in variants), resumed=len(done),
+        setting={"device_key": device.key, "target_preset": preset.name, "trials": trials,
+                 "protocol": protocol.to_dict(), "predictor": str(predictor.directory),
+                 "predictor_fingerprint": predictor.fingerprint})
     if out_dir is None:
         return report
     return _write(report, Path(out_dir))
 
 
 def _write(report: ValidationReport, out: Path) -> ValidationReport:
-    from dataclasses import replace
-
     from latency_model.evaluate import scatter_plot
 
     out.mkdir(parents=True, exist_ok=True)
-    plot = out / "validation.png"
+    plot = out / PLOT
     measured = np.array(report.measured_ms)
     scatter_plot(plot, measured, {"layer sum + overhead": np.array(report.predicted_ms),
                                   "layer sum": np.array(report.layer_sum_ms)},
                  np.array(["model"] * measured.size))
     report = replace(report, plot=str(plot))
-    (out / "validation.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    (out / REPORT).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     return report

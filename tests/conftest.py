@@ -48,3 +48,30 @@ def aarch64_artifact(tmp_path_factory) -> Path:
 def artifact_copy(host_artifact, tmp_path) -> Path:
     """A private copy of the host artifact that a test may damage."""
     return Path(shutil.copytree(host_artifact, tmp_path / "artifact"))
+
+
+@pytest.fixture(scope="session")
+def segformer_b0_predictor(host_farm, tmp_path_factory) -> Path:
+    """A predictor trained on real measurements of segformer-b0 layers at 64 px on the host farm.
+
+    Untuned (trials 0), so a layer costs a second or two: one layer config of each type of the
+    unpruned model, then the next ones in model order up to the 10 a predictor needs. Its
+    manifest names the model and input size (every record agrees on them)."""
+    from compile.targets import resolve_target
+    from latency_model.collect import Source, collect
+    from latency_model.predictor import MIN_CONFIGS, train_predictor
+    from latency_model.records import read_records
+    from latency_model.sampling import layer_configs
+    from prune.describe import describe_model
+    from runner.timing import TimingProtocol
+
+    description = describe_model("segformer-b0", 64)
+    configs = layer_configs(description, [description.full_kept()])
+    firsts = list({c.kind: c for c in reversed(configs)}.values())
+    chosen = firsts + [c for c in configs if c not in firsts][:MIN_CONFIGS - len(firsts)]
+    work = tmp_path_factory.mktemp("segformer-b0-predictor")
+    collect(chosen, host_farm.device, resolve_target("host"), work / "data.jsonl", work / "db",
+            trials_per_layer=0, protocol=TimingProtocol(warmup=1, repeat=3), progress=False,
+            source=Source("segformer-b0", 64))
+    train_predictor(read_records(work / "data.jsonl"), work / "predictor", seed=0)
+    return work / "predictor"

@@ -113,6 +113,17 @@ def test_a_predictor_for_another_model_or_input_size_is_refused():
         check_predictor_fits({"model": "segformer-b0", "input_size": 512}, settings)
 
 
+def test_prune_refuses_a_predictor_collected_at_another_input_size(segformer_b0_predictor, tmp_path,
+                                                                   capsys):
+    """A real predictor (segformer-b0 layers measured at 64 px on the host farm) for a 32 px run."""
+    out = tmp_path / "run"
+    assert main(["--predictor", str(segformer_b0_predictor), "--budget-ms", "1", *TINY_ARGS,
+                 "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "made for input_size 64, not 32" in err and "collect and train one" in err
+    assert not out.exists()
+
+
 def test_torchrun_data_parallel_on_two_gloo_processes(tmp_path):
     """`torchrun --nproc-per-node 2 -m prune`: both processes agree on the plan (the run checks it)
     and one writes the results."""

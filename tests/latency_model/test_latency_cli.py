@@ -18,7 +18,8 @@ from runner.errors import EdgesegError
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["collect", "--help"], ["evaluate", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["collect", "--help"], ["evaluate", "--help"],
+                                  ["validate", "--help"]])
 def test_help_imports_neither_torch_nor_tvm(argv):
     code = ("import sys\nfrom latency_model.cli import main\ntry:\n    main(%r)\nexcept "
             "SystemExit:\n    pass\nprint(sorted(m for m in ('tvm', 'torch', 'xgboost', 'numpy')"

@@ -11,6 +11,7 @@ from compile.targets import resolve_target
 from latency_model import layers as L
 from latency_model.collect import collect
 from latency_model.records import read_records
+from runner.errors import EdgesegError
 from runner.timing import TimingProtocol
 
 FAST = TimingProtocol(warmup=1, repeat=3)
@@ -50,14 +51,33 @@ def test_rerun_measures_nothing_new(collected, host_farm):
 
 def test_torn_last_line_is_cut_and_the_rest_resumes(collected, host_farm, tmp_path):
     work, preset, _ = collected
-    data = tmp_path / "data.jsonl"
-    shutil.copy(work / "data.jsonl", data)
+    data = tmp_path / "data.jsonl"  # untuned (trials 0) and the database is warm: fast
+    collect(TINY, host_farm.device, preset, data, work / "db", trials_per_layer=0,
+            protocol=FAST, progress=False)
     torn = json.dumps(read_records(data)[0].to_dict())[:40]
     with open(data, "a") as f:
         f.write(torn)  # a crash in the middle of writing a record
     extra = L.LayerNorm(4, 4, 12)
     report = collect([*TINY, extra], host_farm.device, preset, data, work / "db",
-                     trials_per_layer=0, protocol=FAST, progress=False)  # untuned: fast
+                     trials_per_layer=0, protocol=FAST, progress=False)
     assert [r.key for r in report.measured] == [extra.key] and report.skipped == 2
     assert report.measured[0].tuning_trials == 0
     assert [r.key for r in read_records(data)] == [c.key for c in [*TINY, extra]]
+
+
+def test_records_carry_the_protocol_trials_and_source(collected):
+    work, _, _ = collected
+    for record in read_records(work / "data.jsonl"):
+        assert record.protocol == FAST and record.trials_per_layer == 1
+        assert record.model is None and record.input_size is None  # configs of no model
+
+
+def test_collecting_with_another_setting_into_the_same_file_is_refused(collected, host_farm,
+                                                                       tmp_path):
+    work, preset, _ = collected
+    data = tmp_path / "data.jsonl"
+    shutil.copy(work / "data.jsonl", data)
+    with pytest.raises(EdgesegError, match="another timing setting.*trials per layer 1"):
+        collect([L.LayerNorm(4, 4, 12)], host_farm.device, preset, data, work / "db",
+                trials_per_layer=0, protocol=FAST, progress=False)
+    assert len(read_records(data)) == 2  # nothing measured, nothing written

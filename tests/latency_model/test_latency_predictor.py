@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -6,8 +7,10 @@ import pytest
 from latency_cases import ONE_OF_EACH, TARGET, make_record
 from latency_model.predictor import MANIFEST, Predictor, TrainSettings, train_predictor
 from runner.errors import EdgesegError
+from runner.timing import TimingProtocol
 
 FAST_PER_TYPE = TrainSettings(rounds=50, designs=("per_type",))
+FAST_GLOBAL = TrainSettings(rounds=20, designs=("global",))
 
 
 def test_training_saves_a_complete_predictor_folder(trained_predictor):
@@ -86,3 +89,44 @@ def test_repeated_measurements_of_a_config_are_merged(tmp_path):
     predictor = train_predictor([make_record(c) for c in configs], tmp_path, seed=0,
                                 settings=TrainSettings(rounds=20))
     assert predictor.report["n_records"] == 22 and predictor.report["n_configs"] == 11
+
+
+def _with(records, **fields):
+    return [dataclasses.replace(r, **fields) for r in records]
+
+
+def test_records_of_mixed_timing_settings_are_refused_naming_both(tmp_path):
+    records = [make_record(c) for c in ONE_OF_EACH]  # 11 configs of an unknown setting
+    fast, slow = TimingProtocol(warmup=1, repeat=3), TimingProtocol(repeat=20, min_repeat_ms=10)
+    mixed_protocols = _with(records[:6], protocol=fast, trials_per_layer=8) + _with(
+        records[6:], protocol=slow, trials_per_layer=8)
+    with pytest.raises(EdgesegError, match=r"repeat 3.*\] and \[.*repeat 20.*") as err:
+        train_predictor(mixed_protocols, tmp_path / "a", seed=0, settings=FAST_GLOBAL)
+    assert "its own file" in err.value.fix and "filter" in err.value.fix
+    mixed_trials = _with(records[:6], protocol=fast, trials_per_layer=8) + _with(
+        records[6:], protocol=fast, trials_per_layer=0)
+    with pytest.raises(EdgesegError, match="trials per layer 8.*trials per layer 0"):
+        train_predictor(mixed_trials, tmp_path / "b", seed=0, settings=FAST_GLOBAL)
+    unknown_and_known = records[:6] + _with(records[6:], protocol=fast, trials_per_layer=8)
+    with pytest.raises(EdgesegError, match="unknown"):
+        train_predictor(unknown_and_known, tmp_path / "c", seed=0, settings=FAST_GLOBAL)
+    assert not any((tmp_path / d).exists() for d in "abc")
+
+
+def test_manifest_names_the_setting_model_and_size_all_records_share(tmp_path):
+    records = _with([make_record(c) for c in ONE_OF_EACH], protocol=TimingProtocol(repeat=5),
+                    trials_per_layer=2, model="segformer-b0", input_size=64)
+    train_predictor(records, tmp_path / "one", seed=0, settings=FAST_GLOBAL)
+    manifest = json.loads((tmp_path / "one" / MANIFEST).read_text())
+    assert manifest["model"] == "segformer-b0" and manifest["input_size"] == 64
+    assert manifest["trials_per_layer"] == 2 and manifest["protocol"]["repeat"] == 5
+    records[0] = dataclasses.replace(records[0], input_size=128)
+    train_predictor(records, tmp_path / "two", seed=0, settings=FAST_GLOBAL)
+    manifest = json.loads((tmp_path / "two" / MANIFEST).read_text())
+    assert manifest["model"] == "segformer-b0" and "input_size" not in manifest
+
+
+def test_records_of_an_unknown_setting_only_train(trained_predictor):
+    """Files written before settings were stored: one (unknown) setting, nothing claimed."""
+    assert not {"protocol", "trials_per_layer", "model", "input_size"} & set(
+        trained_predictor.manifest)

@@ -1,12 +1,22 @@
+import dataclasses
 import json
 import logging
 import threading
+from pathlib import Path
 
 import pytest
 
 from latency_cases import ONE_OF_EACH, make_record
-from latency_model.records import MeasurementLog, installed_versions, read_records
+from latency_model.records import (
+    MeasurementLog,
+    check_one_setting,
+    installed_versions,
+    read_records,
+)
 from runner.errors import EdgesegError
+from runner.timing import TimingProtocol
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_append_then_read_round_trips(tmp_path):
@@ -119,3 +129,43 @@ def test_a_one_line_foreign_file_is_never_truncated(tmp_path):
 def test_installed_versions_come_from_package_metadata():
     tvm_version, edgeseg_version = installed_versions()
     assert tvm_version.startswith("0.27") and edgeseg_version
+
+
+OLD_LINE = ('{"key":"layer_norm:h=32,w=32,dim=32","config":{"type":"layer_norm","h":32,"w":32,'
+            '"dim":32},"target_preset":"host","target":{"kind":"llvm","num-cores":2},'
+            '"device_key":"host-cpu","median_ms":0.05,"std_ms":0.001,"runs":2,'
+            '"run_ms":[0.05,0.051],"tuning_trials":0,"tvm_version":"0.27.0.post1",'
+            '"edgeseg_version":"0.1.0","utc_time":"2026-11-26T07:28:37+00:00"}')
+
+
+def test_records_written_before_settings_were_stored_read_as_unknown(tmp_path):
+    path = tmp_path / "old.jsonl"
+    path.write_text(OLD_LINE + "\n")
+    (record,) = read_records(path)
+    assert record.protocol is None and record.trials_per_layer is None
+    assert record.model is None and record.input_size is None and record.tuning_trials == 0
+    committed = sorted(ROOT.glob("bench/results/latency_model*/data.jsonl"))
+    for data in committed:  # the measurements committed with the benchmarks still read
+        assert read_records(data)
+
+
+def test_settings_model_and_size_round_trip(tmp_path):
+    record = dataclasses.replace(make_record(ONE_OF_EACH[0]), protocol=TimingProtocol(
+        warmup=2, repeat=7, min_repeat_ms=10), trials_per_layer=8, model="segformer-b0",
+        input_size=64)
+    log = MeasurementLog(tmp_path / "data.jsonl")
+    log.append(record)
+    line = json.loads(log.path.read_text())
+    assert line["protocol"] == {"warmup": 2, "repeat": 7, "number": 1, "min_repeat_ms": 10,
+                                "cooldown_ms": 0}
+    assert line["trials_per_layer"] == 8 and line["model"] == "segformer-b0"
+    assert read_records(log.path) == [record]
+
+
+def test_one_setting_check_treats_unknown_as_a_setting_of_its_own():
+    old = [make_record(c) for c in ONE_OF_EACH[:2]]
+    check_one_setting(old, "old data")  # all unknown: one setting
+    new = dataclasses.replace(old[1], protocol=TimingProtocol(), trials_per_layer=0)
+    check_one_setting([new, new], "new data")
+    with pytest.raises(EdgesegError, match=r"mixed\.jsonl.*unknown.*\] and \[warmup 3"):
+        check_one_setting([old[0], new], "mixed.jsonl")

@@ -1,10 +1,13 @@
 """Adaptive collection and model-level validation on the loopback farm, on a hand-written
-two-layer description (a PatchEmbed and a MixFFN sharing one width) at a tiny size.
+two-layer description (a PatchEmbed and a MixFFN sharing one width) at a tiny size, and
+`python -m latency_model validate` on random pruned variants of segformer-b0 at 64 px.
 
-Both build from the database alone (trials 0) so each layer costs about a second; tuning is
+All build from the database alone (trials 0) so each layer costs about a second; tuning is
 covered by test_latency_collect."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -17,9 +20,18 @@ from latency_model import layers as L
 from latency_model.collect import collect_adaptive
 from latency_model.description import Group, LayerSlot, ModelDescription
 from latency_model.layer_modules import build_layer
+from latency_model.model_variants import first_units_plan
+from latency_model.predictor import Predictor
+from latency_model.cli import describe, main
 from latency_model.records import read_records
 from latency_model.sampling import layer_configs, sample_kept
-from latency_model.validate import Variant, leave_one_out_overhead, validate_variants
+from latency_model.validate import (
+    MEASUREMENTS,
+    Variant,
+    leave_one_out_overhead,
+    validate_variants,
+)
+from runner.errors import EdgesegError
 from runner.timing import TimingProtocol
 
 FAST = TimingProtocol(warmup=1, repeat=3)
@@ -62,6 +74,21 @@ def test_validate_compares_whole_variants_with_the_predicted_sum(trained_predict
     assert report.database_hits == (0.0, 0.0)  # an empty database, nothing tuned
     assert report.metrics.n == 2 and (tmp_path / "out" / "validation.png").stat().st_size > 0
     assert (tmp_path / "out" / "validation.json").exists()
+    # a rerun (after a crash, or with another predictor) reuses every measurement
+    measured = (tmp_path / "out" / MEASUREMENTS).read_text()
+    again = validate_variants(trained_predictor, variants, host_farm.device,
+                              resolve_target("host"), tmp_path / "db", trials=0, protocol=FAST,
+                              out_dir=tmp_path / "out", progress=False)
+    assert again.resumed == 2 and again.measured_ms == report.measured_ms
+    table = again.table()
+    assert "v0 " in table and "v1 " in table and "2 of 2 measurements reused" in table
+    assert (tmp_path / "out" / MEASUREMENTS).read_text() == measured
+    # the same folder with another protocol: refused before anything is measured
+    with pytest.raises(EdgesegError, match="measurements.jsonl holds a measurement of variant v0"):
+        validate_variants(trained_predictor, variants, host_farm.device, resolve_target("host"),
+                          tmp_path / "db", trials=0, protocol=TimingProtocol(repeat=2),
+                          out_dir=tmp_path / "out", progress=False)
+    assert (tmp_path / "out" / MEASUREMENTS).read_text() == measured
 
 
 def test_leave_one_out_overhead_excludes_each_variants_own_residual():
@@ -85,3 +112,55 @@ def test_adaptive_round_measures_neighbours_of_poorly_predicted_configs(host_far
         assert 0 < done.poorly_predicted <= done.held_out
         assert all(r.key not in initial for r in done.report.measured)
     assert set(keys) == initial | {r.key for d in rounds for r in d.report.measured}
+
+
+def test_validate_command_measures_random_pruned_variants(segformer_b0_predictor, tmp_path,
+                                                          monkeypatch, capsys):
+    monkeypatch.setenv("EDGESEG_WORKSPACE", str(tmp_path / "workspace"))  # the tuning database
+    out = tmp_path / "validation"
+    assert main(["validate", str(segformer_b0_predictor), "--model", "segformer-b0",
+                 "--input-size", "64", "--variants", "2", "--trials-per-variant", "0",
+                 "--warmup", "1", "--repeat", "3", "--min-repeat-ms", "0", "--seed", "1",
+                 "--json", "-o", str(out)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [v["name"] for v in report["variants"]] == ["v00", "v01"] and report["resumed"] == 0
+    predictor = Predictor.load(segformer_b0_predictor)
+    description = describe("segformer-b0", 64)
+    full = description.full_kept()
+    for variant, onnx in zip(report["variants"], sorted((out / "variants").glob("*.onnx"))):
+        assert 0 < variant["measured_ms"] < 10_000 and variant["database_hit_rate"] == 0.0
+        assert set(variant["kept"]) == set(full)
+        assert any(variant["kept"][g] < full[g] for g in full)  # pruned, not the whole model
+        configs = description.config_at(variant["kept"])
+        assert variant["layer_sum_ms"] == pytest.approx(predictor.predict_ms(configs).sum())
+        assert onnx.name.startswith(variant["name"])
+    assert report["metrics"]["n"] == 2 and report["protocol"]["repeat"] == 3
+    assert report["device_key"] == "host-cpu" and report["trials"] == 0
+    assert len((out / MEASUREMENTS).read_text().splitlines()) == 2  # each kept as it was taken
+    assert (out / "validation.png").stat().st_size > 0
+    assert json.loads((out / "validation.json").read_text()) == report
+
+
+def test_validate_refuses_a_predictor_of_another_device_or_target_before_any_work(
+        segformer_b0_predictor, tmp_path, capsys):
+    out = tmp_path / "validation"
+    common = [str(segformer_b0_predictor), "--model", "segformer-b0", "--input-size", "64",
+              "-o", str(out)]
+    assert main(["validate", *common, "--tracker", "127.0.0.1:9", "--key", "s21"]) == 2
+    assert "trained for device key 'host-cpu'" in capsys.readouterr().err
+    assert main(["validate", *common, "--target", "linux-arm64"]) == 2
+    assert "'linux-arm64'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_kept_counts_become_the_first_units_of_each_group():
+    from prune.groups import Group as PruneGroup
+
+    channels = PruneGroup("backbone.stages_0.blocks.0.mlp.fc1", "channels", "x", 64, 8, ())
+    heads = PruneGroup("backbone.stages_1.blocks.0.attn", "heads", "x", 64, 32, ())
+    assert first_units_plan([channels, heads], {channels.name: 24, heads.name: 1}) == {
+        channels.name: [0, 1, 2], heads.name: [0]}
+    with pytest.raises(EdgesegError, match="cannot keep 20"):
+        first_units_plan([channels], {channels.name: 20})  # off the unit grid
+    with pytest.raises(EdgesegError, match="cannot keep 72"):
+        first_units_plan([channels], {channels.name: 72})
