@@ -75,10 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--target", default="host", help=HELP["target"])
     v.add_argument("--tracker", type=Tracker.parse, default=None, help=HELP["tracker"])
     v.add_argument("--key", default=None, help=HELP["key"])
-    v.add_argument("--trials-per-variant", type=_count(0), default=0,
-                   help="MetaSchedule trials (in all) to tune each variant's kernels the tuning "
-                   "database lacks; 0 (default): build from the database that collect filled, "
-                   "as it is")
+    v.add_argument("--trials-per-task", type=_count(0), default=0,
+                   help="MetaSchedule trials per kernel of a variant that the tuning database "
+                   "lacks; 0 (default): build from the database that collect filled, as it is")
     v.add_argument("--seed", type=int, default=0, help="variant sampling seed")
     _add_timing(v)
     v.add_argument("-o", "--out", type=Path, required=True,
@@ -238,7 +237,7 @@ def _validate(args: argparse.Namespace) -> int:
     with use_device(args.tracker, key) as device:
         report = validate_variants(predictor, variants, device, preset,
                                    tuning_database_dir(key, preset.name),
-                                   args.trials_per_variant, protocol, out_dir=args.out)
+                                   args.trials_per_task, protocol, out_dir=args.out)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

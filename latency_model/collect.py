@@ -1,7 +1,7 @@
 """Measure layer configs on a device: export, compile (tuned), bench, append one record each.
 
 Each config is exported alone (`latency_model.export`), compiled for the target preset with
-`trials_per_layer` x its tuning-task count trials into a scratch folder, reusing ONE tuning
+`trials_per_layer` trials per tuning task the database lacks into a scratch folder, reusing ONE tuning
 database (by default the device's, `runner.workspace.tuning_database_dir`, so a later
 `python -m compile` of a pruned model on the same grid finds those kernels tuned), and timed with
 `runner.bench.bench_artifact` under the given protocol. Its record (with the protocol, the
@@ -81,16 +81,6 @@ def target_dict(preset: Any) -> dict[str, Any]:
     return {"target": dict(target), "host": preset.tvm_host} if preset.tvm_host else dict(target)
 
 
-def count_tasks(model_path: Path, preset: Any, work_dir: Path) -> int:
-    """Number of MetaSchedule tuning tasks (fused kernels) of a model file for `preset`."""
-    from compile.build import lower
-    from compile.frontend import load_model
-    from compile.tuning import ms
-
-    lowered = lower(load_model(model_path, None, work_dir).mod, preset)
-    return len(ms.relax_integration.extract_tasks(lowered, preset.target()))
-
-
 @dataclass(frozen=True)
 class Source:
     """The model and input size the configs were sampled from, stored in every record (None:
@@ -108,9 +98,8 @@ def measure_layer(config: LayerConfig, device: Device, preset: Any, database_dir
     from runner.bench import bench_artifact
 
     model, _ = export_layer(config, scratch / "layer.onnx")
-    trials = trials_per_layer * count_tasks(model, preset, scratch)
     result = compile_model(model, scratch / "artifact", preset, database_dir=database_dir,
-                           trials=trials, device=device)
+                           trials=0, trials_per_task=trials_per_layer, device=device)
     bench = bench_artifact(result.artifact, device, protocol)
     tvm_version, edgeseg_version = installed_versions()
     record = MeasurementRecord(

@@ -62,7 +62,7 @@ class VariantMeasurement:
     kept: Mapping[str, int]
     device_key: str
     target_preset: str
-    trials: int
+    trials: int  # per kernel the database lacked
     protocol: TimingProtocol
     median_ms: float
     run_ms: tuple[float, ...]
@@ -156,13 +156,14 @@ def leave_one_out_overhead(measured: np.ndarray, layer_sum: np.ndarray) -> np.nd
 
 def measure_variant(variant: Variant, device: Device, preset: Any, database_dir: Path,
                     trials: int, protocol: TimingProtocol) -> VariantMeasurement:
-    """Compile (tuning up to `trials` trials) and bench one variant."""
+    """Compile (tuning `trials` trials per kernel the database lacks) and bench one variant."""
     from compile.api import compile_model
     from runner.bench import bench_artifact
 
     with tempfile.TemporaryDirectory(prefix="edgeseg-validate-") as scratch:
         result = compile_model(Path(variant.model_path), Path(scratch) / "artifact", preset,
-                               database_dir=database_dir, trials=trials, device=device)
+                               database_dir=database_dir, trials=0, trials_per_task=trials,
+                               device=device)
         bench = bench_artifact(result.artifact, device, protocol)
     tasks = result.tuning.tasks
     return VariantMeasurement(

@@ -119,7 +119,7 @@ def test_validate_command_measures_random_pruned_variants(segformer_b0_predictor
     monkeypatch.setenv("EDGESEG_WORKSPACE", str(tmp_path / "workspace"))  # the tuning database
     out = tmp_path / "validation"
     assert main(["validate", str(segformer_b0_predictor), "--model", "segformer-b0",
-                 "--input-size", "64", "--variants", "2", "--trials-per-variant", "0",
+                 "--input-size", "64", "--variants", "2", "--trials-per-task", "0",
                  "--warmup", "1", "--repeat", "3", "--min-repeat-ms", "0", "--seed", "1",
                  "--json", "-o", str(out)]) == 0
     report = json.loads(capsys.readouterr().out)
