@@ -74,11 +74,13 @@ def compile_model(
     runtime: dict[str, Any] | None = None,
     export: str = "so",
     trials_per_task: int | None = None,
+    kernel_library: bool = True,
 ) -> CompileResult:
     """Compile `model_path` for `preset`, tuning on `device` (the embedded farm when None).
 
     `trials_per_task`, when given, replaces `trials` by that many trials per kernel the
-    database lacks. `runtime` (threads, core affinity, phone preset) goes into the manifest for the runner to
+    database lacks. `kernel_library=False` skips kernels.so (per-kernel timing) and halves the
+    build for callers that only time the whole model (latency collection). `runtime` (threads, core affinity, phone preset) goes into the manifest for the runner to
     apply on the device; `export="tar"` writes object files for linking elsewhere instead of
     shared libraries.
     """
@@ -106,7 +108,8 @@ def compile_model(
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir.parent))
         try:
-            _write_artifact(staging, model, preset, tuned, status, report, db, runtime or {}, export)
+            _write_artifact(staging, model, preset, tuned, status, report, db, runtime or {}, export,
+                            kernel_library)
             if out_dir.exists():
                 shutil.rmtree(out_dir)
             staging.rename(out_dir)
@@ -127,7 +130,7 @@ def embedded_device(preset: TargetPreset):
     return use_device(None, None, emulate=emulate)
 
 
-def _write_artifact(folder, model, preset, tuned, status, report, db, runtime, export) -> None:
+def _write_artifact(folder, model, preset, tuned, status, report, db, runtime, export, kernel_library) -> None:
     def write(lib: Any, name: str) -> None:
         if export == "tar":
             export_objects(lib, folder / name.replace(".so", ".tar"))
@@ -138,9 +141,10 @@ def _write_artifact(folder, model, preset, tuned, status, report, db, runtime, e
     write(executable, MODEL_LIB)
     if preset.is_gpu:  # readable device code: what the phone's OpenCL driver will compile
         (folder / DEVICE_SOURCE).write_text(device_source(executable))
-    kernels_lib, kernels = build_kernels(tuned, preset, status)
-    write(kernels_lib, KERNELS_LIB)
-    write_kernels(folder, kernels)
+    if kernel_library:
+        kernels_lib, kernels = build_kernels(tuned, preset, status)
+        write(kernels_lib, KERNELS_LIB)
+        write_kernels(folder, kernels)
     write(probe_module(preset.target()), PROBE_LIB)
     inputs = reference_inputs(model)
     outputs = reference_outputs(model, inputs)

@@ -99,7 +99,8 @@ def measure_layer(config: LayerConfig, device: Device, preset: Any, database_dir
 
     model, _ = export_layer(config, scratch / "layer.onnx")
     result = compile_model(model, scratch / "artifact", preset, database_dir=database_dir,
-                           trials=0, trials_per_task=trials_per_layer, device=device)
+                           trials=0, trials_per_task=trials_per_layer, device=device,
+                           kernel_library=False)
     bench = bench_artifact(result.artifact, device, protocol)
     tvm_version, edgeseg_version = installed_versions()
     record = MeasurementRecord(

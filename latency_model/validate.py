@@ -163,7 +163,7 @@ def measure_variant(variant: Variant, device: Device, preset: Any, database_dir:
     with tempfile.TemporaryDirectory(prefix="edgeseg-validate-") as scratch:
         result = compile_model(Path(variant.model_path), Path(scratch) / "artifact", preset,
                                database_dir=database_dir, trials=0, trials_per_task=trials,
-                               device=device)
+                               device=device, kernel_library=False)
         bench = bench_artifact(result.artifact, device, protocol)
     tasks = result.tuning.tasks
     return VariantMeasurement(

@@ -84,6 +84,18 @@ def test_trials_zero_builds_from_database_without_a_device(tuned_conv, tmp_path)
     assert len(records) == 3
 
 
+def test_without_kernel_library_the_model_runs_and_per_kernel_timing_is_refused(tuned_conv, host_farm, tmp_path):
+    from runner.errors import ArtifactError
+
+    onnx_path, db_dir, _ = tuned_conv
+    result = compile_model(onnx_path, tmp_path / "lean", resolve_target("host"), database_dir=db_dir, trials=0,
+                           kernel_library=False)
+    assert not (result.artifact / "kernels.so").exists() and (result.artifact / "model.so").exists()
+    assert bench_artifact(result.artifact, host_farm.device, FAST, check=True).check.passed
+    with pytest.raises(ArtifactError, match="kernels"):
+        bench_artifact(result.artifact, host_farm.device, FAST, per_kernel=True)
+
+
 def test_trials_zero_with_empty_database_warns_untuned(tmp_path, caplog):
     model = export_onnx(TinyConvNet(), tmp_path / "conv.onnx")
     result = compile_model(
