@@ -10,8 +10,8 @@ model.onnx for the `host` preset with the device's tuning database (new kernels 
 MetaSchedule trials per network; 0 builds from the database alone, whose missing kernels are
 naive untuned code), then `runner.bench.bench_artifact` with the runner's timing protocol and
 its numeric check, all on one embedded loopback farm. The unpruned network is a point too
-(method "unpruned", first seed): `uniform` at a budget equal to its own predicted latency keeps
-every unit, so it gets the same plain training and fine-tuning steps as the baselines.
+(method "unpruned", first seed): prune's `dense` method keeps every unit and gives it the same
+plain training and fine-tuning steps as the baselines.
 
 Budgets are fractions of the unpruned network's predicted latency (`--budgets-ms`: absolute ms
 in the predictor's units). Each finished point is appended (fsynced) to OUT/points.jsonl at once:
@@ -164,8 +164,10 @@ def measure_point(spec: PointSpec, m: Measuring) -> dict[str, Any]:
     from prune.train import run_pruning
     from runner.bench import bench_artifact
 
-    method = "uniform" if spec.method == UNPRUNED else spec.method
-    settings = dataclasses.replace(m.base, method=method, budget_ms=spec.budget_ms, seed=spec.seed)
+    if spec.method == UNPRUNED:
+        settings = dataclasses.replace(m.base, method="dense", budget_ms=None, seed=spec.seed)
+    else:
+        settings = dataclasses.replace(m.base, method=spec.method, budget_ms=spec.budget_ms, seed=spec.seed)
     run_dir, artifact_dir = m.work / "runs" / spec.key, m.work / "artifacts" / spec.key
     started = time.monotonic()
     report = run_pruning(settings, run_dir, progress=m.progress).report

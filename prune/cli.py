@@ -13,7 +13,7 @@ import sys
 from typing import Sequence
 
 from runner.cli_support import run_main, setup_logging
-from prune.settings import FLOPS, METHODS, PruneSettings
+from prune.settings import DENSE, FLOPS, METHODS, PruneSettings
 
 DEFAULTS = PruneSettings(budget_ms=1.0)
 
@@ -53,12 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default {d.data})")
     parser.add_argument("--predictor", default=d.predictor, help="latency predictor folder (latency_model "
                         f"train), or '{FLOPS}' for nominal ms proportional to FLOPs (default {FLOPS})")
-    budget = parser.add_mutually_exclusive_group(required=True)
+    budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--budget-ms", type=_positive(float), help="latency budget of the pruned model, ms")
     budget.add_argument("--fps", type=_positive(float), help="frame-rate target (budget 1000/FPS ms)")
+    budget.add_argument("--budget-fraction", type=_positive(float), metavar="F",
+                        help="budget as a fraction of the unpruned network's predicted latency (0.5: half)")
     parser.add_argument("--input-size", type=_positive(int), default=d.input_size,
                         help=f"square input size in pixels, a multiple of 32 (default {d.input_size})")
-    parser.add_argument("--method", choices=METHODS, default=d.method, help=f"default {d.method}")
+    parser.add_argument("--method", choices=METHODS, default=d.method,
+                        help=f"default {d.method}; dense: no pruning, the unpruned network trained with the same "
+                        "schedule (the reference; takes no budget, writes weights.safetensors for --weights)")
     parser.add_argument("--epochs", type=_positive(int), default=d.epochs,
                         help=f"epochs of search and of fine-tuning; a checkpoint after each (default {d.epochs})")
     parser.add_argument("--search-steps", type=_count, default=d.search_steps,
@@ -98,6 +102,7 @@ def _run(args: argparse.Namespace) -> int:
 
     settings = PruneSettings(
         model=args.model, data=args.data, predictor=args.predictor, budget_ms=args.budget_ms, fps=args.fps,
+        budget_fraction=args.budget_fraction,
         input_size=args.input_size, method=args.method, epochs=args.epochs, search_steps=args.search_steps,
         finetune_steps=args.finetune_steps, batch_size=args.batch_size, unit=args.unit, lr=args.lr, outer_lr=args.outer_lr,
         weights=args.weights, seed=args.seed, num_classes=args.classes, train_scenes=args.train_scenes,
@@ -106,8 +111,10 @@ def _run(args: argparse.Namespace) -> int:
     if result is None:
         return 0
     r = result.report
-    print(f"{r['model']} pruned by {r['method']} at {r['input_size']} px ({r['predictor']}):")
-    print(f"  predicted  {r['predicted_ms']:.4g} ms  (budget {r['budget_ms']:.4g} ms, "
+    budget = "no budget" if r["budget_ms"] is None else f"budget {r['budget_ms']:.4g} ms"
+    print(f"{r['model']} {'trained dense' if r['method'] == DENSE else 'pruned by ' + r['method']} at "
+          f"{r['input_size']} px ({r['predictor']}):")
+    print(f"  predicted  {r['predicted_ms']:.4g} ms  ({budget}, "
           f"unpruned {r['unpruned_predicted_ms']:.4g} ms, "
           f"speed-up {r['unpruned_predicted_ms'] / r['predicted_ms']:.2f}x)")
     print(f"  mIoU       {r['miou']:.4f}")

@@ -9,7 +9,8 @@ from typing import Any
 
 from runner.errors import EdgesegError
 
-METHODS = ("bilevel", "uniform", "magnitude")
+METHODS = ("bilevel", "uniform", "magnitude", "dense")
+DENSE = "dense"
 FLOPS = "flops"
 
 
@@ -18,7 +19,10 @@ class PruneSettings:
     """What to prune, against what, and how long.
 
     `predictor` is a latency predictor folder (`latency_model train`) or "flops" (nominal ms
-    proportional to FLOPs, `prune.flops_cost`). Give exactly one of `budget_ms` and `fps`.
+    proportional to FLOPs, `prune.flops_cost`). Give exactly one of `budget_ms`, `fps` and
+    `budget_fraction` (of the unpruned network's predicted latency), except for the `dense`
+    method: the unpruned network trained with the same schedule, the reference a pruned network
+    is compared with, which takes no budget.
     Every method runs `epochs` epochs of `search_steps` steps on the unpruned network (the
     bi-level search, or plain training for the baselines), then `epochs` epochs of
     `finetune_steps` steps on the shrunk one. `train_scenes`/`val_scenes`/`num_classes` size the
@@ -34,6 +38,7 @@ class PruneSettings:
     predictor: str = FLOPS
     budget_ms: float | None = None
     fps: float | None = None
+    budget_fraction: float | None = None
     input_size: int = 128
     method: str = "bilevel"
     epochs: int = 3
@@ -54,11 +59,19 @@ class PruneSettings:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise EdgesegError(f"Unknown pruning method {self.method!r}.", f"Use one of: {', '.join(METHODS)}.")
-        if (self.budget_ms is None) == (self.fps is None):
-            raise EdgesegError("Give the latency budget exactly once.", "Pass either --budget-ms or --fps.")
-        if not (self.budget_ms or self.fps or 0) > 0:
-            raise EdgesegError(f"The budget must be positive, got budget_ms={self.budget_ms}, fps={self.fps}.",
-                               "Pass a positive --budget-ms or --fps.")
+        budgets = {"--budget-ms": self.budget_ms, "--fps": self.fps, "--budget-fraction": self.budget_fraction}
+        given = {flag: value for flag, value in budgets.items() if value is not None}
+        if self.method == DENSE and given:
+            raise EdgesegError(f"The dense method trains the unpruned network; it takes no budget ({', '.join(given)}).",
+                               "Drop the budget, or choose a pruning --method.")
+        if self.method != DENSE and len(given) != 1:
+            raise EdgesegError("Give the latency budget exactly once.",
+                               "Pass one of --budget-ms, --fps or --budget-fraction.")
+        if any(not value > 0 for value in given.values()):
+            raise EdgesegError(f"The budget must be positive, got {given}.", "Pass a positive budget.")
+        if self.budget_fraction is not None and self.budget_fraction > 1:
+            raise EdgesegError(f"--budget-fraction {self.budget_fraction} is above 1 (the unpruned network).",
+                               "Pass a fraction in (0, 1], e.g. 0.5 for half the unpruned predicted latency.")
         counts = {"epochs": self.epochs, "batch_size": self.batch_size, "unit": self.unit,
                   "input_size": self.input_size}
         for name, value in counts.items():
@@ -70,10 +83,15 @@ class PruneSettings:
             raise EdgesegError(f"The input size {self.input_size} is not a multiple of 32 (the backbone's stride).",
                                "Pass an input size such as 64, 256 or 512.")
 
-    @property
-    def target_ms(self) -> float:
-        """The budget in ms (from --fps: 1000 / fps)."""
-        return float(self.budget_ms) if self.budget_ms is not None else 1000.0 / float(self.fps)
+    def target_ms(self, unpruned_ms: float) -> float | None:
+        """The budget in ms, given the unpruned network's predicted latency (None: dense)."""
+        if self.budget_ms is not None:
+            return float(self.budget_ms)
+        if self.fps is not None:
+            return 1000.0 / float(self.fps)
+        if self.budget_fraction is not None:
+            return float(self.budget_fraction) * unpruned_ms
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

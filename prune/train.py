@@ -8,12 +8,14 @@
 2. Search, `epochs` x `search_steps` steps. bilevel: `BilevelOptimizer` steps (weights on the
    inner split, gate scores on the outer split) with the penalty w * E[latency] / budget, w
    moved by `BudgetWeight` from the hard network's predicted latency (settling over the last
-   quarter of the steps). Baselines: plain training of the unpruned network, the same steps.
+   quarter of the steps). Baselines and `dense`: plain training of the unpruned network, the
+   same steps.
 3. Choose the plan: the gates' hard decision, then `fit_to_budget` by gate score if it is still
    over (counted in `pruning.json` as `dropped_to_fit`); uniform scaling or L1 magnitude for the
-   baselines. Shrink to a dense network.
+   baselines; every unit for `dense`. Shrink to a dense network.
 4. Fine-tune it `epochs` x `finetune_steps` steps on the whole training split; mIoU on val.
-5. Write `model.onnx`, `pruning.json` and `curves.png`.
+5. Write `model.onnx`, `pruning.json` and `curves.png` (and, for `dense`, `weights.safetensors`:
+   the trained unpruned network, a `--weights` start for pruning it).
 
 A checkpoint is written after every epoch; a rerun with the same settings and output folder
 resumes from it (other settings: an error, nothing overwritten).
@@ -47,16 +49,17 @@ from prune.flops_cost import FlopsCost
 from prune.gates import GateConfig, Gates
 from prune.groups import Group, GroupSet
 from prune.metrics import ConfusionMatrix
-from prune.models import create_model
+from prune.models import create_model, save_weights
 from prune.plots import plot_curves
-from prune.selection import Plan, fit_to_budget, kept_counts, magnitude_plan, predicted_ms, uniform_plan
-from prune.settings import FLOPS, PruneSettings
+from prune.selection import Plan, fit_to_budget, full_plan, kept_counts, magnitude_plan, predicted_ms, uniform_plan
+from prune.settings import DENSE, FLOPS, PruneSettings
 from prune.shrink import shrink
 from runner.errors import EdgesegError
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT, REPORT, ONNX, CURVES = "checkpoint.pt", "pruning.json", "model.onnx", "curves.png"
+WEIGHTS = "weights.safetensors"
 SETTLE_FROM = 0.75  # fraction of the search after which the budget weight only rises
 EpochHook = Callable[[str, int], None]
 
@@ -169,9 +172,11 @@ def run_pruning(settings: PruneSettings, output_dir: str | os.PathLike, *, progr
     check_describable(model, settings.model)
     group_set = build_priced_groups(model, settings.input_size, settings.unit)
     budget = LatencyBudget(describe(model, group_set, settings.input_size), load_cost(settings))
-    check_feasible(budget, settings.target_ms)
-    run = _Run(settings, out, data, budget, prunable_groups(group_set, budget.description), state, progress,
-               on_epoch_end)
+    target_ms = settings.target_ms(budget.full_latency_ms())
+    if target_ms is not None:
+        check_feasible(budget, target_ms)
+    run = _Run(settings, target_ms, out, data, budget, prunable_groups(group_set, budget.description), state,
+               progress, on_epoch_end)
     if run.world > 1:
         log.info("data parallel over %d processes", run.world)
     if state is None or state["phase"] == "search":
@@ -186,9 +191,11 @@ def run_pruning(settings: PruneSettings, output_dir: str | os.PathLike, *, progr
 class _Run:
     """One run's loops and the history they record (steps and epoch summaries)."""
 
-    def __init__(self, settings: PruneSettings, out: Path, data: _Data, budget: LatencyBudget, groups: list[Group],
-                 state: dict[str, Any] | None, progress: bool, on_epoch_end: EpochHook | None) -> None:
+    def __init__(self, settings: PruneSettings, target_ms: float | None, out: Path, data: _Data, budget: LatencyBudget,
+                 groups: list[Group], state: dict[str, Any] | None, progress: bool,
+                 on_epoch_end: EpochHook | None) -> None:
         self.settings, self.out, self.data, self.budget, self.groups = settings, out, data, budget, groups
+        self.target_ms = target_ms  # None: the dense reference, no budget
         self.state = state or {}
         self.steps: list[dict[str, Any]] = list(self.state.get("steps", []))
         self.epochs: list[dict[str, Any]] = list(self.state.get("epochs", []))
@@ -218,8 +225,8 @@ class _Run:
         summary = {"phase": phase, "epoch": epoch, "miou": miou, "loss": losses[-1] if losses else None,
                    "predicted_ms": ms}
         self.epochs.append(summary)
-        log.info("%s epoch %d/%d: loss %.4g, mIoU %.4f, predicted %.4g ms (budget %.4g ms)", phase, epoch + 1,
-                 s.epochs, losses[-1] if losses else float("nan"), miou, ms, s.target_ms)
+        log.info("%s epoch %d/%d: loss %.4g, mIoU %.4f, predicted %.4g ms (budget %s ms)", phase, epoch + 1,
+                 s.epochs, losses[-1] if losses else float("nan"), miou, ms, _ms(self.target_ms))
         self._save(phase, epoch + 1, model, parts, plan)
         if self.on_epoch_end is not None:
             self.on_epoch_end(phase, epoch)
@@ -250,7 +257,7 @@ class _Run:
             gates.attach(model)
             optimizer = BilevelOptimizer(model, gates, seg_loss, BilevelConfig(
                 inner_lr=s.lr, outer_lr=s.outer_lr, implicit_scale=s.implicit_scale))
-            weight = BudgetWeight(BudgetWeightConfig(budget=s.target_ms))
+            weight = BudgetWeight(BudgetWeightConfig(budget=self.target_ms))
             penalty = weight.penalty_fn(lambda g: self.budget.expected_ms_from_probs(g.probabilities()))
             parts = {"optimizer": optimizer, "gates": gates, "budget_weight": weight}
             train, tag = self.data.inner, 0
@@ -277,14 +284,16 @@ class _Run:
             gates.detach()
             scores = dict(zip(gates.names, gates.scores))
             plan, self.dropped_to_fit = fit_to_budget(self.groups, scores, gates.kept_units(), self.budget,
-                                                      s.target_ms)
+                                                      self.target_ms)
             if self.dropped_to_fit:
                 log.warning("the searched network was over budget: dropped %d more units by gate score",
                             self.dropped_to_fit)
         elif s.method == "uniform":
-            plan = uniform_plan(self.groups, self.budget, s.target_ms)
+            plan = uniform_plan(self.groups, self.budget, self.target_ms)
+        elif s.method == "magnitude":
+            plan = magnitude_plan(model, self.groups, self.budget, self.target_ms)
         else:
-            plan = magnitude_plan(model, self.groups, self.budget, s.target_ms)
+            plan = full_plan(self.groups)
         if self.world > 1:
             plans: list[Any] = [None] * self.world
             dist.all_gather_object(plans, plan)
@@ -317,7 +326,7 @@ class _Run:
         report = {
             "model": s.model, "input_size": s.input_size, "unit": s.unit, "method": s.method, "seed": s.seed,
             "data": s.data, "num_classes": self.data.num_classes, "predictor": s.predictor,
-            "budget_ms": s.target_ms, "predicted_ms": self.budget.latency_ms(counts),
+            "budget_ms": self.target_ms, "predicted_ms": self.budget.latency_ms(counts),
             "unpruned_predicted_ms": self.budget.full_latency_ms(),
             "min_predicted_ms": self.budget.min_latency_ms(),
             "miou": self.epochs[-1]["miou"],
@@ -327,16 +336,22 @@ class _Run:
         }
         if self.rank == 0:  # data parallel: one writer
             export_onnx(model, s.input_size, self.out / ONNX)
+            if s.method == DENSE:
+                save_weights(model, self.out / WEIGHTS)
             tmp = self.out / (REPORT + ".tmp")
             tmp.write_text(json.dumps(report, indent=2) + "\n")
             os.replace(tmp, self.out / REPORT)
-            plot_curves(self.steps, s.target_ms, self.out / CURVES)
+            plot_curves(self.steps, self.target_ms, self.out / CURVES)
             save_checkpoint(self.out / CHECKPOINT, {"settings": s.to_dict(), "phase": "done"})
         if self.world > 1:
             dist.barrier()
-        log.info("pruned %s: predicted %.4g ms (budget %.4g ms, unpruned %.4g ms), mIoU %.4f -> %s", s.model,
-                 report["predicted_ms"], s.target_ms, report["unpruned_predicted_ms"], report["miou"], self.out)
+        log.info("%s %s: predicted %.4g ms (budget %s ms, unpruned %.4g ms), mIoU %.4f -> %s", s.method, s.model,
+                 report["predicted_ms"], _ms(self.target_ms), report["unpruned_predicted_ms"], report["miou"], self.out)
         return PruneResult(self.out, report)
+
+
+def _ms(value: float | None) -> str:
+    return "none" if value is None else f"{value:.4g}"
 
 
 def _sgd(model: nn.Module, lr: float) -> torch.optim.Optimizer:

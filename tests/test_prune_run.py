@@ -93,6 +93,20 @@ def test_baselines_meet_the_budget(tmp_path, method):
     assert sum(counts.values()) < sum(full.values())
 
 
+def test_dense_reference_keeps_every_unit_and_its_weights_start_a_pruning_run(tmp_path, capsys):
+    assert main(["--method", "dense", *TINY_ARGS, "--epochs", "1", "-o", str(tmp_path / "dense")]) == 0
+    assert "trained dense" in capsys.readouterr().out
+    dense = json.loads((tmp_path / "dense" / "pruning.json").read_text())
+    assert dense["budget_ms"] is None and dense["kept_counts"] == dense["full_counts"]
+    assert dense["predicted_ms"] == dense["unpruned_predicted_ms"]
+    # Half the unpruned predicted latency, starting from the dense run's trained weights.
+    pruned = run_pruning(dataclasses.replace(TINY, budget_ms=None, budget_fraction=0.5, epochs=1,
+                                             weights=str(tmp_path / "dense" / "weights.safetensors")),
+                         tmp_path / "half", progress=False).report
+    assert pruned["budget_ms"] == pytest.approx(0.5 * dense["unpruned_predicted_ms"])
+    assert pruned["predicted_ms"] <= pruned["budget_ms"]
+
+
 def test_bilevel_search_itself_lands_just_under_the_budget(tmp_path):
     """With enough steps the budget weight steers the hard network under budget: no unit is
     dropped after the search to fit, and little latency is left unused."""
@@ -155,9 +169,17 @@ def free_port() -> int:
 
 
 def test_budget_from_fps_and_settings_checks():
-    assert PruneSettings(fps=50).target_ms == pytest.approx(20.0)
+    assert PruneSettings(fps=50).target_ms(40.0) == pytest.approx(20.0)
+    assert PruneSettings(budget_fraction=0.25).target_ms(40.0) == pytest.approx(10.0)
+    assert PruneSettings(method="dense").target_ms(40.0) is None
     with pytest.raises(EdgesegError, match="exactly once"):
         PruneSettings(budget_ms=20.0, fps=50)
+    with pytest.raises(EdgesegError, match="exactly once"):
+        PruneSettings()
+    with pytest.raises(EdgesegError, match="takes no budget"):
+        PruneSettings(method="dense", budget_fraction=0.5)
+    with pytest.raises(EdgesegError, match="above 1"):
+        PruneSettings(budget_fraction=1.5)
     with pytest.raises(EdgesegError, match="multiple of 32"):
         PruneSettings(budget_ms=20.0, input_size=100)
     with pytest.raises(EdgesegError, match="Unknown pruning method"):
