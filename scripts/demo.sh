@@ -1,27 +1,51 @@
 #!/usr/bin/env bash
-# The main job on the embedded default device (a TVM RPC tracker + server of this CPU on
-# 127.0.0.1): export a SegFormer-B0-class model, tune and compile it for `host` over RPC, run
-# it over RPC with a numeric check, and report FPS with a per-kernel breakdown.
-# Environment knobs: EDGESEG_DEMO_SIZE (input size, default 256), EDGESEG_DEMO_TRIALS (default 300).
+# The main job: the whole edgeseg pipeline on the embedded default device, a TVM RPC tracker and
+# server of this CPU on 127.0.0.1 (every measurement is of this CPU, never of a phone):
+#   1. measure segformer-b0's layers over RPC (tuned, into the device's tuning database) and
+#      train the XGBoost latency predictor on them;
+#   2. train the unpruned network on the synthetic scenes (the dense reference), then prune it
+#      with the bi-level method to half its predicted latency and fine-tune it;
+#   3. compile both for host, tuned (kernels the collection tuned are reused), and run both over
+#      RPC with a numeric check against ONNX Runtime;
+#   4. print the table (mIoU, predicted ms, measured ms, FPS, speed-up) and write the plots.
+# A rerun resumes: measured layers, finished training runs and tuned kernels are kept.
+# Knobs (environment): EDGESEG_DEMO_SIZE (input px, default 128), EDGESEG_DEMO_SAMPLES (random
+# pruned variants whose layers are measured besides the unpruned ones, default 2),
+# EDGESEG_DEMO_TRIALS (MetaSchedule trials per tuning task, default 1), EDGESEG_DEMO_STEPS
+# (search and fine-tuning steps per epoch, default 40), EDGESEG_DEMO_OUT (default out/pipeline).
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
-SIZE="${EDGESEG_DEMO_SIZE:-256}"
-TRIALS="${EDGESEG_DEMO_TRIALS:-300}"
-OUT="out/demo"
-mkdir -p "$OUT"
+SIZE="${EDGESEG_DEMO_SIZE:-128}"
+SAMPLES="${EDGESEG_DEMO_SAMPLES:-2}"
+TRIALS="${EDGESEG_DEMO_TRIALS:-1}"
+STEPS="${EDGESEG_DEMO_STEPS:-40}"
+OUT="${EDGESEG_DEMO_OUT:-out/pipeline}"
+PREDICTOR="$OUT/latency/predictor"
+TRAIN=(--model segformer-b0 --data synthetic --input-size "$SIZE" --predictor "$PREDICTOR"
+       --epochs 2 --search-steps "$STEPS" --finetune-steps "$STEPS" --train-scenes 800 --val-scenes 64)
+started=$SECONDS
+step() { echo; echo "== [$(( (SECONDS - started) / 60 )) min] $*"; }
+mkdir -p "$OUT/latency"
 
-echo "== 1/3 export segformer-b0 (pvt_v2_b0 + all-MLP decoder, 150 classes) at ${SIZE}x${SIZE}"
-python - "$SIZE" "$OUT/segformer-b0.onnx" <<'PY'
-import sys
-import torch
-from prune.export import export_onnx
-from prune.models import create_model
-torch.manual_seed(0)
-export_onnx(create_model("segformer-b0", num_classes=150), int(sys.argv[1]), sys.argv[2])
-PY
+step "1/5 measure segformer-b0's layers at ${SIZE}px over RPC ($TRIALS trial(s) per tuning task) and train the predictor"
+python -m latency_model collect --model segformer-b0 --input-size "$SIZE" --samples "$SAMPLES" \
+    --trials-per-layer "$TRIALS" -o "$OUT/latency/data.jsonl"
+python -m latency_model train "$OUT/latency/data.jsonl" -o "$PREDICTOR"
+python -m latency_model evaluate "$PREDICTOR" "$OUT/latency/data.jsonl" --plot "$OUT/latency/scatter.png"
 
-echo "== 2/3 tune ($TRIALS MetaSchedule trials, measured over RPC) and compile for host"
-python -m compile "$OUT/segformer-b0.onnx" --target host --trials "$TRIALS" -o "$OUT/segformer-b0-host"
+step "2/5 train the unpruned network on synthetic scenes (the dense reference)"
+python -m prune "${TRAIN[@]}" --method dense -o "$OUT/unpruned"
 
-echo "== 3/3 run it over RPC on the embedded device: check against ONNX Runtime, time, per kernel"
-python -m runner bench "$OUT/segformer-b0-host" --check --per-kernel --out "$OUT/bench.json"
-echo "results: $OUT/bench.json (artifact: $OUT/segformer-b0-host)"
+step "3/5 prune it by bi-level optimization to half its predicted latency, then fine-tune"
+python -m prune "${TRAIN[@]}" --method bilevel --budget-fraction 0.5 \
+    --weights "$OUT/unpruned/weights.safetensors" -o "$OUT/pruned"
+
+for net in unpruned pruned; do
+  step "4/5 compile the $net network for host (tuned over RPC) and run it over RPC"
+  python -m compile "$OUT/$net/model.onnx" --target host --trials-per-task "$TRIALS" -o "$OUT/$net/artifact"
+  python -m runner bench "$OUT/$net/artifact" --check --out "$OUT/$net/bench.json"
+done
+
+step "5/5 unpruned vs pruned"
+python -m prune.compare "$OUT/unpruned" "$OUT/pruned" -o "$OUT"
+echo "plots: $OUT/comparison.png, $OUT/latency/scatter.png, $OUT/unpruned/curves.png, $OUT/pruned/curves.png"
+echo "main job done in $(( (SECONDS - started) / 60 )) min $(( (SECONDS - started) % 60 )) s"

@@ -1,0 +1,62 @@
+"""The main job's closing table, from what prune, compile and runner really write (tiny scale)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import pytest
+
+from compile.api import compile_model
+from compile.targets import resolve_target
+from prune.compare import load_row, main, write_comparison
+from prune.settings import PruneSettings
+from prune.train import run_pruning
+from runner.bench import bench_artifact
+from runner.errors import ArtifactError
+from runner.timing import TimingProtocol
+
+TINY = PruneSettings(method="dense", input_size=32, epochs=1, search_steps=2, finetune_steps=1, batch_size=2,
+                     train_scenes=8, val_scenes=2, num_classes=4)
+
+
+@pytest.fixture(scope="module")
+def networks(host_farm, tmp_path_factory):
+    """A dense and a half-latency bilevel network, each compiled (database only) and benched."""
+    root = tmp_path_factory.mktemp("pipeline")
+    runs = {"unpruned": TINY, "pruned": dataclasses.replace(TINY, method="bilevel", budget_fraction=0.5)}
+    for name, settings in runs.items():
+        folder = root / name
+        run_pruning(settings, folder, progress=False)
+        compile_model(folder / "model.onnx", folder / "artifact", resolve_target("host"), root / "db", trials=0,
+                      kernel_library=False)
+        result = bench_artifact(folder / "artifact", host_farm.device, TimingProtocol(warmup=1, repeat=5), check=True)
+        (folder / "bench.json").write_text(json.dumps(result.to_dict()))
+    return root
+
+
+def test_table_compares_the_pruned_network_with_the_dense_reference(networks, capsys):
+    assert main([str(networks / "unpruned"), str(networks / "pruned"), "-o", str(networks / "report")]) == 0
+    table = capsys.readouterr().out
+    assert "unpruned" in table and "pruned" in table and "speed-up" in table
+    report = json.loads((networks / "report" / "comparison.json").read_text())
+    unpruned, pruned = report["rows"]
+    assert unpruned["method"] == "dense" and unpruned["budget_ms"] is None and unpruned["measured_speedup"] == 1.0
+    assert pruned["method"] == "bilevel" and pruned["predicted_ms"] <= pruned["budget_ms"]
+    assert pruned["predicted_speedup"] == pytest.approx(unpruned["predicted_ms"] / pruned["predicted_ms"])
+    assert pruned["measured_speedup"] == pytest.approx(unpruned["measured_ms"] / pruned["measured_ms"])
+    assert pruned["fps"] == pytest.approx(1000.0 / pruned["measured_ms"]) and pruned["runs"] == 5
+    assert (networks / "report" / "comparison.png").stat().st_size > 0
+
+
+def test_a_folder_without_its_benchmark_names_the_command_that_makes_it(networks, tmp_path):
+    broken = tmp_path / "pruned"
+    shutil.copytree(networks / "pruned", broken)
+    (broken / "bench.json").unlink()
+    with pytest.raises(ArtifactError, match="bench.json is missing") as error:
+        load_row(broken)
+    assert "python -m runner bench" in error.value.fix
+    (broken / "bench.json").write_text("{not json")
+    with pytest.raises(ArtifactError, match="not valid JSON"):
+        write_comparison([networks / "unpruned", broken], tmp_path / "report")
