@@ -129,7 +129,7 @@ def tune(
     counts: dict[int, int] = {}
     if todo and trials > 0:
         check_linker(preset)  # candidates are linked for the device, even with --export tar
-        with _unnamed_handlers_set_aside():
+        with _metaschedule_logging_contained():
             _tune_tasks(todo, target, preset, device(), db, database_dir, trials, seed, counts)
     spent = {todo[i].task_name: n for i, n in counts.items()}
     reports = tuple(
@@ -203,16 +203,24 @@ def alloc_arguments_from_host(session, device, args_info, alloc_repeat):
 
 
 @contextlib.contextmanager
-def _unnamed_handlers_set_aside() -> Iterator[None]:
+def _metaschedule_logging_contained() -> Iterator[None]:
     """MetaSchedule rebuilds its logging config from the names of its logger's handlers and
-    crashes on an unnamed one (pytest's capture handler, for one): set those aside meanwhile."""
+    crashes on an unnamed one (pytest's capture handler, for one): set those aside meanwhile.
+    Its console handler takes the logger's level, DEBUG when unset, and it leaves the logger at
+    DEBUG: hold it at WARNING unless the caller chose a level (`-v` chooses DEBUG), and restore
+    it after, so every tuning of a process is as quiet as the first; the full log still goes to
+    the database folder's logs/."""
     ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    level = ms_logger.level
+    if level == logging.NOTSET:
+        ms_logger.setLevel(logging.WARNING)
     unnamed = [h for h in ms_logger.handlers if not h.get_name()]
     for handler in unnamed:
         ms_logger.removeHandler(handler)
     try:
         yield
     finally:
+        ms_logger.setLevel(level)
         for handler in unnamed:
             ms_logger.addHandler(handler)
 

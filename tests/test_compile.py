@@ -44,7 +44,8 @@ def test_conv_net_end_to_end_checks_on_device(tuned_conv, host_farm):
     assert len(bench.kernels.rows) == 3
 
 
-def test_attention_block_end_to_end_from_pt2(host_farm, tmp_path):
+def test_attention_block_end_to_end_from_pt2(tuned_conv, host_farm, tmp_path, capsys):
+    """Also the second tuning of a process (after tuned_conv's): MetaSchedule's console stays quiet."""
     model = export_pt2(TinyAttention(), tmp_path / "attn.pt2")
     result = compile_model(
         model, tmp_path / "artifact", resolve_target("host"), database_dir=tmp_path / "db",
@@ -53,6 +54,7 @@ def test_attention_block_end_to_end_from_pt2(host_farm, tmp_path):
     assert result.kernels_total >= 4  # embed conv, norm, attention matmuls/softmax, ...
     # One trial per kernel the empty database lacked, in place of the global budget.
     assert 1 <= result.tuning.trials <= len(result.tuning.tasks)
+    assert "TaskScheduler" not in capsys.readouterr().out
     bench = bench_artifact(result.artifact, host_farm.device, FAST, check=True)
     assert bench.check.passed
 
