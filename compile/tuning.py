@@ -114,12 +114,26 @@ def tune(
     `device` is called only when there is something to tune, so a build from a complete
     database never starts or contacts a device.
     """
+    tasks = ms.relax_integration.extract_tasks(lowered, preset.target())
+    return tune_extracted(tasks, preset, device, database_dir, trials, seed, trials_per_task)
+
+
+def tune_extracted(
+    tasks: Sequence[Any],
+    preset: TargetPreset,
+    device: Callable[[], Device],
+    database_dir: Path,
+    trials: int,
+    seed: int = 0,
+    trials_per_task: int | None = None,
+) -> TuningReport:
+    """`tune` for MetaSchedule tasks already extracted, possibly from several models (one tuning
+    run for all of them pays the run's fixed cost, seconds per run, once)."""
     started = time.monotonic()
     target = preset.target()
     db = open_database(database_dir)
-    tasks = ms.relax_integration.extract_tasks(lowered, target)
-    had = {t.task_name: best_run_us(db, t, target) is not None for t in tasks}
-    todo = [t for t in tasks if not had[t.task_name]]
+    had = [best_run_us(db, t, target) is not None for t in tasks]
+    todo = [i for i, found in enumerate(had) if not found]
     if trials_per_task is not None:
         trials = trials_per_task * len(todo)
     logger.info(
@@ -130,18 +144,19 @@ def tune(
     if todo and trials > 0:
         check_linker(preset)  # candidates are linked for the device, even with --export tar
         with _metaschedule_logging_contained():
-            _tune_tasks(todo, target, preset, device(), db, database_dir, trials, seed, counts)
-    spent = {todo[i].task_name: n for i, n in counts.items()}
+            _tune_tasks([tasks[i] for i in todo], target, preset, device(), db, database_dir, trials, seed,
+                        counts)
+    spent = {todo[j]: n for j, n in counts.items()}
     reports = tuple(
         TaskReport(
             name=t.task_name,
             calls=int(t.weight),
             flop=float(estimate_tir_flops(t.dispatched[0])),
-            had_record=had[t.task_name],
-            trials=spent.get(t.task_name, 0),
+            had_record=had[i],
+            trials=spent.get(i, 0),
             best_us=best_run_us(db, t, target),
         )
-        for t in tasks
+        for i, t in enumerate(tasks)
     )
     return TuningReport(reports, sum(counts.values()), time.monotonic() - started, tuple(tasks))
 

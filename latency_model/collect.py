@@ -1,7 +1,8 @@
 """Measure layer configs on a device: export, compile (tuned), bench, append one record each.
 
 Each config is exported alone (`latency_model.export`), compiled for the target preset with
-`trials_per_layer` trials per tuning task the database lacks into a scratch folder, reusing ONE tuning
+`trials_per_layer` trials per tuning task the database lacks (all layers' kernels first, in
+one tuning run: `tune_layers`) into a scratch folder, reusing ONE tuning
 database (by default the device's, `runner.workspace.tuning_database_dir`, so a later
 `python -m compile` of a pruned model on the same grid finds those kernels tuned), and timed with
 `runner.bench.bench_artifact` under the given protocol. Its record (with the protocol, the
@@ -25,7 +26,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -112,6 +113,40 @@ def measure_layer(config: LayerConfig, device: Device, preset: Any, database_dir
     return record, result.tuning.seconds
 
 
+def tune_layers(configs: Sequence[LayerConfig], device: Device, preset: Any, database_dir: Path,
+                trials_per_layer: int, progress: bool = True) -> tuple[float, dict[str, int]]:
+    """Tune the kernels of all `configs` into the database in ONE MetaSchedule run: its seconds,
+    and the trials spent on each config's kernels (by config key).
+
+    A tuning run has a fixed cost (task contexts, builder workers, cost model: 5-30 s here)
+    that per-layer runs would pay for every layer. Kernels shared by several layers are tuned
+    once. Records are committed as they are measured, so a crash loses none; the per-layer
+    compiles that follow find their kernels in the database."""
+    import tvm_ffi
+
+    from compile.build import lower
+    from compile.frontend import load_model
+    from compile.tuning import ms, tune_extracted
+
+    if not configs or trials_per_layer == 0:
+        return 0.0, {}
+    tasks: dict[int, Any] = {}
+    kernels_of: dict[str, list[int]] = {}
+    with tempfile.TemporaryDirectory(prefix="edgeseg-extract-") as scratch:
+        for index, config in enumerate(tqdm(configs, desc="extract kernels", unit="layer",
+                                            disable=not progress)):
+            model, _ = export_layer(config, Path(scratch) / f"layer-{index}.onnx")
+            lowered = lower(load_model(model, None, Path(scratch)).mod, preset)
+            for task in ms.relax_integration.extract_tasks(lowered, preset.target()):
+                kernel = tvm_ffi.structural_hash(task.dispatched[0])
+                tasks.setdefault(kernel, task)
+                kernels_of.setdefault(config.key, []).append(kernel)
+    report = tune_extracted(list(tasks.values()), preset, lambda: device, database_dir, trials=0,
+                            trials_per_task=trials_per_layer)
+    spent = {kernel: task.trials for kernel, task in zip(tasks, report.tasks)}
+    return report.seconds, {key: sum(spent[k] for k in kernels) for key, kernels in kernels_of.items()}
+
+
 def _check_settings(trials_per_layer: int, protocol: TimingProtocol, out: Path,
                     earlier: Sequence[MeasurementRecord]) -> None:
     """Refuse a bad trial count, and a collection into a file whose records of this device
@@ -145,13 +180,16 @@ def collect(configs: Sequence[LayerConfig], device: Device, preset: Any, out: Pa
     log.info("%d configs: %d already measured in %s, %d to measure on %s (%s)", len(unique),
              len(unique) - len(todo), out, len(todo), device, preset.name)
     measured: list[MeasurementRecord] = []
-    tuning_seconds = 0.0
+    tuning_seconds, pretuned = tune_layers(todo, device, preset, database_dir, trials_per_layer,
+                                           progress)
     with tqdm(todo, desc="collect", unit="layer", disable=not progress) as bar:
         for config in bar:
             bar.set_postfix_str(config.kind)
             with tempfile.TemporaryDirectory(prefix="edgeseg-collect-") as scratch:
                 record, tuned_s = measure_layer(config, device, preset, database_dir,
                                                 trials_per_layer, protocol, Path(scratch), source)
+            record = replace(
+                record, tuning_trials=(record.tuning_trials or 0) + pretuned.get(config.key, 0))
             measurements.append(record)
             measured.append(record)
             tuning_seconds += tuned_s
