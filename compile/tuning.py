@@ -161,12 +161,29 @@ def tune_extracted(
     return TuningReport(reports, sum(counts.values()), time.monotonic() - started, tuple(tasks))
 
 
+EVOLUTION_FROM_TRIALS_PER_TASK = 4
+
+
+def search_strategy(trials: int, tasks: int) -> Any:
+    """Evolutionary search when each task gets a few trials, random schedules below that.
+
+    An evolutionary round samples and mutates a population of 512 schedules ranked by a cost
+    model (3-4 s per task here) to pick its candidates; with one or two trials per task the cost
+    model has seen no measurement of the task yet, so the pick is as good as random while the
+    round costs more than building and running the candidates. Random traces cost milliseconds.
+    """
+    if trials >= EVOLUTION_FROM_TRIALS_PER_TASK * tasks:
+        return "evolutionary"
+    return ms.search_strategy.ReplayTrace()
+
+
 def _tune_tasks(todo, target, preset, device, db, database_dir, trials, seed, counts) -> None:
     check_tracker(device.tracker)
     wait_for_device(device, timeout_s=60)
     register_intrinsics_for(target.kind.name)
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-        extracted_tasks=todo, work_dir=str(database_dir), seed=seed
+        extracted_tasks=todo, work_dir=str(database_dir), seed=seed,
+        strategy=search_strategy(trials, len(todo)),
     )
     # Every task gets at least one round of candidates before the scheduler picks favourites.
     per_iter = max(1, min(64, trials // len(todo)))

@@ -23,7 +23,7 @@ from typing import Callable, Iterator
 from runner.device import HOST_KEY, Device, Tracker
 from runner.emulator import EMULATED_KEY, emulated_server_command, ensure_sysroot, free_port
 from runner.errors import DeviceError, EdgesegError
-from runner.processes import stop_process_group
+from runner.processes import die_with_parent, stop_process_group
 from runner.session import registered_servers
 
 logger = logging.getLogger(__name__)
@@ -165,9 +165,13 @@ class LocalFarm:
         ], _host_server_env()  # fmt: skip
 
     def _spawn(self, name: str, argv: list[str], env: dict | None = None) -> subprocess.Popen:
+        """Start `argv` under `runner/supervised.py`, leader of a new process group that ends with
+        it and with this process."""
+        supervised = [sys.executable, "-I", str(Path(__file__).with_name("supervised.py")), *argv]
         with open(self._log_path(name), "w") as log:
-            return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+            return subprocess.Popen(supervised, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True,
+                                    preexec_fn=die_with_parent)  # fmt: skip
 
     def _children(self) -> list[tuple[str, subprocess.Popen]]:
         tracker = [("tracker", self._tracker)] if self._tracker is not None else []

@@ -12,11 +12,24 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 
 logger = logging.getLogger(__name__)
 
 _POLL_SECONDS = 0.05
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """`preexec_fn` for helpers that must not outlive the process that started them, even when
+    it is SIGKILLed or dies in native code before its clean-up runs: Linux sends the child
+    SIGTERM when its parent exits (no-op elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def stop_process_group(proc: subprocess.Popen, timeout: float = 10.0) -> None:

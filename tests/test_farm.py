@@ -70,7 +70,9 @@ def test_serve_prints_its_address_registers_and_stops_every_child_on_sigterm(tmp
         assert queues["host-cpu"].servers == 2
         children = _descendants(serve.pid)
         commands = [_cmdline(p) for p in children]
-        assert len([c for c in commands if "tvm.exec.rpc_server" in c]) == 2
+        servers = [c for c in commands if "tvm.exec.rpc_server" in c and "supervised.py" not in c]
+        assert len(servers) == 2  # each under its supervised.py group leader
+        assert len([c for c in commands if "supervised.py" in c]) == 3
         assert any("tvm.exec.popen_worker" in c for c in commands)  # the notes' orphan risk
         serve.send_signal(signal.SIGTERM)
         assert serve.wait(timeout=30) == 0
@@ -105,3 +107,26 @@ def test_any_command_stops_its_embedded_farm_on_sigterm(tmp_path):
         if collect.poll() is None:
             os.killpg(collect.pid, signal.SIGKILL)
             collect.wait()
+
+
+def test_farm_processes_die_with_a_sigkilled_parent(tmp_path):
+    """No clean-up runs in a SIGKILLed (or natively crashed) process: the farm must still go."""
+    code = ("import time\nfrom runner.farm import LocalFarm\nLocalFarm().start()\n"
+            "print('up', flush=True)\ntime.sleep(600)\n")
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    parent = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    try:
+        assert parent.stdout.readline().strip() == "up"
+        children = _descendants(parent.pid)
+        assert any("tvm.exec.rpc_server" in _cmdline(p) for p in children)
+        parent.kill()
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 30
+        while any(_alive(p) for p in children) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert [_cmdline(p) for p in children if _alive(p)] == []
+    finally:
+        if parent.poll() is None:
+            os.killpg(parent.pid, signal.SIGKILL)
+            parent.wait()
