@@ -30,11 +30,12 @@ class PruneSettings:
 
     The bi-level search updates the weights on a `batch_size` batch of the inner split every
     step, and the gate scores on an `outer_batch_size` batch of the held-out split every
-    `outer_every` steps (the other steps are plain weight steps). The scores are few parameters
-    and their Adam step is normalised, so a small held-out batch suffices; it is what keeps one
-    bi-level step near the cost of a plain step (`bench/bilevel_step_cost.py`). With the
-    default 2 against 8, both splits (held-out: 20% of the training set) are read at the same
-    pace. The budget weight moves after every outer step.
+    `outer_every` steps (the other steps move the weights of the masked network alone). The
+    scores are few parameters and Adam normalises their step, so a small held-out batch
+    suffices, and it is what keeps a bi-level step near the cost of a plain training step
+    (`bench/bilevel_step_cost.py`); a held-out batch as large as the training batch made it
+    about two training passes. With the defaults, 2 against 8, both splits (held-out: 20% of the
+    training set) are read at the same pace. The budget weight moves after every outer step.
     """
 
     model: str = "segformer-b0"
