@@ -24,7 +24,10 @@ The last product is the implicit gradient (IG). Two ways to approximate it:
 `step` evaluates both splits at the same θ_t and masks, updates the scores with the
 hypergradient (Adam), then the weights with the training gradient (SGD with weight decay λ,
 the inner objective's own gradient). The penalty (the latency budget) enters only the outer
-level: `penalty_fn(gates) -> scalar`, differentiable in `gates.probabilities()`.
+level: `penalty_fn(gates) -> scalar`, differentiable in `gates.probabilities()`. Without a
+held-out batch, `step` is an inner step alone (one pass, the cost of a plain training step):
+the caller picks the held-out batch size and how often the scores move, which is what sets
+the cost of the search (`bench/bilevel_step_cost.py`).
 """
 
 from __future__ import annotations
@@ -76,11 +79,12 @@ class BilevelConfig:
 
 @dataclass(frozen=True)
 class StepStats:
-    """Losses at the start of one bi-level step (before either update)."""
+    """Losses at the start of one bi-level step (before either update); the held-out loss and
+    the penalty are None for an inner step alone."""
 
     train_loss: float
-    val_loss: float
-    penalty: float
+    val_loss: float | None
+    penalty: float | None
 
 
 @dataclass(frozen=True)
@@ -120,9 +124,15 @@ class BilevelOptimizer:
         self.outer = torch.optim.Adam(self.scores, lr=config.outer_lr)
         self._rows = _unit_entries(model, gates, self.weights) if config.method == "first_order" else []
 
-    def step(self, train_batch: Any, val_batch: Any, penalty_fn: PenaltyFn | None = None) -> StepStats:
-        """One outer update of the scores and one inner update of the weights."""
+    def step(self, train_batch: Any, val_batch: Any | None = None, penalty_fn: PenaltyFn | None = None) -> StepStats:
+        """One outer update of the scores (when `val_batch` is given), then one inner update of
+        the weights. Without `val_batch` the scores stay as they are and the step costs one
+        forward and backward pass of the masked network on `train_batch`."""
         self.model.train()
+        if val_batch is None:
+            train_loss = self.loss_fn(self.model, train_batch)
+            self._inner_step(average_over_processes(_grads(train_loss, self.weights)))
+            return StepStats(train_loss=float(train_loss.detach()), val_loss=None, penalty=None)
         pass_ = self._passes(train_batch, val_batch)
         score_grads = pass_.score_grads
         penalty = torch.zeros(())
@@ -133,14 +143,17 @@ class BilevelOptimizer:
         for param, grad in zip(self.scores, score_grads):
             param.grad = grad
         self.outer.step()
-        for param, grad in zip(self.weights, pass_.train_grads):
-            param.grad = grad
-        self.inner.step()
+        self._inner_step(pass_.train_grads)
         return StepStats(train_loss=pass_.train_loss, val_loss=pass_.val_loss, penalty=float(penalty.detach()))
 
     def hypergradient(self, train_batch: Any, val_batch: Any) -> list[torch.Tensor]:
         """d L_val(θ*(s), s) / ds per group at the current weights (taken as θ*), no update."""
         return self._passes(train_batch, val_batch).score_grads
+
+    def _inner_step(self, train_grads: list[torch.Tensor]) -> None:
+        for param, grad in zip(self.weights, train_grads):
+            param.grad = grad
+        self.inner.step()
 
     def state_dict(self) -> dict[str, Any]:
         return {"inner": self.inner.state_dict(), "outer": self.outer.state_dict()}

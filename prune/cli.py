@@ -69,7 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"search (or baseline training) steps per epoch (default {d.search_steps})")
     parser.add_argument("--finetune-steps", type=_count, default=d.finetune_steps,
                         help=f"fine-tuning steps per epoch (default {d.finetune_steps})")
-    parser.add_argument("--batch-size", type=_positive(int), default=d.batch_size, help=f"default {d.batch_size}")
+    parser.add_argument("--batch-size", type=_positive(int), default=d.batch_size,
+                        help=f"training batch: the weights' batch in every step (default {d.batch_size})")
+    parser.add_argument("--outer-batch-size", type=_positive(int), default=d.outer_batch_size, metavar="N",
+                        help="bilevel: held-out batch of each gate-score update; small, since the scores are few "
+                        f"and it sets the search's extra cost over plain training (default {d.outer_batch_size})")
+    parser.add_argument("--outer-every", type=_positive(int), default=d.outer_every, metavar="K",
+                        help="bilevel: update the gate scores (and the budget weight) every K steps; the other "
+                        f"steps update the weights alone (default {d.outer_every})")
     parser.add_argument("--unit", type=_positive(int), default=d.unit,
                         help=f"channels per prunable unit, the device's alignment (default {d.unit})")
     parser.add_argument("--lr", type=_positive(float), default=d.lr, help=f"weight learning rate (default {d.lr})")
@@ -104,7 +111,8 @@ def _run(args: argparse.Namespace) -> int:
         model=args.model, data=args.data, predictor=args.predictor, budget_ms=args.budget_ms, fps=args.fps,
         budget_fraction=args.budget_fraction,
         input_size=args.input_size, method=args.method, epochs=args.epochs, search_steps=args.search_steps,
-        finetune_steps=args.finetune_steps, batch_size=args.batch_size, unit=args.unit, lr=args.lr, outer_lr=args.outer_lr,
+        finetune_steps=args.finetune_steps, batch_size=args.batch_size,
+        outer_batch_size=args.outer_batch_size, outer_every=args.outer_every, unit=args.unit, lr=args.lr, outer_lr=args.outer_lr,
         weights=args.weights, seed=args.seed, num_classes=args.classes, train_scenes=args.train_scenes,
         val_scenes=args.val_scenes)
     result = _run_maybe_distributed(lambda: run_pruning(settings, args.output, progress=not args.no_progress))

@@ -31,6 +31,15 @@ class PruneSettings:
     BiP's first-order implicit gradient: its default 1/lambda (1000 with lambda = 1e-3) makes that
     term three orders larger than the budget term, which the budget weight (at most 100) then
     cannot balance; 1.0 keeps the two comparable.
+
+    The bi-level search updates the weights on a `batch_size` batch of the inner split every
+    step, and the gate scores on an `outer_batch_size` batch of the held-out split every
+    `outer_every` steps (the other steps move the weights of the masked network alone). The
+    scores are few parameters and Adam normalises their step, so a small held-out batch
+    suffices, and it is what keeps a bi-level step near the cost of a plain training step
+    (`bench/bilevel_step_cost.py`); a held-out batch as large as the training batch made it
+    about two training passes. With the defaults, 2 against 8, both splits (held-out: 20% of the
+    training set) are read at the same pace. The budget weight moves after every outer step.
     """
 
     model: str = "segformer-b0"
@@ -45,6 +54,8 @@ class PruneSettings:
     search_steps: int = 100
     finetune_steps: int = 100
     batch_size: int = 8
+    outer_batch_size: int = 2
+    outer_every: int = 1
     unit: int = 8
     lr: float = 0.01
     outer_lr: float = 0.1
@@ -72,8 +83,8 @@ class PruneSettings:
         if self.budget_fraction is not None and self.budget_fraction > 1:
             raise EdgesegError(f"--budget-fraction {self.budget_fraction} is above 1 (the unpruned network).",
                                "Pass a fraction in (0, 1], e.g. 0.5 for half the unpruned predicted latency.")
-        counts = {"epochs": self.epochs, "batch_size": self.batch_size, "unit": self.unit,
-                  "input_size": self.input_size}
+        counts = {"epochs": self.epochs, "batch_size": self.batch_size, "outer_batch_size": self.outer_batch_size,
+                  "outer_every": self.outer_every, "unit": self.unit, "input_size": self.input_size}
         for name, value in counts.items():
             if value < 1:
                 raise EdgesegError(f"{name} must be >= 1, got {value}.", f"Pass a positive {name}.")

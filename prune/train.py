@@ -6,8 +6,9 @@
    (`prune.describe`) and fill the budget's tables from the predictor (or the FLOPs table). A
    budget under the smallest network the grid allows is an error naming that latency.
 2. Search, `epochs` x `search_steps` steps. bilevel: `BilevelOptimizer` steps (weights on the
-   inner split, gate scores on the outer split) with the penalty w * E[latency] / budget, w
-   moved by `BudgetWeight` from the hard network's predicted latency (settling over the last
+   inner split every step, gate scores on an `outer_batch_size` batch of the outer split every
+   `outer_every` steps) with the penalty w * E[latency] / budget, w moved after every outer
+   step by `BudgetWeight` from the hard network's predicted latency (settling over the last
    quarter of the steps). Baselines and `dense`: plain training of the unpruned network, the
    same steps.
 3. Choose the plan: the gates' hard decision, then `fit_to_budget` by gate score if it is still
@@ -133,11 +134,13 @@ class _Data:
         self.num_classes = getattr(self.train, "num_classes", settings.num_classes)
         self.settings = settings
 
-    def batches(self, dataset: Dataset, tag: int, epoch: int) -> Iterator[Any]:
-        """Endless shuffled batches, the same for the same (seed, tag, epoch): resumable."""
+    def batches(self, dataset: Dataset, tag: int, epoch: int, batch_size: int | None = None) -> Iterator[Any]:
+        """Endless shuffled batches (of `batch_size`, default the settings' batch size), the same
+        for the same (seed, tag, epoch): resumable."""
         rank = _rank_and_world()[0]  # data parallel: each process its own batches
         generator = torch.Generator().manual_seed(self.settings.seed * 1_000_003 + tag * 1009 + epoch + rank * 65_537)
-        loader = DataLoader(dataset, batch_size=self.settings.batch_size, shuffle=True, generator=generator)
+        loader = DataLoader(dataset, batch_size=batch_size or self.settings.batch_size, shuffle=True,
+                            generator=generator)
         return itertools.chain.from_iterable(itertools.repeat(loader))
 
 
@@ -267,14 +270,18 @@ class _Run:
         full_ms = self.budget.full_latency_ms()
         for epoch in range(self._resume("search", model, parts), s.epochs):
             batches = self.data.batches(train, tag, epoch)
-            outer = self.data.batches(self.data.outer, 1, epoch) if bilevel else None
+            outer = self.data.batches(self.data.outer, 1, epoch, s.outer_batch_size) if bilevel else None
             bar = self._bar("search", epoch, s.search_steps)
             ms = predicted_ms(self.budget, self.groups, gates.kept_units()) if bilevel else full_ms
             for step in bar:
                 if bilevel:
-                    loss = optimizer.step(next(batches), next(outer), penalty).train_loss
-                    ms = predicted_ms(self.budget, self.groups, gates.kept_units())
-                    weight.update(ms, settle=epoch * s.search_steps + step >= SETTLE_FROM * s.epochs * s.search_steps)
+                    index = epoch * s.search_steps + step
+                    if index % s.outer_every:  # the scores (and so the hard network) stay as they are
+                        loss = optimizer.step(next(batches)).train_loss
+                    else:
+                        loss = optimizer.step(next(batches), next(outer), penalty).train_loss
+                        ms = predicted_ms(self.budget, self.groups, gates.kept_units())
+                        weight.update(ms, settle=index >= SETTLE_FROM * s.epochs * s.search_steps)
                 else:
                     loss, ms = _plain_step(model, optimizer, next(batches)), full_ms
                 self.steps.append({"phase": "search", "epoch": epoch, "loss": loss, "predicted_ms": ms})

@@ -45,6 +45,24 @@ def test_steps_reduce_the_outer_objective(settings):
     assert any(not torch.equal(a, b) for a, b in zip(scores_before, gates.scores))
 
 
+@pytest.mark.parametrize("method", ["first_order", "neumann"])
+def test_a_step_without_a_held_out_batch_moves_the_weights_alone(method):
+    train, val = teacher_split(seed=2)
+    model = TinySegNet()
+    gates = Gates(build_groups(model, train[0], unit=4).groups)
+    gates.attach(model)
+    optimizer = BilevelOptimizer(model, gates, seg_loss, BilevelConfig(method=method, neumann_steps=1))
+    optimizer.step(train, val)
+    scores = [s.detach().clone() for s in gates.scores]
+    weights = [w.detach().clone() for w in optimizer.weights]
+    stats = optimizer.step(train)
+    assert stats.val_loss is None and stats.penalty is None and stats.train_loss > 0
+    assert all(torch.equal(a, b) for a, b in zip(scores, gates.scores))
+    assert any(not torch.equal(a, b) for a, b in zip(weights, optimizer.weights))
+    assert optimizer.outer.state_dict()["state"][0]["step"] == 1  # one outer update, two inner ones
+    assert optimizer.inner.state_dict()["state"][0]["momentum_buffer"] is not None
+
+
 def test_neumann_runs_through_fused_attention():
     """pvt_v2 uses scaled_dot_product_attention, whose fused CPU kernel has no double backward."""
     torch.manual_seed(0)

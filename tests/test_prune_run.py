@@ -15,6 +15,7 @@ from pathlib import Path
 import onnx
 import pytest
 
+from prune import train
 from prune.cli import main
 from prune.settings import PruneSettings
 from prune.train import check_predictor_fits, run_pruning
@@ -117,6 +118,31 @@ def test_bilevel_search_itself_lands_just_under_the_budget(tmp_path):
     assert 0.9 * report["budget_ms"] <= report["predicted_ms"] <= report["budget_ms"]
 
 
+def test_outer_batch_size_and_period_are_honoured_saved_and_fixed_on_resume(tmp_path, monkeypatch, capsys):
+    """--outer-every 2 --outer-batch-size 1: held-out passes (batch 1) only at steps 0 and 2 of 4,
+    training passes (batch 2) at every step; the settings are saved and a resume must repeat them."""
+    sizes, seg_loss = [], train.seg_loss
+
+    def recording_loss(model, batch):
+        sizes.append(len(batch[0]))
+        return seg_loss(model, batch)
+
+    monkeypatch.setattr(train, "seg_loss", recording_loss)
+    out = tmp_path / "run"
+    args = ["--budget-ms", "0.04", *TINY_ARGS, "--epochs", "1", "--search-steps", "4", "--finetune-steps", "0",
+            "-o", str(out)]
+    assert main([*args, "--outer-batch-size", "1", "--outer-every", "2"]) == 0
+    assert sizes == [1, 2, 2, 1, 2, 2]  # held-out pass first, then the training pass, in an outer step
+    report = json.loads((out / "pruning.json").read_text())
+    assert report["settings"]["outer_batch_size"] == 1 and report["settings"]["outer_every"] == 2
+    assert report["predicted_ms"] <= report["budget_ms"]
+
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main([*args, "--outer-batch-size", "1"]) != 0  # outer_every back to its default
+    assert "outer_every: 2 there, 1 now" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
 def test_a_predictor_for_another_model_or_input_size_is_refused():
     settings = dataclasses.replace(TINY, predictor="some/folder")
     check_predictor_fits({"device_key": "s21-cpu"}, settings)  # names neither: accepted
@@ -184,3 +210,6 @@ def test_budget_from_fps_and_settings_checks():
         PruneSettings(budget_ms=20.0, input_size=100)
     with pytest.raises(EdgesegError, match="Unknown pruning method"):
         PruneSettings(budget_ms=20.0, method="random")
+    for field in ("outer_batch_size", "outer_every"):
+        with pytest.raises(EdgesegError, match=f"{field} must be >= 1"):
+            PruneSettings(budget_ms=20.0, **{field: 0})
