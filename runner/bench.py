@@ -269,7 +269,7 @@ def _run_probe(remote: Any, device: Device, artifact: Artifact) -> None:
         raise _cannot_run(device, artifact, f"loading {PROBE_LIB} failed: {reason}") from None
     if not np.array_equal(result, np.arange(1, 5, dtype="float32")):
         raise _cannot_run(device, artifact, f"{PROBE_LIB} computed {result.tolist()}")
-    logger.info("%s runs on %s (%s code)", PROBE_LIB, device.key, target.arch)
+    logger.debug("%s runs on %s (%s code)", PROBE_LIB, device.key, target.arch)
 
 
 def _cannot_run(device: Device, artifact: Artifact, detail: str) -> ArtifactError:
@@ -286,7 +286,7 @@ def _cannot_run(device: Device, artifact: Artifact, detail: str) -> ArtifactErro
 
 
 def _upload_and_load(remote: Any, path: Path) -> Any:
-    logger.info("uploading %s (%.1f KiB)", path.name, path.stat().st_size / 1024)
+    logger.debug("uploading %s (%.1f KiB)", path.name, path.stat().st_size / 1024)
     remote.upload(str(path))
     return remote.load_module(path.name)
 

@@ -132,7 +132,7 @@ def open_session(
     from tvm import rpc  # heavy import, only once a device answered
 
     remote = rpc.connect(url, port, match_key, session_timeout_s)
-    logger.info("session to %s opened after %.1f s", device, time.monotonic() - started)
+    logger.debug("session to %s opened after %.1f s", device, time.monotonic() - started)
     try:
         yield remote
     finally:

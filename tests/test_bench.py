@@ -57,7 +57,7 @@ def test_a_wrong_reference_output_raises_check_failed_with_the_errors(host_farm,
 def test_an_aarch64_artifact_is_refused_before_the_model_is_uploaded(
     host_farm, aarch64_artifact, caplog
 ):
-    caplog.set_level(logging.INFO, logger="runner.bench")
+    caplog.set_level(logging.DEBUG, logger="runner.bench")
     with pytest.raises(ArtifactError) as error:
         bench_artifact(aarch64_artifact, host_farm.device, QUICK, check=True)
     assert "built for aarch64" in error.value.problem and "linux-arm64" in error.value.problem
@@ -67,7 +67,7 @@ def test_an_aarch64_artifact_is_refused_before_the_model_is_uploaded(
 
 
 def test_an_opencl_artifact_is_refused_on_a_device_without_opencl(host_farm, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="runner.bench")
+    caplog.set_level(logging.DEBUG, logger="runner.bench")
     folder = build_artifact(tmp_path / "mali", preset="android-mali", device_type="opencl")
     with pytest.raises(ArtifactError, match="no OpenCL device"):
         bench_artifact(folder, host_farm.device, QUICK)
