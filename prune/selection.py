@@ -7,7 +7,10 @@ A plan is `{group name: kept unit indices}` (what `shrink` replays). Three ways 
 - `magnitude_plan`: units ranked by the L1 norm of the weights that produce them (normalised per
   group, so layers of different sizes compare), the lowest dropped until the budget fits;
 - `fit_to_budget`: the same greedy drop applied to any plan and any per-unit importance (the
-  bi-level search ends with it, ranking by gate scores, when its hard network is still over).
+  bi-level search ends with it, ranking by gate scores, when its hard network is still over);
+- `fill_to_budget`: the converse, for a plan under the budget: the most important dropped units
+  come back while the plan still fits (the search's hard network can fall well under the budget
+  when many scores cross zero in one step, and unused budget is accuracy given away).
 
 Every group keeps at least one unit: its most important one.
 """
@@ -84,6 +87,24 @@ def fit_to_budget(groups: Sequence[Group], importance: Mapping[str, torch.Tensor
         else:
             low = middle + 1
     return without(low), low
+
+
+def fill_to_budget(groups: Sequence[Group], importance: Mapping[str, torch.Tensor], plan: Mapping[str, Sequence[int]],
+                   budget: LatencyBudget, budget_ms: float) -> tuple[Plan, int]:
+    """Add dropped units back, most important first, each only if the plan still fits the
+    budget (latency steps with alignment, so a unit that does not fit can be followed by one
+    that does); returns the plan and how many units were added."""
+    kept = {g.name: set(int(u) for u in plan.get(g.name, range(g.num_units))) for g in groups}
+    dropped = sorted(((float(importance[g.name][u]), g.name, u) for g in groups for u in range(g.num_units)
+                      if u not in kept[g.name]), reverse=True)
+    added = 0
+    for _, name, unit in dropped:
+        kept[name].add(unit)
+        if predicted_ms(budget, groups, kept) <= budget_ms:
+            added += 1
+        else:
+            kept[name].discard(unit)
+    return {name: sorted(units) for name, units in kept.items()}, added
 
 
 def l1_importance(model: nn.Module, groups: Sequence[Group]) -> dict[str, torch.Tensor]:

@@ -12,7 +12,8 @@
    quarter of the steps). Baselines and `dense`: plain training of the unpruned network, the
    same steps.
 3. Choose the plan: the gates' hard decision, then `fit_to_budget` by gate score if it is still
-   over (counted in `pruning.json` as `dropped_to_fit`); uniform scaling or L1 magnitude for the
+   over (counted in `pruning.json` as `dropped_to_fit`), or `fill_to_budget` by gate score when
+   it fell under (`added_to_fit`); uniform scaling or L1 magnitude for the
    baselines; every unit for `dense`. Shrink to a dense network.
 4. Fine-tune it `epochs` x `finetune_steps` steps on the whole training split; mIoU on val.
 5. Write `model.onnx`, `pruning.json` and `curves.png` (and, for `dense`, `weights.safetensors`:
@@ -52,7 +53,7 @@ from prune.groups import Group, GroupSet
 from prune.metrics import ConfusionMatrix
 from prune.models import create_model, save_weights
 from prune.plots import plot_curves
-from prune.selection import Plan, fit_to_budget, full_plan, kept_counts, magnitude_plan, predicted_ms, uniform_plan
+from prune.selection import Plan, fill_to_budget, fit_to_budget, full_plan, kept_counts, magnitude_plan, predicted_ms, uniform_plan
 from prune.settings import DENSE, FLOPS, PruneSettings
 from prune.shrink import shrink
 from runner.errors import EdgesegError
@@ -203,6 +204,7 @@ class _Run:
         self.steps: list[dict[str, Any]] = list(self.state.get("steps", []))
         self.epochs: list[dict[str, Any]] = list(self.state.get("epochs", []))
         self.dropped_to_fit = int(self.state.get("dropped_to_fit", 0))
+        self.added_to_fit = int(self.state.get("added_to_fit", 0))
         self.progress, self.on_epoch_end = progress, on_epoch_end
         self.rank, self.world = _rank_and_world()
 
@@ -239,7 +241,7 @@ class _Run:
             return
         state = {"settings": self.settings.to_dict(), "phase": phase, "epoch": epoch, "model": model.state_dict(),
                  "rng": torch.get_rng_state(), "steps": self.steps, "epochs": self.epochs, "plan": plan,
-                 "dropped_to_fit": self.dropped_to_fit}
+                 "dropped_to_fit": self.dropped_to_fit, "added_to_fit": self.added_to_fit}
         state.update({key: part.state_dict() for key, part in parts.items()})
         save_checkpoint(self.out / CHECKPOINT, state)
 
@@ -295,6 +297,11 @@ class _Run:
             if self.dropped_to_fit:
                 log.warning("the searched network was over budget: dropped %d more units by gate score",
                             self.dropped_to_fit)
+            searched_ms = predicted_ms(self.budget, self.groups, plan)
+            plan, self.added_to_fit = fill_to_budget(self.groups, scores, plan, self.budget, self.target_ms)
+            if self.added_to_fit:
+                log.info("the searched network left %.0f%% of the budget unused: added back %d units by gate score",
+                         100 * (1 - searched_ms / self.target_ms), self.added_to_fit)
         elif s.method == "uniform":
             plan = uniform_plan(self.groups, self.budget, self.target_ms)
         elif s.method == "magnitude":
@@ -339,7 +346,7 @@ class _Run:
             "miou": self.epochs[-1]["miou"],
             "kept_units": {name: sorted(int(u) for u in units) for name, units in plan.items()},
             "kept_counts": counts, "full_counts": {g.name: g.full for g in self.budget.description.groups},
-            "dropped_to_fit": self.dropped_to_fit, "epochs": self.epochs, "settings": s.to_dict(),
+            "dropped_to_fit": self.dropped_to_fit, "added_to_fit": self.added_to_fit, "epochs": self.epochs, "settings": s.to_dict(),
         }
         if self.rank == 0:  # data parallel: one writer
             export_onnx(model, s.input_size, self.out / ONNX)

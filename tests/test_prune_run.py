@@ -114,8 +114,10 @@ def test_bilevel_search_itself_lands_just_under_the_budget(tmp_path):
     settings = dataclasses.replace(TINY, budget_ms=0.05, epochs=1, search_steps=16, finetune_steps=0,
                                    train_scenes=16)
     report = run_pruning(settings, tmp_path, progress=False).report
-    assert report["dropped_to_fit"] == 0
-    assert 0.9 * report["budget_ms"] <= report["predicted_ms"] <= report["budget_ms"]
+    assert report["dropped_to_fit"] == 0 and report["added_to_fit"] >= 0
+    # The goal: every bilevel network within 5% of its budget (refilled by gate score
+    # when the search fell further under).
+    assert 0.95 * report["budget_ms"] <= report["predicted_ms"] <= report["budget_ms"]
 
 
 def test_outer_batch_size_and_period_are_honoured_saved_and_fixed_on_resume(tmp_path, monkeypatch, capsys):
