@@ -7,7 +7,7 @@ import torch
 
 from latency_model.layers import Attention, MixFFN, PatchEmbed
 from prune.describe import build_priced_groups, check_describable, describe, describe_model, prunable_groups
-from prune.gates import Gates
+from helpers.random_gates import masked_output_and_plan
 from prune.models import create_model
 from prune.shrink import shrink
 from prune_tiny_nets import TinySegNet
@@ -74,16 +74,8 @@ def test_tied_decoder_projections_shrink_to_what_the_masks_computed():
     torch.manual_seed(1)
     model = create_model("segformer-b0", num_classes=5).eval()
     groups = build_priced_groups(model, SIZE, unit=8)
-    gates = Gates(prunable_groups(groups, describe(model, groups, SIZE)))
-    with torch.no_grad():
-        for scores in gates.scores:
-            scores.copy_(torch.randn_like(scores))
-    gates.attach(model)
     image = torch.randn(2, 3, SIZE, SIZE)
-    with torch.no_grad():
-        masked = model(image)
-    plan = gates.kept_units()
-    gates.detach()
+    masked, plan = masked_output_and_plan(model, groups, describe(model, groups, SIZE), image)
     shrink(groups, plan)
     kept = 8 * len(plan["decoder.proj.0"])
     assert [p.out_channels for p in model.decoder.proj] == [kept] * 4 and kept < 256

@@ -7,12 +7,12 @@ import torch
 from latency_model.features import feature_dict
 from latency_model.layers import LiteMLA, MBConv
 from prune.describe import build_priced_groups, describe, prunable_groups
-from prune.gates import Gates
 from prune.models import create_model
 from prune.selection import kept_counts
 from prune.settings import PruneSettings
 from prune.shrink import shrink
 from prune.train import run_pruning
+from helpers.random_gates import masked_output_and_plan
 from test_prune_shrink import randomise_norms
 
 SIZE = 64
@@ -38,16 +38,8 @@ def test_efficientvit_seg_b0_masked_shrunk_and_described():
                                                            residual=False)
     assert _params(description.full()) == sum(p.numel() for p in model.parameters())
 
-    gates = Gates(prunable_groups(groups, description))
-    with torch.no_grad():
-        for scores in gates.scores:
-            scores.copy_(torch.randn_like(scores))
-    gates.attach(model)
     image = torch.randn(2, 3, SIZE, SIZE)
-    with torch.no_grad():
-        masked = model(image)
-    plan = gates.kept_units()
-    gates.detach()
+    masked, plan = masked_output_and_plan(model, groups, description, image)
     shrunk = shrink(groups, plan)
     with torch.no_grad():
         assert torch.allclose(shrunk(image), masked, atol=1e-5)
