@@ -41,19 +41,15 @@ import time
 from pathlib import Path
 from typing import Callable
 
-# Run as a script, this file's folder comes first on sys.path and bench/latency_model.py would
-# shadow the latency_model package (which prune imports): drop the folder.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
 
-import timm  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
-
-from prune.bilevel import METHODS, BilevelConfig, BilevelOptimizer  # noqa: E402
-from prune.gates import Gates  # noqa: E402
-from prune.groups import build_groups  # noqa: E402
-from prune.settings import PruneSettings  # noqa: E402
+from prune.bilevel import METHODS, BilevelConfig, BilevelOptimizer
+from prune.gates import Gates
+from prune.groups import build_groups
+from prune.settings import PruneSettings
 
 DEFAULTS = PruneSettings(budget_ms=1.0)
 OUTPUT = Path(__file__).resolve().parent / "results" / "bilevel_step_cost.json"

@@ -45,10 +45,6 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-# Run as a script, this file's folder comes first on sys.path and bench/latency_model.py would
-# shadow the latency_model package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 import numpy as np
 
 from bench.pareto_points import (STEP_COST, UNPRUNED, budget_check, goals, plot_pareto, print_summary,

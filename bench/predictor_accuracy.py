@@ -1,6 +1,6 @@
 """Per-layer latency predictor accuracy on the embedded host device, FLOPs baseline beside it.
 
-    PYTHONPATH=. python bench/latency_model.py [--samples 40] [--trials-per-layer 1]
+    PYTHONPATH=. python bench/predictor_accuracy.py [--samples 40] [--trials-per-layer 1]
         [--input-size 128] [-o bench/results/latency_model]
 
 Samples `--samples` pruned variants of the model description (prune.describe's `--model` when
@@ -26,13 +26,8 @@ import json
 import logging
 import os
 import platform
-import sys
 import time
 from pathlib import Path
-
-# Run as a script, this file's folder comes first on sys.path and its name would shadow the
-# latency_model package it benchmarks.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import numpy as np
 
