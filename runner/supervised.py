@@ -56,12 +56,7 @@ def main(argv: list[str]) -> int:
         return 2
     signal.signal(signal.SIGTERM, _stop_group)
     signal.signal(signal.SIGINT, _stop_group)
-    child = subprocess.Popen(argv)
-    while True:
-        try:
-            return child.wait()
-        except InterruptedError:
-            continue
+    return subprocess.Popen(argv).wait()  # a handled signal resumes the wait (PEP 475)
 
 
 if __name__ == "__main__":
