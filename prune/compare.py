@@ -69,7 +69,7 @@ def load_row(folder: str | Path) -> Row:
     bench = _read_json(folder / BENCH, f"python -m runner bench {folder / ARTIFACT} --out {folder / BENCH}")
     return Row(
         name=folder.name, method=pruning["method"], miou=float(pruning["miou"]),
-        budget_ms=pruning.get("budget_ms") if pruning["method"] != "dense" else None,
+        budget_ms=pruning.get("budget_ms"),  # None for the dense reference
         predicted_ms=float(pruning["predicted_ms"]), measured_ms=float(bench["median_ms"]),
         measured_std_ms=float(bench["std_ms"]), runs=int(bench["runs"]),
         device_key=bench["device"]["key"], emulated=bool(bench.get("emulated")),
