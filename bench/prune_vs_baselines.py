@@ -11,7 +11,9 @@ MetaSchedule trials per network; 0 builds from the database alone, whose missing
 naive untuned code), then `runner.bench.bench_artifact` with the runner's timing protocol and
 its numeric check, all on one embedded loopback farm. The unpruned network is a point too
 (method "unpruned", first seed): prune's `dense` method keeps every unit and gives it the same
-plain training and fine-tuning steps as the baselines.
+plain training and fine-tuning steps as the baselines. The baselines and the unpruned network of
+a seed share that plain training (`prune.shared_training`, in OUT/work/plain_training): it is
+trained once per seed instead of once per point.
 
 Budgets are fractions of the unpruned network's predicted latency (`--budgets-ms`: absolute ms
 in the predictor's units). Each finished point is appended (fsynced) to OUT/points.jsonl at once:
@@ -29,6 +31,7 @@ one compile (about a minute untuned; with trials, MetaSchedule rounds of 10-30 s
 database lacks) and one benchmark (seconds). At the defaults (128 px, batch 8, 3 x (100 + 100) steps,
 200 val scenes) on this 2-core machine at load 8: a plain step 3.9 s, a bi-level step 5.5 s, an
 evaluation 45 s, so about 35 min per baseline point and 45 min per bi-level point before compiling.
+At load 1-2 the same steps took 0.3-0.5 s: about 5 min per point.
 """
 
 from __future__ import annotations
@@ -157,6 +160,7 @@ class Measuring:
 def measure_point(spec: PointSpec, m: Measuring) -> dict[str, Any]:
     """Prune (or resume), compile and benchmark one point; its record for points.jsonl."""
     from compile.api import compile_model
+    from prune.shared_training import SharedTraining
     from prune.train import run_pruning
     from runner.bench import bench_artifact
 
@@ -166,7 +170,8 @@ def measure_point(spec: PointSpec, m: Measuring) -> dict[str, Any]:
         settings = dataclasses.replace(m.base, method=spec.method, budget_ms=spec.budget_ms, seed=spec.seed)
     run_dir, artifact_dir = m.work / "runs" / spec.key, m.work / "artifacts" / spec.key
     started = time.monotonic()
-    report = run_pruning(settings, run_dir, progress=m.progress).report
+    report = run_pruning(settings, run_dir, progress=m.progress,
+                         shared_training=SharedTraining(m.work / "plain_training")).report
     pruned = time.monotonic()
     compiled = compile_model(run_dir / "model.onnx", artifact_dir, m.preset, m.database, m.trials, device=m.device)
     built = time.monotonic()

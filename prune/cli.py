@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="synthetic data: training scenes (default 2000)")
     parser.add_argument("--val-scenes", type=_positive(int), default=None,
                         help="synthetic data: validation scenes (default 200)")
+    parser.add_argument("--shared-training", metavar="DIR", default=None,
+                        help="uniform/magnitude/dense: share the plain training of the unpruned network with other "
+                        "runs of the same settings but another method or budget, through DIR (trained once)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("-o", "--output", required=True, help="output folder (holds the checkpoint)")
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging and tracebacks")
@@ -105,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from prune.shared_training import SharedTraining
     from prune.train import run_pruning
 
     settings = PruneSettings(
@@ -115,7 +119,9 @@ def _run(args: argparse.Namespace) -> int:
         outer_batch_size=args.outer_batch_size, outer_every=args.outer_every, unit=args.unit, lr=args.lr, outer_lr=args.outer_lr,
         weights=args.weights, seed=args.seed, num_classes=args.classes, train_scenes=args.train_scenes,
         val_scenes=args.val_scenes)
-    result = _run_maybe_distributed(lambda: run_pruning(settings, args.output, progress=not args.no_progress))
+    shared = SharedTraining(args.shared_training) if args.shared_training else None
+    result = _run_maybe_distributed(lambda: run_pruning(settings, args.output, progress=not args.no_progress,
+                                                        shared_training=shared))
     if result is None:
         return 0
     r = result.report

@@ -10,7 +10,7 @@
    `outer_every` steps) with the penalty w * E[latency] / budget, w moved after every outer
    step by `BudgetWeight` from the hard network's predicted latency (settling over the last
    quarter of the steps). Baselines and `dense`: plain training of the unpruned network, the
-   same steps.
+   same steps, which a `SharedTraining` folder lets runs of other baselines and budgets share.
 3. Choose the plan: the gates' hard decision, then `fit_to_budget` by gate score if it is still
    over (counted in `pruning.json` as `dropped_to_fit`), or `fill_to_budget` by gate score when
    it fell under (`added_to_fit`); uniform scaling or L1 magnitude for the
@@ -55,6 +55,7 @@ from prune.models import create_model, save_weights
 from prune.plots import plot_curves
 from prune.selection import Plan, fill_to_budget, fit_to_budget, full_plan, kept_counts, magnitude_plan, predicted_ms, uniform_plan
 from prune.settings import DENSE, FLOPS, PruneSettings
+from prune.shared_training import SharedTraining
 from prune.shrink import shrink
 from runner.errors import EdgesegError
 
@@ -158,10 +159,12 @@ def evaluate(model: nn.Module, dataset: Dataset, num_classes: int, batch_size: i
 
 
 def run_pruning(settings: PruneSettings, output_dir: str | os.PathLike, *, progress: bool = True,
-                on_epoch_end: EpochHook | None = None) -> PruneResult:
+                on_epoch_end: EpochHook | None = None, shared_training: SharedTraining | None = None) -> PruneResult:
     """Run (or resume, or return the finished) pruning run of `settings` in `output_dir`.
 
-    `on_epoch_end(phase, epoch)` is called after each epoch's checkpoint is written."""
+    `on_epoch_end(phase, epoch)` is called after each epoch's checkpoint is written. With
+    `shared_training`, a baseline or dense run loads its plain training from there when another
+    run stored it, and stores it otherwise (one process only: data-parallel runs train their own)."""
     out = Path(output_dir)
     state = load_checkpoint(out / CHECKPOINT, settings.to_dict())
     if state is None and (out / REPORT).exists():
@@ -180,7 +183,7 @@ def run_pruning(settings: PruneSettings, output_dir: str | os.PathLike, *, progr
     if target_ms is not None:
         check_feasible(budget, target_ms)
     run = _Run(settings, target_ms, out, data, budget, prunable_groups(group_set, budget.description), state,
-               progress, on_epoch_end)
+               progress, on_epoch_end, shared_training)
     if run.world > 1:
         log.info("data parallel over %d processes", run.world)
     if state is None or state["phase"] == "search":
@@ -197,7 +200,7 @@ class _Run:
 
     def __init__(self, settings: PruneSettings, target_ms: float | None, out: Path, data: _Data, budget: LatencyBudget,
                  groups: list[Group], state: dict[str, Any] | None, progress: bool,
-                 on_epoch_end: EpochHook | None) -> None:
+                 on_epoch_end: EpochHook | None, shared_training: SharedTraining | None = None) -> None:
         self.settings, self.out, self.data, self.budget, self.groups = settings, out, data, budget, groups
         self.target_ms = target_ms  # None: the dense reference, no budget
         self.state = state or {}
@@ -207,6 +210,7 @@ class _Run:
         self.added_to_fit = int(self.state.get("added_to_fit", 0))
         self.progress, self.on_epoch_end = progress, on_epoch_end
         self.rank, self.world = _rank_and_world()
+        self.shared_training = shared_training if self.world == 1 else None
 
     def _resume(self, phase: str, model: nn.Module, parts: dict[str, Any]) -> int:
         """Load the checkpoint's states if it is in `phase`; the epoch to start from."""
@@ -270,7 +274,11 @@ class _Run:
             optimizer = _sgd(model, s.lr)
             parts, train, tag = {"optimizer": optimizer}, self.data.train, 2
         full_ms = self.budget.full_latency_ms()
-        for epoch in range(self._resume("search", model, parts), s.epochs):
+        first_epoch = self._resume("search", model, parts)
+        shared = not bilevel and self.shared_training is not None
+        if shared and first_epoch == 0 and self._load_shared(model):
+            first_epoch = s.epochs
+        for epoch in range(first_epoch, s.epochs):
             batches = self.data.batches(train, tag, epoch)
             outer = self.data.batches(self.data.outer, 1, epoch, s.outer_batch_size) if bilevel else None
             bar = self._bar("search", epoch, s.search_steps)
@@ -289,9 +297,12 @@ class _Run:
                 self.steps.append({"phase": "search", "epoch": epoch, "loss": loss, "predicted_ms": ms})
                 self._postfix(bar, loss, ms)
             self._end_epoch("search", epoch, model, parts, ms)
+            if shared and epoch == s.epochs - 1:
+                self.shared_training.save(s, {"model": model.state_dict(), "rng": torch.get_rng_state(),
+                                              "steps": self.steps, "epochs": self.epochs})
         if bilevel:
             gates.detach()
-            scores = dict(zip(gates.names, gates.scores))
+            scores = {name: score.detach() for name, score in zip(gates.names, gates.scores)}
             plan, self.dropped_to_fit = fit_to_budget(self.groups, scores, gates.kept_units(), self.budget,
                                                       self.target_ms)
             if self.dropped_to_fit:
@@ -316,6 +327,17 @@ class _Run:
         shrink(group_set, plan)
         self._save("finetune", 0, model, {}, plan)
         return plan
+
+    def _load_shared(self, model: nn.Module) -> bool:
+        """Take the plain training another run stored, if there is one."""
+        stored = self.shared_training.load(self.settings)
+        if stored is None:
+            return False
+        log.info("plain training loaded from %s (trained by an earlier run)", self.shared_training.path(self.settings))
+        model.load_state_dict(stored["model"])
+        torch.set_rng_state(stored["rng"])
+        self.steps, self.epochs = list(stored["steps"]), list(stored["epochs"])
+        return True
 
     def finetune(self, model: nn.Module, plan: Plan) -> None:
         s = self.settings

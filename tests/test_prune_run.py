@@ -18,6 +18,7 @@ import pytest
 from prune import train
 from prune.cli import main
 from prune.settings import PruneSettings
+from prune.shared_training import SharedTraining
 from prune.train import check_predictor_fits, run_pruning
 from runner.errors import EdgesegError
 
@@ -92,6 +93,26 @@ def test_baselines_meet_the_budget(tmp_path, method):
         kept = {g: len(report["kept_units"][g]) for g in full}
         assert max((kept[g] - 1) / units[g] for g in full) < min(kept[g] / units[g] for g in full)
     assert sum(counts.values()) < sum(full.values())
+
+
+def test_shared_plain_training_gives_what_the_run_own_training_gives(tmp_path, caplog):
+    """A baseline that loads the plain training another baseline stored (another method and
+    budget) ends exactly as it would have by training itself; bilevel runs neither load nor store."""
+    settings = dataclasses.replace(TINY, method="magnitude", epochs=1, search_steps=2)
+    alone = run_pruning(settings, tmp_path / "alone", progress=False).report
+    shared = tmp_path / "shared"
+    assert main(["--method", "uniform", "--budget-ms", "0.03", *TINY_ARGS, "--epochs", "1",
+                 "--shared-training", str(shared), "-o", str(tmp_path / "uniform")]) == 0
+    assert len(list(shared.iterdir())) == 1
+    caplog.set_level(logging.INFO, logger="prune.train")
+    loaded = run_pruning(settings, tmp_path / "loaded", progress=False, shared_training=SharedTraining(shared)).report
+    assert "plain training loaded from" in caplog.text and "search epoch" not in caplog.text
+    assert loaded["kept_units"] == alone["kept_units"] and loaded["miou"] == alone["miou"]
+    assert loaded["epochs"] == alone["epochs"]
+    caplog.clear()
+    run_pruning(dataclasses.replace(TINY, epochs=1, search_steps=1), tmp_path / "bilevel", progress=False,
+                shared_training=SharedTraining(shared))
+    assert "plain training loaded" not in caplog.text and len(list(shared.iterdir())) == 1
 
 
 def test_dense_reference_keeps_every_unit_and_its_weights_start_a_pruning_run(tmp_path, capsys):
