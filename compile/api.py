@@ -8,6 +8,7 @@ library, the per-kernel library and a probe library -> reference input/output ->
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import shutil
 import tempfile
@@ -86,6 +87,7 @@ def compile_model(
     """
     if export == "so":
         check_linker(preset)
+    warn_if_pruned_for_another_target(Path(model_path), preset)
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "manifest.json").exists():
         raise EdgesegError(
@@ -116,6 +118,23 @@ def compile_model(
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return CompileResult(out_dir, report, sum(status.values()), len(status))
+
+
+def warn_if_pruned_for_another_target(model_path: Path, preset: TargetPreset) -> None:
+    """A network pruned to a latency budget (`python -m prune` writes pruning.json beside its
+    model.onnx) keeps that budget only on the target its latency predictor was made for: say so
+    when compiling it for another (it still compiles; its budget just says nothing there)."""
+    report_path = model_path.parent / "pruning.json"
+    if not report_path.is_file():
+        return
+    try:
+        pruned_for = json.loads(report_path.read_text()).get("target")
+    except (json.JSONDecodeError, AttributeError):
+        return  # not ours to judge: the model file is what is compiled
+    if pruned_for is not None and pruned_for != preset.name:
+        logger.warning("%s was pruned to a latency budget predicted for target %s, not %s: its budget and "
+                    "predicted latency do not hold on this target (prune it with a predictor made for %s).",
+                    model_path, pruned_for, preset.name, preset.name)
 
 
 def embedded_device(preset: TargetPreset):

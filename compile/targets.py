@@ -154,6 +154,16 @@ def list_presets() -> dict[str, str]:
     return {name: doc for name, (doc, _) in PRESETS.items()}
 
 
+def check_target_name(name: str) -> None:
+    """An unknown preset name is an error that lists the known ones."""
+    if name not in PRESETS:
+        known = ", ".join(sorted(PRESETS))
+        raise EdgesegError(
+            f"Unknown target '{name}'.",
+            f"Use one of: {known} (`python -m compile --target help` describes them).",
+        )
+
+
 def resolve_target(
     name: str, threads: int | None = None, mcpu: str | None = None, cc: str | None = None
 ) -> TargetPreset:
@@ -161,12 +171,7 @@ def resolve_target(
 
     `cc` replaces the cross compiler of linux-arm64; the NDK compiler comes from TVM_NDK_CC.
     """
-    if name not in PRESETS:
-        known = ", ".join(sorted(PRESETS))
-        raise EdgesegError(
-            f"Unknown target '{name}'.",
-            f"Use one of: {known} (`python -m compile --target help` describes them).",
-        )
+    check_target_name(name)
     _, factory = PRESETS[name]
     if cc and name != "linux-arm64":
         raise EdgesegError(f"--cc applies to linux-arm64 only, not {name}.", "Android targets link with TVM_NDK_CC.")

@@ -83,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--outer-lr", type=_positive(float), default=d.outer_lr,
                         help=f"gate score learning rate, bilevel (default {d.outer_lr})")
     parser.add_argument("--weights", default=None, help="local checkpoint of the unpruned model")
+    parser.add_argument("--device", default=None, metavar="KEY",
+                        help="device key the pruned network is for; a predictor made for another is refused "
+                        "(default: the predictor's)")
+    parser.add_argument("--target", default=None, metavar="PRESET",
+                        help="target preset the pruned network will be compiled for (python -m compile --target); "
+                        "a predictor made for another is refused (default: the predictor's)")
     parser.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
     parser.add_argument("--classes", type=_positive(int), default=d.num_classes,
                         help=f"synthetic data: number of classes (default {d.num_classes})")
@@ -117,7 +123,7 @@ def _run(args: argparse.Namespace) -> int:
         input_size=args.input_size, method=args.method, epochs=args.epochs, search_steps=args.search_steps,
         finetune_steps=args.finetune_steps, batch_size=args.batch_size,
         outer_batch_size=args.outer_batch_size, outer_every=args.outer_every, unit=args.unit, lr=args.lr, outer_lr=args.outer_lr,
-        weights=args.weights, seed=args.seed, num_classes=args.classes, train_scenes=args.train_scenes,
+        weights=args.weights, device=args.device, target=args.target, seed=args.seed, num_classes=args.classes, train_scenes=args.train_scenes,
         val_scenes=args.val_scenes)
     shared = SharedTraining(args.shared_training) if args.shared_training else None
     result = _run_maybe_distributed(lambda: run_pruning(settings, args.output, progress=not args.no_progress,

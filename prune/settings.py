@@ -7,6 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from compile.targets import check_target_name
 from runner.errors import EdgesegError
 
 METHODS = ("bilevel", "uniform", "magnitude", "dense")
@@ -31,6 +32,10 @@ class PruneSettings:
     BiP's first-order implicit gradient: its default 1/lambda (1000 with lambda = 1e-3) makes that
     term three orders larger than the budget term, which the budget weight (at most 100) then
     cannot balance; 1.0 keeps the two comparable.
+
+    `device` (a device key) and `target` (a target preset) name where the pruned network will
+    run: a device predictor made for another device or target is refused, since its latencies
+    say nothing about that one. Left out, they are taken from the predictor (none for flops).
 
     The bi-level search updates the weights on a `batch_size` batch of the inner split every
     step, and the gate scores on an `outer_batch_size` batch of the held-out split every
@@ -62,6 +67,8 @@ class PruneSettings:
     gate_init: float = 1.0
     implicit_scale: float = 1.0
     weights: str | None = None
+    device: str | None = None
+    target: str | None = None
     seed: int = 0
     num_classes: int = 8
     train_scenes: int | None = None
@@ -90,6 +97,8 @@ class PruneSettings:
                 raise EdgesegError(f"{name} must be >= 1, got {value}.", f"Pass a positive {name}.")
         if self.search_steps < 0 or self.finetune_steps < 0:
             raise EdgesegError("Step counts must be >= 0.", "Pass non-negative --search-steps/--finetune-steps.")
+        if self.target is not None:
+            check_target_name(self.target)
         if self.input_size % 32:
             raise EdgesegError(f"The input size {self.input_size} is not a multiple of 32 (the backbone's stride).",
                                "Pass an input size such as 64, 256 or 512.")

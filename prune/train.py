@@ -101,7 +101,16 @@ def load_cost(settings: PruneSettings) -> LatencyTableSource:
 
     predictor = Predictor.load(settings.predictor)
     check_predictor_fits(predictor.manifest, settings)
+    if settings.device is not None or settings.target is not None:
+        predictor.check_compatible(settings.device or predictor.device_key, settings.target or predictor.target_preset)
     return predictor
+
+
+def deployment(settings: PruneSettings, cost: LatencyTableSource) -> dict[str, str | None]:
+    """The device key and target preset the budget's latencies are for (a device predictor's own,
+    or the ones the settings name), recorded in pruning.json for `python -m compile` to check."""
+    return {"device": settings.device or getattr(cost, "device_key", None),
+            "target": settings.target or getattr(cost, "target_preset", None)}
 
 
 def check_predictor_fits(manifest: Mapping[str, Any], settings: PruneSettings) -> None:
@@ -178,7 +187,8 @@ def run_pruning(settings: PruneSettings, output_dir: str | os.PathLike, *, progr
     model = create_model(settings.model, num_classes=data.num_classes, weights=settings.weights)
     check_describable(model, settings.model)
     group_set = build_priced_groups(model, settings.input_size, settings.unit)
-    budget = LatencyBudget(describe(model, group_set, settings.input_size), load_cost(settings))
+    cost = load_cost(settings)
+    budget = LatencyBudget(describe(model, group_set, settings.input_size), cost)
     target_ms = settings.target_ms(budget.full_latency_ms())
     if target_ms is not None:
         check_feasible(budget, target_ms)
@@ -192,7 +202,7 @@ def run_pruning(settings: PruneSettings, output_dir: str | os.PathLike, *, progr
         plan = state["plan"]  # replayed on the traced, unpruned model
         model = shrink(group_set, plan)
     run.finetune(model, plan)
-    return run.finish(model, plan)
+    return run.finish(model, plan, deployment(settings, cost))
 
 
 class _Run:
@@ -356,12 +366,13 @@ class _Run:
     def _miou(self, model: nn.Module) -> float:
         return evaluate(model, self.data.val, self.data.num_classes, self.settings.batch_size)
 
-    def finish(self, model: nn.Module, plan: Plan) -> PruneResult:
+    def finish(self, model: nn.Module, plan: Plan, deployed_on: Mapping[str, str | None]) -> PruneResult:
         s = self.settings
         counts = kept_counts(self.groups, plan)
         report = {
             "model": s.model, "input_size": s.input_size, "unit": s.unit, "method": s.method, "seed": s.seed,
             "data": s.data, "num_classes": self.data.num_classes, "predictor": s.predictor,
+            "device": deployed_on["device"], "target": deployed_on["target"],
             "budget_ms": self.target_ms, "predicted_ms": self.budget.latency_ms(counts),
             "unpruned_predicted_ms": self.budget.full_latency_ms(),
             "min_predicted_ms": self.budget.min_latency_ms(),

@@ -152,3 +152,17 @@ def test_tuning_with_an_unreachable_tracker_fails_within_seconds(tmp_path):
                       device=Device(Tracker("127.0.0.1", port), "host-cpu"))  # fmt: skip
     assert time.monotonic() - started < 30  # import + lowering included; the check itself is ~1 s
     assert not (tmp_path / "art").exists()
+
+
+def test_compiling_a_pruned_network_for_another_target_than_its_predictor_warns(tmp_path, caplog):
+    from compile.api import warn_if_pruned_for_another_target
+
+    model = tmp_path / "model.onnx"
+    host = resolve_target("host")
+    warn_if_pruned_for_another_target(model, host)  # no pruning.json: nothing to say
+    (tmp_path / "pruning.json").write_text(json.dumps({"target": "host", "device": "host-cpu"}))
+    warn_if_pruned_for_another_target(model, host)
+    assert "pruned to a latency budget" not in caplog.text
+    (tmp_path / "pruning.json").write_text(json.dumps({"target": "android-arm64", "device": "s21-cpu"}))
+    warn_if_pruned_for_another_target(model, host)
+    assert "predicted for target android-arm64, not host" in caplog.text

@@ -187,6 +187,22 @@ def test_prune_refuses_a_predictor_collected_at_another_input_size(segformer_b0_
     assert not out.exists()
 
 
+def test_prune_refuses_a_predictor_for_another_device_or_target_and_records_its_own(segformer_b0_predictor,
+                                                                                      tmp_path, capsys):
+    """The pruned network's budget holds on the predictor's device and target only: naming
+    another is refused before any work; pruning.json records the ones the budget is for."""
+    args = ["--predictor", str(segformer_b0_predictor), "--budget-ms", "1000", *TINY_ARGS,
+            "--input-size", "64", "--epochs", "1", "--search-steps", "1"]
+    for flag, value, said in (("--target", "android-arm64", "not for 'host-cpu' and 'android-arm64'"),
+                              ("--device", "s21-cpu", "not for 's21-cpu' and 'host'"),
+                              ("--target", "pdp-11", "Unknown target 'pdp-11'")):
+        assert main([*args, flag, value, "-o", str(tmp_path / value)]) == 2
+        assert said in capsys.readouterr().err and not (tmp_path / value).exists()
+    assert main([*args, "--target", "host", "-o", str(tmp_path / "run")]) == 0
+    report = json.loads((tmp_path / "run" / "pruning.json").read_text())
+    assert (report["device"], report["target"]) == ("host-cpu", "host")
+
+
 def test_torchrun_data_parallel_on_two_gloo_processes(tmp_path):
     """`torchrun --nproc-per-node 2 -m prune`: both processes agree on the plan (the run checks it)
     and one writes the results."""
