@@ -14,6 +14,7 @@ from pathlib import Path
 
 import onnx
 import pytest
+import torch
 
 from prune import train
 from prune.cli import main
@@ -49,6 +50,9 @@ def test_interrupted_run_resumes_from_its_checkpoint_through_the_cli(tmp_path, c
         run_pruning(TINY, out, progress=False, on_epoch_end=crash_at("finetune 0"))
     assert "resuming from" in caplog.text and "search epoch 2/2" in caplog.text
     assert "search epoch 1/2" not in caplog.text  # the first epoch was not run again
+    state = torch.load(out / "checkpoint.pt", weights_only=True)  # half-way through a cosine decay to zero
+    assert state["lr_schedule"]["last_epoch"] == 1
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(TINY.lr / 2)
     caplog.clear()
 
     assert main(["--budget-ms", "0.04", *TINY_ARGS, "-o", str(out)]) == 0  # resumes the shrunk network
