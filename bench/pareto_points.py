@@ -36,6 +36,20 @@ def budget_check(point: dict[str, Any], unpruned_measured_ms: float | None, devi
             "within_measured": None if measured_gap is None else abs(measured_gap) <= TOLERANCE}
 
 
+def apply_retimes(points: Sequence[dict[str, Any]], times: dict[str, Sequence[float]]) -> list[dict[str, Any]]:
+    """Points whose measured ms is the median of their re-timing rounds (`times[key]`: one median
+    per round), the timing taken right after the build kept as `measured_at_build_ms`. Points
+    without re-timings are returned as they are."""
+    out = []
+    for p in points:
+        rounds = times.get(p["key"])
+        if rounds:
+            p = {**p, "measured_at_build_ms": p["measured_median_ms"], "retimed_ms": list(rounds),
+                 "measured_median_ms": float(np.median(rounds))}
+        out.append(p)
+    return out
+
+
 def unpruned_measured(points: Iterable[dict[str, Any]]) -> float | None:
     return next((p["measured_median_ms"] for p in points if p["method"] == UNPRUNED), None)
 

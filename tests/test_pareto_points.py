@@ -87,3 +87,13 @@ def test_a_last_line_cut_short_by_a_crash_is_measured_again(tmp_path):
     assert [p["key"] for p in read_points(path)] == ["a"]
     append_point(path, {"key": "b"})  # on a line of its own, after the cut one
     assert [p["key"] for p in read_points(path)] == ["a", "b"]
+
+
+def test_retimed_medians_replace_the_timings_taken_after_each_build():
+    from bench.pareto_points import apply_retimes
+
+    points = [{"key": "a", "measured_median_ms": 10.0}, {"key": "b", "measured_median_ms": 20.0}]
+    retimed = apply_retimes(points, {"a": [12.0, 11.0, 30.0], "b": []})
+    assert retimed[0]["measured_median_ms"] == 12.0 and retimed[0]["measured_at_build_ms"] == 10.0
+    assert retimed[0]["retimed_ms"] == [12.0, 11.0, 30.0]
+    assert retimed[1] == points[1] and points[0]["measured_median_ms"] == 10.0  # inputs untouched
