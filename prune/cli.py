@@ -13,7 +13,7 @@ import sys
 from typing import Sequence
 
 from runner.cli_support import run_main, setup_logging
-from prune.settings import DENSE, FLOPS, METHODS, PruneSettings
+from prune.settings import BUDGET_SIGNALS, DENSE, FLOPS, METHODS, PruneSettings
 
 DEFAULTS = PruneSettings(budget_ms=1.0)
 
@@ -82,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=_positive(float), default=d.lr, help=f"weight learning rate (default {d.lr})")
     parser.add_argument("--outer-lr", type=_positive(float), default=d.outer_lr,
                         help=f"gate score learning rate, bilevel (default {d.outer_lr})")
+    parser.add_argument("--budget-signal", choices=BUDGET_SIGNALS, default=d.budget_signal,
+                        help="bilevel: the latency the budget weight reacts to: the hard network's (what would be "
+                        "deployed) or the expected one under the keep probabilities (moves with every score step) "
+                        f"(default {d.budget_signal})")
     parser.add_argument("--weights", default=None, help="local checkpoint of the unpruned model")
     parser.add_argument("--device", default=None, metavar="KEY",
                         help="device key the pruned network is for; a predictor made for another is refused "
@@ -122,7 +126,7 @@ def _run(args: argparse.Namespace) -> int:
         budget_fraction=args.budget_fraction,
         input_size=args.input_size, method=args.method, epochs=args.epochs, search_steps=args.search_steps,
         finetune_steps=args.finetune_steps, batch_size=args.batch_size,
-        outer_batch_size=args.outer_batch_size, outer_every=args.outer_every, unit=args.unit, lr=args.lr, outer_lr=args.outer_lr,
+        outer_batch_size=args.outer_batch_size, outer_every=args.outer_every, unit=args.unit, lr=args.lr, outer_lr=args.outer_lr, budget_signal=args.budget_signal,
         weights=args.weights, device=args.device, target=args.target, seed=args.seed, num_classes=args.classes, train_scenes=args.train_scenes,
         val_scenes=args.val_scenes)
     shared = SharedTraining(args.shared_training) if args.shared_training else None

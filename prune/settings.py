@@ -11,6 +11,7 @@ from compile.targets import check_target_name
 from runner.errors import EdgesegError
 
 METHODS = ("bilevel", "uniform", "magnitude", "dense")
+BUDGET_SIGNALS = ("hard", "expected")
 DENSE = "dense"
 FLOPS = "flops"
 
@@ -44,7 +45,11 @@ class PruneSettings:
     suffices, and it is what keeps a bi-level step near the cost of a plain training step
     (`bench/bilevel_step_cost.py`); a held-out batch as large as the training batch made it
     about two training passes. With the defaults, 2 against 8, both splits (held-out: 20% of the
-    training set) are read at the same pace. The budget weight moves after every outer step.
+    training set) are read at the same pace. The budget weight moves after every outer step,
+    by dual ascent on `budget_signal`: "hard", the predicted latency of the network the gates
+    describe now (what would be deployed), or "expected", the expected latency under the keep
+    probabilities, which moves with every score step instead of only when scores cross zero
+    (`bench/budget_controller.py` compares them).
     """
 
     model: str = "segformer-b0"
@@ -66,6 +71,7 @@ class PruneSettings:
     outer_lr: float = 0.1
     gate_init: float = 1.0
     implicit_scale: float = 1.0
+    budget_signal: str = "hard"
     weights: str | None = None
     device: str | None = None
     target: str | None = None
@@ -99,6 +105,8 @@ class PruneSettings:
             raise EdgesegError("Step counts must be >= 0.", "Pass non-negative --search-steps/--finetune-steps.")
         if self.target is not None:
             check_target_name(self.target)
+        if self.budget_signal not in BUDGET_SIGNALS:
+            raise EdgesegError(f"Unknown budget signal {self.budget_signal!r}.", f"Use one of: {', '.join(BUDGET_SIGNALS)}.")
         if self.input_size % 32:
             raise EdgesegError(f"The input size {self.input_size} is not a multiple of 32 (the backbone's stride).",
                                "Pass an input size such as 64, 256 or 512.")
@@ -115,3 +123,8 @@ class PruneSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def settings_defaults() -> dict[str, Any]:
+    """Every setting's default: what a checkpoint written before a setting existed ran with."""
+    return {field.name: field.default for field in dataclasses.fields(PruneSettings)}

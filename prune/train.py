@@ -55,7 +55,7 @@ from prune.metrics import ConfusionMatrix
 from prune.models import create_model, save_weights
 from prune.plots import plot_curves
 from prune.selection import Plan, fill_to_budget, fit_to_budget, full_plan, kept_counts, magnitude_plan, predicted_ms, uniform_plan
-from prune.settings import DENSE, FLOPS, PruneSettings
+from prune.settings import DENSE, FLOPS, PruneSettings, settings_defaults
 from prune.shared_training import SharedTraining
 from prune.shrink import shrink
 from runner.errors import EdgesegError
@@ -176,7 +176,7 @@ def run_pruning(settings: PruneSettings, output_dir: str | os.PathLike, *, progr
     `shared_training`, a baseline or dense run loads its plain training from there when another
     run stored it, and stores it otherwise (one process only: data-parallel runs train their own)."""
     out = Path(output_dir)
-    state = load_checkpoint(out / CHECKPOINT, settings.to_dict())
+    state = load_checkpoint(out / CHECKPOINT, settings.to_dict(), settings_defaults())
     if state is None and (out / REPORT).exists():
         raise EdgesegError(f"{out} holds a pruning result but no checkpoint of it.", "Choose another output folder.")
     if state is not None and state["phase"] == "done":
@@ -219,6 +219,7 @@ class _Run:
         self.epochs: list[dict[str, Any]] = list(self.state.get("epochs", []))
         self.dropped_to_fit = int(self.state.get("dropped_to_fit", 0))
         self.added_to_fit = int(self.state.get("added_to_fit", 0))
+        self.searched_ms: float | None = self.state.get("searched_ms")  # bilevel: the search's own network
         self.progress, self.on_epoch_end = progress, on_epoch_end
         self.rank, self.world = _rank_and_world()
         self.shared_training = shared_training if self.world == 1 else None
@@ -256,7 +257,8 @@ class _Run:
             return
         state = {"settings": self.settings.to_dict(), "phase": phase, "epoch": epoch, "model": model.state_dict(),
                  "rng": torch.get_rng_state(), "steps": self.steps, "epochs": self.epochs, "plan": plan,
-                 "dropped_to_fit": self.dropped_to_fit, "added_to_fit": self.added_to_fit}
+                 "dropped_to_fit": self.dropped_to_fit, "added_to_fit": self.added_to_fit,
+                 "searched_ms": self.searched_ms}
         state.update({key: part.state_dict() for key, part in parts.items()})
         save_checkpoint(self.out / CHECKPOINT, state)
 
@@ -278,7 +280,7 @@ class _Run:
             optimizer = BilevelOptimizer(model, gates, seg_loss, BilevelConfig(
                 inner_lr=s.lr, outer_lr=s.outer_lr, implicit_scale=s.implicit_scale))
             weight = BudgetWeight(BudgetWeightConfig(budget=self.target_ms))
-            penalty = weight.penalty_fn(lambda g: self.budget.expected_ms_from_probs(g.probabilities()))
+            penalty = weight.penalty_fn(self._expected_ms)
             parts = {"optimizer": optimizer, "gates": gates, "budget_weight": weight}
             train, tag = self.data.inner, 0
         else:
@@ -302,7 +304,8 @@ class _Run:
                     else:
                         loss = optimizer.step(next(batches), next(outer), penalty).train_loss
                         ms = predicted_ms(self.budget, self.groups, gates.kept_units())
-                        weight.update(ms, settle=index >= SETTLE_FROM * s.epochs * s.search_steps)
+                        signal = ms if s.budget_signal == "hard" else float(self._expected_ms(gates).detach())
+                        weight.update(signal, settle=index >= SETTLE_FROM * s.epochs * s.search_steps)
                 else:
                     loss, ms = _plain_step(model, optimizer, next(batches)), full_ms
                 self.steps.append({"phase": "search", "epoch": epoch, "loss": loss, "predicted_ms": ms})
@@ -314,6 +317,7 @@ class _Run:
         if bilevel:
             gates.detach()
             scores = {name: score.detach() for name, score in zip(gates.names, gates.scores)}
+            self.searched_ms = predicted_ms(self.budget, self.groups, gates.kept_units())
             plan, self.dropped_to_fit = fit_to_budget(self.groups, scores, gates.kept_units(), self.budget,
                                                       self.target_ms)
             if self.dropped_to_fit:
@@ -338,6 +342,10 @@ class _Run:
         shrink(group_set, plan)
         self._save("finetune", 0, model, {}, plan)
         return plan
+
+    def _expected_ms(self, gates: Gates) -> torch.Tensor:
+        """The expected latency under the gates' keep probabilities (differentiable)."""
+        return self.budget.expected_ms_from_probs(gates.probabilities())
 
     def _load_shared(self, model: nn.Module) -> bool:
         """Take the plain training another run stored, if there is one."""
@@ -385,7 +393,8 @@ class _Run:
             "miou": self.epochs[-1]["miou"],
             "kept_units": {name: sorted(int(u) for u in units) for name, units in plan.items()},
             "kept_counts": counts, "full_counts": {g.name: g.full for g in self.budget.description.groups},
-            "dropped_to_fit": self.dropped_to_fit, "added_to_fit": self.added_to_fit, "epochs": self.epochs, "settings": s.to_dict(),
+            "searched_ms": self.searched_ms, "dropped_to_fit": self.dropped_to_fit, "added_to_fit": self.added_to_fit,
+            "epochs": self.epochs, "settings": s.to_dict(),
         }
         if self.rank == 0:  # data parallel: one writer
             export_onnx(model, s.input_size, self.out / ONNX)

@@ -237,6 +237,28 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def test_expected_latency_as_the_budget_signal_and_old_checkpoints_resume(tmp_path, capsys):
+    """--budget-signal expected steers the weight by the expected latency; pruning.json says
+    where the search itself landed. A checkpoint written before a setting existed resumes
+    under that setting's default."""
+    out = tmp_path / "run"
+    assert main(["--budget-ms", "0.05", "--budget-signal", "expected", *TINY_ARGS, "-o", str(out)]) == 0
+    report = json.loads((out / "pruning.json").read_text())
+    assert report["settings"]["budget_signal"] == "expected" and report["searched_ms"] > 0
+    assert 0.95 * report["budget_ms"] <= report["predicted_ms"] <= report["budget_ms"]
+    assert main(["--budget-ms", "0.05", *TINY_ARGS, "-o", str(out)]) == 2  # another signal: refused
+    assert "budget_signal: 'expected' there, 'hard' now" in capsys.readouterr().err
+
+    old = tmp_path / "old"
+    run_pruning(dataclasses.replace(TINY, epochs=1), old, progress=False)
+    state = torch.load(old / "checkpoint.pt", weights_only=True)
+    del state["settings"]["budget_signal"]  # as written before the setting existed
+    torch.save(state, old / "checkpoint.pt")
+    assert run_pruning(dataclasses.replace(TINY, epochs=1), old, progress=False).report["method"] == "bilevel"
+    with pytest.raises(EdgesegError, match="budget_signal: 'hard' there, 'expected' now"):
+        run_pruning(dataclasses.replace(TINY, epochs=1, budget_signal="expected"), old, progress=False)
+
+
 def test_budget_from_fps_and_settings_checks():
     assert PruneSettings(fps=50).target_ms(40.0) == pytest.approx(20.0)
     assert PruneSettings(budget_fraction=0.25).target_ms(40.0) == pytest.approx(10.0)
