@@ -116,14 +116,13 @@ def append_point(path: Path, record: dict[str, Any]) -> None:
 
 def check_same_settings(out: Path, settings: dict[str, Any]) -> None:
     """Points of other settings must not mix with these: refuse, or record the settings."""
-    from prune.settings import settings_defaults
+    from prune.settings import BEFORE_THEY_EXISTED
 
     path = out / SETTINGS
     if path.exists():
         saved = json.loads(path.read_text())
-        if "prune" in saved and "prune" in settings:  # prune settings added since: their defaults
-            defaults = {k: v for k, v in settings_defaults().items() if k in settings["prune"]}
-            saved["prune"] = {**defaults, **saved["prune"]}
+        if "prune" in saved:  # prune settings added since: what runs did before they existed
+            saved["prune"] = {**BEFORE_THEY_EXISTED, **saved["prune"]}
         differ = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
         if differ:
             details = ", ".join(f"{k}: {saved.get(k)!r} there, {settings.get(k)!r} now" for k in differ)

@@ -25,11 +25,11 @@ def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path, settings: Mapping[str, Any], defaults: Mapping[str, Any] | None = None
+def load_checkpoint(path: Path, settings: Mapping[str, Any], before_they_existed: Mapping[str, Any] | None = None
                     ) -> dict[str, Any] | None:
     """The checkpoint at `path` if there is one (None otherwise); it must carry `settings`.
     A setting the checkpoint does not name (added to edgeseg after it was written) counts as
-    its value in `defaults`."""
+    its value in `before_they_existed`."""
     if not path.exists():
         return None
     try:
@@ -39,7 +39,7 @@ def load_checkpoint(path: Path, settings: Mapping[str, Any], defaults: Mapping[s
                            "Delete it to start the run again, or choose another output folder.") from err
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise EdgesegError(f"{path} is not a checkpoint of `python -m prune`.", "Choose another output folder.")
-    saved = {**(defaults or {}), **state["settings"]}
+    saved = {**(before_they_existed or {}), **state["settings"]}
     differ = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
     if differ:
         details = ", ".join(f"{k}: {saved.get(k)!r} there, {settings.get(k)!r} now" for k in differ)

@@ -125,6 +125,7 @@ class PruneSettings:
         return dataclasses.asdict(self)
 
 
-def settings_defaults() -> dict[str, Any]:
-    """Every setting's default: what a checkpoint written before a setting existed ran with."""
-    return {field.name: field.default for field in dataclasses.fields(PruneSettings)}
+# Settings added after runs were first checkpointed, with what runs did before each existed: a
+# checkpoint (or bench settings file) that does not name one ran with this value, whatever the
+# default is today. (Settings whose absence means None need no entry.)
+BEFORE_THEY_EXISTED: dict[str, Any] = {"budget_signal": "hard"}

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from prune.checkpoint import load_checkpoint, save_checkpoint
-from prune.settings import PruneSettings, settings_defaults
+from prune.settings import BEFORE_THEY_EXISTED, PruneSettings
 
 PER_RUN = ("method", "budget_ms", "fps", "budget_fraction")  # settings the plain training does not depend on
 
@@ -39,7 +39,7 @@ class SharedTraining:
 
     def load(self, settings: PruneSettings) -> dict[str, Any] | None:
         """The stored training for `settings` (model, rng, steps, epochs), or None."""
-        return load_checkpoint(self.path(settings), shared_settings(settings), settings_defaults())
+        return load_checkpoint(self.path(settings), shared_settings(settings), BEFORE_THEY_EXISTED)
 
     def save(self, settings: PruneSettings, state: dict[str, Any]) -> None:
         save_checkpoint(self.path(settings), {**state, "settings": shared_settings(settings)})

@@ -55,7 +55,7 @@ from prune.metrics import ConfusionMatrix
 from prune.models import create_model, save_weights
 from prune.plots import plot_curves
 from prune.selection import Plan, fill_to_budget, fit_to_budget, full_plan, kept_counts, magnitude_plan, predicted_ms, uniform_plan
-from prune.settings import DENSE, FLOPS, PruneSettings, settings_defaults
+from prune.settings import BEFORE_THEY_EXISTED, DENSE, FLOPS, PruneSettings
 from prune.shared_training import SharedTraining
 from prune.shrink import shrink
 from runner.errors import EdgesegError
@@ -176,7 +176,7 @@ def run_pruning(settings: PruneSettings, output_dir: str | os.PathLike, *, progr
     `shared_training`, a baseline or dense run loads its plain training from there when another
     run stored it, and stores it otherwise (one process only: data-parallel runs train their own)."""
     out = Path(output_dir)
-    state = load_checkpoint(out / CHECKPOINT, settings.to_dict(), settings_defaults())
+    state = load_checkpoint(out / CHECKPOINT, settings.to_dict(), BEFORE_THEY_EXISTED)
     if state is None and (out / REPORT).exists():
         raise EdgesegError(f"{out} holds a pruning result but no checkpoint of it.", "Choose another output folder.")
     if state is not None and state["phase"] == "done":
