@@ -264,6 +264,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--retime-rounds", type=int, default=5,
                    help="at the end, time every network this many times round-robin and report the median "
                    "(0: keep the timing taken after each build; default 5)")
+    p.add_argument("--finished-only", action="store_true",
+                   help="measure nothing new: re-time and summarise the points already in OUT (a run cut short)")
     p.add_argument("--note", default=None, help="a label saved in result.json (e.g. 'smoke run')")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("-o", "--out", type=Path, default=Path("bench/results/prune_vs_baselines"))
@@ -331,6 +333,9 @@ def run(args: argparse.Namespace) -> int:
     todo = [s for s in plan if s.key not in {p["key"] for p in points}]
     log.info("%d of %d points to measure (%d already in %s)", len(todo), len(plan), len(plan) - len(todo),
              points_path)
+    if args.finished_only and todo:
+        log.warning("--finished-only: %d planned point(s) left unmeasured: %s", len(todo), ", ".join(s.key for s in todo))
+        todo = []
     keys = {s.key for s in plan}
     with use_device(None, None) as device:
         m = Measuring(base, args.out / "work", device, preset, database, args.trials, protocol, args.threads,
@@ -350,6 +355,7 @@ def run(args: argparse.Namespace) -> int:
     goal = goals(summary, step_cost)
     untuned = sum(p["compile"]["kernels_total"] - p["compile"]["kernels_tuned"] for p in summary["points"])
     result = {
+        "unmeasured_points": [s.key for s in plan if s.key not in {p["key"] for p in points}],
         "what": "mIoU against latency measured on the embedded loopback device (this machine's CPU, not a phone) "
                 "of networks pruned by each method to fractions of the unpruned predicted latency, synthetic task",
         "note": args.note,
