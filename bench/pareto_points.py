@@ -114,7 +114,7 @@ def goals(summary: dict[str, Any], step_cost: dict[str, Any] | None) -> dict[str
     """The issue's three goals against what was measured (None: not measured here)."""
     gaps = [g["gap_points_same_measured_ms"] for g in summary["bilevel_vs_uniform"]]
     shares = summary["bilevel_within_budget"]
-    ratio = step_cost.get("ratio_bilevel_to_plain") if step_cost else None
+    ratio = step_cost.get("ratio_per_step") if step_cost else None
     return {
         "miou_gap_at_equal_measured_ms": {
             "goal": f">= {GOAL_GAP_POINTS} points at every budget", "measured": gaps,

@@ -45,7 +45,7 @@ def test_summary_means_gaps_and_budget_shares():
     shares = summary["bilevel_within_budget"]
     assert shares["share_by_measured"] == 0.5
     assert shares["share_by_predicted"] == 0.5  # the 0.25 networks are predicted at 2 ms for a 2.5 ms budget
-    goal = goals(summary, {"ratio_bilevel_to_plain": 1.4})
+    goal = goals(summary, {"ratio_per_step": 1.4})
     assert goal["miou_gap_at_equal_measured_ms"]["met"] is None  # one budget could not be compared
     assert goal["bilevel_within_5pct_of_budget"]["met"] is False
     assert goal["bilevel_step_cost"]["met"] is True
