@@ -8,8 +8,8 @@
 2. Search, `epochs` x `search_steps` steps. bilevel: `BilevelOptimizer` steps (weights on the
    inner split every step, gate scores on an `outer_batch_size` batch of the outer split every
    `outer_every` steps) with the penalty w * E[latency] / budget, w moved after every outer
-   step by `BudgetWeight` from the hard network's predicted latency (settling over the last
-   quarter of the steps). Baselines and `dense`: plain training of the unpruned network, the
+   step by `BudgetWeight` from the hard network's predicted latency, or the expected one with
+   `budget_signal="expected"` (settling over the last quarter of the steps). Baselines and `dense`: plain training of the unpruned network, the
    same steps, which a `SharedTraining` folder lets runs of other baselines and budgets share.
 3. Choose the plan: the gates' hard decision, then `fit_to_budget` by gate score if it is still
    over (counted in `pruning.json` as `dropped_to_fit`), or `fill_to_budget` by gate score when
