@@ -133,8 +133,8 @@ def warn_if_pruned_for_another_target(model_path: Path, preset: TargetPreset) ->
         return  # not ours to judge: the model file is what is compiled
     if pruned_for is not None and pruned_for != preset.name:
         logger.warning("%s was pruned to a latency budget predicted for target %s, not %s: its budget and "
-                    "predicted latency do not hold on this target (prune it with a predictor made for %s).",
-                    model_path, pruned_for, preset.name, preset.name)
+                       "predicted latency do not hold on this target (prune it with a predictor made for %s).",
+                       model_path, pruned_for, preset.name, preset.name)
 
 
 def embedded_device(preset: TargetPreset):
