@@ -1,13 +1,14 @@
-"""Where the bi-level search itself lands against its budget, per budget signal and IG scale.
+"""Where the bi-level search itself lands against its budget, per hard mask, budget signal and IG scale.
 
-    PYTHONPATH=. python bench/budget_controller.py [--signals hard,expected] [--implicit-scales 1,0] \
-        [--budgets 0.75,0.5,0.35] [--seeds 0,1] [--input-size 64] [-o bench/results/budget_controller]
+    PYTHONPATH=. python bench/budget_controller.py [--hard-masks projection,threshold] \
+        [--signals hard,expected] [--implicit-scales 1,0] [--budgets 0.75,0.5,0.35] [--seeds 0,1] \
+        [--input-size 64] [-o bench/results/budget_controller]
 
 The search ends with a hard network (the gates' decision); `run_pruning` then drops units by gate
 score if it is over the budget, or adds them back if it fell under, so every network ships at or
 just under its budget. How far the search's own network is from the budget says how well the
 budget weight's dual ascent steers it (the issue asks for a weight schedule that lands it there).
-For every signal x implicit scale x budget x seed: one search (`--epochs` x `--search-steps`,
+For every hard mask x signal x implicit scale x budget x seed: one search (`--epochs` x `--search-steps`,
 no fine-tuning) on the synthetic task with the FLOPs budget; recorded: searched ms / budget,
 units added or dropped by the fit, and the mIoU of the fitted network before any fine-tuning.
 
@@ -37,6 +38,7 @@ def _list(kind: type):
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--hard-masks", type=_list(str), default=["projection", "threshold"])
     p.add_argument("--signals", type=_list(str), default=["hard", "expected"])
     p.add_argument("--implicit-scales", type=_list(float), default=[1.0, 0.0])
     p.add_argument("--budgets", type=_list(float), default=[0.75, 0.5, 0.35], help="fractions of the unpruned latency")
@@ -51,17 +53,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def run_one(args: argparse.Namespace, signal: str, scale: float, fraction: float, seed: int) -> dict[str, Any]:
+def run_one(args: argparse.Namespace, mask: str, signal: str, scale: float, fraction: float, seed: int) -> dict[str, Any]:
     from prune.settings import PruneSettings
     from prune.train import run_pruning
 
-    settings = PruneSettings(budget_fraction=fraction, budget_signal=signal, implicit_scale=scale, seed=seed,
+    settings = PruneSettings(budget_fraction=fraction, budget_signal=signal, hard_mask=mask,
+                             implicit_scale=scale, seed=seed,
                              input_size=args.input_size, epochs=args.epochs, search_steps=args.search_steps,
                              finetune_steps=0, train_scenes=args.train_scenes, val_scenes=args.val_scenes)
-    key = f"{signal}-is{scale:g}-b{fraction:g}-seed{seed}"
+    key = f"{mask}-{signal}-is{scale:g}-b{fraction:g}-seed{seed}"
     started = time.monotonic()
     report = run_pruning(settings, args.out / "work" / key, progress=False).report
-    return {"key": key, "signal": signal, "implicit_scale": scale, "budget_fraction": fraction, "seed": seed,
+    return {"key": key, "hard_mask": mask, "signal": signal, "implicit_scale": scale, "budget_fraction": fraction, "seed": seed,
             "searched_over_budget": report["searched_ms"] / report["budget_ms"],
             "fitted_over_budget": report["predicted_ms"] / report["budget_ms"],
             "added_to_fit": report["added_to_fit"], "dropped_to_fit": report["dropped_to_fit"],
@@ -71,11 +74,13 @@ def run_one(args: argparse.Namespace, signal: str, scale: float, fraction: float
 def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     cells: dict[tuple, list[float]] = {}
     for r in records:
-        cells.setdefault((r["signal"], r["implicit_scale"], r["budget_fraction"]), []).append(r)
+        cells.setdefault((r["hard_mask"], r["signal"], r["implicit_scale"], r["budget_fraction"]), []).append(r)
     rows = []
-    for (signal, scale, fraction), group in sorted(cells.items(), key=lambda kv: (kv[0][0], -kv[0][1], -kv[0][2])):
+    for (mask, signal, scale, fraction), group in sorted(cells.items(),
+                                                          key=lambda kv: (kv[0][0], kv[0][1], -kv[0][2], -kv[0][3])):
         landing = np.array([r["searched_over_budget"] for r in group])
-        rows.append({"signal": signal, "implicit_scale": scale, "budget_fraction": fraction, "n": len(group),
+        rows.append({"hard_mask": mask, "signal": signal, "implicit_scale": scale, "budget_fraction": fraction,
+                     "n": len(group),
                      "searched_over_budget_mean": float(landing.mean()), "min": float(landing.min()),
                      "max": float(landing.max()),
                      "within_5pct": float(np.mean(np.abs(landing - 1) <= 0.05)),
@@ -89,12 +94,13 @@ def plot(records: list[dict[str, Any]], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    configs = sorted({(r["signal"], r["implicit_scale"]) for r in records}, key=lambda c: (c[0], -c[1]))
+    configs = sorted({(r["hard_mask"], r["signal"], r["implicit_scale"]) for r in records},
+                     key=lambda c: (c[0], c[1], -c[2]))
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for i, (signal, scale) in enumerate(configs):
-        mine = [r for r in records if (r["signal"], r["implicit_scale"]) == (signal, scale)]
+    for i, (mask, signal, scale) in enumerate(configs):
+        mine = [r for r in records if (r["hard_mask"], r["signal"], r["implicit_scale"]) == (mask, signal, scale)]
         ax.scatter([r["budget_fraction"] + 0.01 * (i - len(configs) / 2) for r in mine],
-                   [r["searched_over_budget"] for r in mine], label=f"{signal}, implicit scale {scale:g}")
+                   [r["searched_over_budget"] for r in mine], label=f"{mask}, {signal}, implicit scale {scale:g}")
     ax.axhline(1.0, color="k", lw=0.8)
     ax.axhspan(0.95, 1.0, color="g", alpha=0.15, label="within 5% under")
     ax.set(xlabel="budget (fraction of the unpruned latency)", ylabel="search's network / budget", title=title)
@@ -115,12 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / ".gitignore").write_text("work/\n")
     records = []
-    grid = [(sig, sc, b, seed) for sig in args.signals for sc in args.implicit_scales for b in args.budgets
-            for seed in args.seeds]
+    grid = [(mask, sig, sc, b, seed) for mask in args.hard_masks for sig in args.signals
+            for sc in args.implicit_scales for b in args.budgets for seed in args.seeds]
     from tqdm import tqdm
 
-    for signal, scale, fraction, seed in tqdm(grid, desc="searches"):
-        record = run_one(args, signal, scale, fraction, seed)
+    for mask, signal, scale, fraction, seed in tqdm(grid, desc="searches"):
+        record = run_one(args, mask, signal, scale, fraction, seed)
         records.append(record)
         log.info("%s: search landed at %.3f x budget (added %d, dropped %d), mIoU %.3f before fine-tuning",
                  record["key"], record["searched_over_budget"], record["added_to_fit"], record["dropped_to_fit"],
@@ -133,10 +139,10 @@ def main(argv: list[str] | None = None) -> int:
                 "synthetic task, no fine-tuning", "settings": settings, "rows": rows}, indent=2) + "\n")
     plot(records, args.out / "landing.png",
          f"segformer-b0 {args.input_size}px, {args.epochs}x{args.search_steps} search steps, seeds {args.seeds}")
-    print(f"\n{'signal':9s} {'IG scale':>8} {'budget':>6} {'n':>2} {'landed/budget mean (min-max)':>30} "
-          f"{'within 5%':>9} {'mIoU':>6}")
+    print(f"\n{'hard mask':10s} {'signal':9s} {'IG scale':>8} {'budget':>6} {'n':>2} "
+          f"{'landed/budget mean (min-max)':>30} {'within 5%':>9} {'mIoU':>6}")
     for r in rows:
-        print(f"{r['signal']:9s} {r['implicit_scale']:8g} {r['budget_fraction']:6.2f} {r['n']:2d} "
+        print(f"{r['hard_mask']:10s} {r['signal']:9s} {r['implicit_scale']:8g} {r['budget_fraction']:6.2f} {r['n']:2d} "
               f"{r['searched_over_budget_mean']:12.3f} ({r['min']:.3f}-{r['max']:.3f})      "
               f"{r['within_5pct']:9.2f} {r['miou_before_finetune_mean']:6.3f}")
     print(f"\nresult in {args.out / 'result.json'}, plot {args.out / 'landing.png'}")

@@ -28,8 +28,8 @@ def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
 def load_checkpoint(path: Path, settings: Mapping[str, Any], before_they_existed: Mapping[str, Any] | None = None
                     ) -> dict[str, Any] | None:
     """The checkpoint at `path` if there is one (None otherwise); it must carry `settings`.
-    A setting the checkpoint does not name (added to edgeseg after it was written) counts as
-    its value in `before_they_existed`."""
+    A setting of `settings` the checkpoint does not name (added to edgeseg after it was
+    written) counts as its value in `before_they_existed`."""
     if not path.exists():
         return None
     try:
@@ -39,7 +39,8 @@ def load_checkpoint(path: Path, settings: Mapping[str, Any], before_they_existed
                            "Delete it to start the run again, or choose another output folder.") from err
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise EdgesegError(f"{path} is not a checkpoint of `python -m prune`.", "Choose another output folder.")
-    saved = {**(before_they_existed or {}), **state["settings"]}
+    then = {k: v for k, v in (before_they_existed or {}).items() if k in settings}
+    saved = {**then, **state["settings"]}
     differ = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
     if differ:
         details = ", ".join(f"{k}: {saved.get(k)!r} there, {settings.get(k)!r} now" for k in differ)

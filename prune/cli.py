@@ -13,7 +13,7 @@ import sys
 from typing import Sequence
 
 from runner.cli_support import run_main, setup_logging
-from prune.settings import BUDGET_SIGNALS, DENSE, FLOPS, METHODS, PruneSettings
+from prune.settings import BUDGET_SIGNALS, DENSE, FLOPS, HARD_MASKS, METHODS, PruneSettings
 
 DEFAULTS = PruneSettings(budget_ms=1.0)
 
@@ -86,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="bilevel: the latency the budget weight reacts to: the hard network's (what would be "
                         "deployed) or the expected one under the keep probabilities (moves with every score step) "
                         f"(default {d.budget_signal})")
+    parser.add_argument("--hard-mask", choices=HARD_MASKS, default=d.hard_mask,
+                        help="bilevel: the network the search trains: the best-scoring units that fit the budget "
+                        "(projection, narrowed from the unpruned network over the first half) or those whose score "
+                        f"is above zero (threshold) (default {d.hard_mask})")
     parser.add_argument("--weights", default=None, help="local checkpoint of the unpruned model")
     parser.add_argument("--device", default=None, metavar="KEY",
                         help="device key the pruned network is for; a predictor made for another is refused "
@@ -126,7 +130,8 @@ def _run(args: argparse.Namespace) -> int:
         budget_fraction=args.budget_fraction,
         input_size=args.input_size, method=args.method, epochs=args.epochs, search_steps=args.search_steps,
         finetune_steps=args.finetune_steps, batch_size=args.batch_size,
-        outer_batch_size=args.outer_batch_size, outer_every=args.outer_every, unit=args.unit, lr=args.lr, outer_lr=args.outer_lr, budget_signal=args.budget_signal,
+        outer_batch_size=args.outer_batch_size, outer_every=args.outer_every, unit=args.unit, lr=args.lr, outer_lr=args.outer_lr,
+        budget_signal=args.budget_signal, hard_mask=args.hard_mask,
         weights=args.weights, device=args.device, target=args.target, seed=args.seed, num_classes=args.classes, train_scenes=args.train_scenes,
         val_scenes=args.val_scenes)
     shared = SharedTraining(args.shared_training) if args.shared_training else None

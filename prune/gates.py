@@ -4,8 +4,11 @@ Parameterization (one choice, documented): each unit k of a group has a score s_
 probability p_k = sigmoid(s_k / T). `probabilities()` exposes p per group, differentiable in
 the scores; the latency budget turns them into a kept-count distribution.
 
-The mask in the forward pass is hard: h_k = [s_k > 0] (equivalently p_k > 0.5), and when a
-group would lose every unit its highest-scoring unit stays. Gradients reach the scores through
+The mask in the forward pass is hard: by default h_k = [s_k > 0] (equivalently p_k > 0.5), and
+when a group would lose every unit its highest-scoring unit stays. A `select` function replaces
+that threshold by a projection (BiP's top-k, here under a latency budget: the highest-scoring
+units that fit it), so the hard network is at its budget at every step instead of wherever the
+scores happen to cross zero. Gradients reach the scores through
 p (straight-through estimator, Bengio et al. 2013; BiP's "popup scores" train the same way):
 m = h + (p - p.detach()) has exactly the value h and the derivative dp/ds. Hard masks make the
 searched network *be* the network `shrink` produces, so the outer loss is measured on the
@@ -32,7 +35,7 @@ channels only.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +43,10 @@ from torch import nn
 
 from prune.groups import Group
 from runner.errors import EdgesegError
+
+
+# scores per group name -> kept unit indices per group name (every group keeps at least one)
+Select = Callable[[dict[str, torch.Tensor]], dict[str, list[int]]]
 
 
 @dataclass(frozen=True)
@@ -66,9 +73,10 @@ class _Share:
 
 
 class Gates(nn.Module):
-    """Scores for every unit of `groups`; `attach(model)` makes the masks act on the model."""
+    """Scores for every unit of `groups`; `attach(model)` makes the masks act on the model.
+    `select` (optional) chooses the kept units from the scores instead of the sign threshold."""
 
-    def __init__(self, groups: Sequence[Group], config: GateConfig = GateConfig()) -> None:
+    def __init__(self, groups: Sequence[Group], config: GateConfig = GateConfig(), select: Select | None = None) -> None:
         super().__init__()
         if not groups:
             raise EdgesegError(
@@ -80,6 +88,7 @@ class Gates(nn.Module):
         self.scores = nn.ParameterList(
             nn.Parameter(torch.full((g.num_units,), float(config.init_score))) for g in self.groups
         )
+        self.select = select
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._current: list[torch.Tensor] = []
 
@@ -93,12 +102,23 @@ class Gates(nn.Module):
 
     def hard_masks(self) -> list[torch.Tensor]:
         """0/1 keep decision per unit (no gradient), at least one unit per group."""
+        if self.select is not None:
+            return self._selected_masks()
         masks = []
         for scores in self.scores:
             hard = (scores.detach() > 0).to(scores.dtype)
             if hard.sum() == 0:
                 hard[scores.detach().argmax()] = 1.0
             masks.append(hard)
+        return masks
+
+    def _selected_masks(self) -> list[torch.Tensor]:
+        kept = self.select({g.name: s.detach() for g, s in zip(self.groups, self.scores)})
+        masks = []
+        for group, scores in zip(self.groups, self.scores):
+            mask = torch.zeros_like(scores.detach())
+            mask[list(kept[group.name])] = 1.0
+            masks.append(mask)
         return masks
 
     def masks(self) -> list[torch.Tensor]:

@@ -12,6 +12,7 @@ from runner.errors import EdgesegError
 
 METHODS = ("bilevel", "uniform", "magnitude", "dense")
 BUDGET_SIGNALS = ("hard", "expected")
+HARD_MASKS = ("projection", "threshold")
 DENSE = "dense"
 FLOPS = "flops"
 
@@ -49,7 +50,11 @@ class PruneSettings:
     by dual ascent on `budget_signal`: "hard", the predicted latency of the network the gates
     describe now (what would be deployed), or "expected", the expected latency under the keep
     probabilities, which moves with every score step instead of only when scores cross zero
-    (`bench/budget_controller.py` compares them).
+    (`bench/budget_controller.py` compares them). `hard_mask` is how the gates decide the
+    network the search trains and measures: "projection", the highest-scoring units that fit
+    the budget (`prune.projection`: narrowed from the unpruned latency over the first half of
+    the search), or "threshold", every unit whose score is above zero, which leaves landing on
+    the budget to the weight alone.
     """
 
     model: str = "segformer-b0"
@@ -71,7 +76,8 @@ class PruneSettings:
     outer_lr: float = 0.1
     gate_init: float = 1.0
     implicit_scale: float = 1.0
-    budget_signal: str = "hard"
+    budget_signal: str = "expected"
+    hard_mask: str = "projection"
     weights: str | None = None
     device: str | None = None
     target: str | None = None
@@ -107,6 +113,8 @@ class PruneSettings:
             check_target_name(self.target)
         if self.budget_signal not in BUDGET_SIGNALS:
             raise EdgesegError(f"Unknown budget signal {self.budget_signal!r}.", f"Use one of: {', '.join(BUDGET_SIGNALS)}.")
+        if self.hard_mask not in HARD_MASKS:
+            raise EdgesegError(f"Unknown hard mask {self.hard_mask!r}.", f"Use one of: {', '.join(HARD_MASKS)}.")
         if self.input_size % 32:
             raise EdgesegError(f"The input size {self.input_size} is not a multiple of 32 (the backbone's stride).",
                                "Pass an input size such as 64, 256 or 512.")
@@ -128,4 +136,4 @@ class PruneSettings:
 # Settings added after runs were first checkpointed, with what runs did before each existed: a
 # checkpoint (or bench settings file) that does not name one ran with this value, whatever the
 # default is today. (Settings whose absence means None need no entry.)
-BEFORE_THEY_EXISTED: dict[str, Any] = {"budget_signal": "hard"}
+BEFORE_THEY_EXISTED: dict[str, Any] = {"budget_signal": "hard", "hard_mask": "threshold"}

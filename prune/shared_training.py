@@ -19,7 +19,9 @@ from typing import Any
 from prune.checkpoint import load_checkpoint, save_checkpoint
 from prune.settings import BEFORE_THEY_EXISTED, PruneSettings
 
-PER_RUN = ("method", "budget_ms", "fps", "budget_fraction")  # settings the plain training does not depend on
+# settings the plain training does not depend on: the method and budget, and the bi-level search's own
+PER_RUN = ("method", "budget_ms", "fps", "budget_fraction", "outer_batch_size", "outer_every", "outer_lr", "gate_init",
+           "implicit_scale", "budget_signal", "hard_mask")
 
 
 def shared_settings(settings: PruneSettings) -> dict[str, Any]:

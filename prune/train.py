@@ -8,9 +8,12 @@
 2. Search, `epochs` x `search_steps` steps. bilevel: `BilevelOptimizer` steps (weights on the
    inner split every step, gate scores on an `outer_batch_size` batch of the outer split every
    `outer_every` steps) with the penalty w * E[latency] / budget, w moved after every outer
-   step by `BudgetWeight` from the hard network's predicted latency, or the expected one with
-   `budget_signal="expected"` (settling over the last quarter of the steps). Baselines and `dense`: plain training of the unpruned network, the
-   same steps, which a `SharedTraining` folder lets runs of other baselines and budgets share.
+   step by `BudgetWeight` from the expected latency (`budget_signal`; or the hard network's,
+   settling over the last quarter of the steps). The hard network is the best-scoring units
+   that fit a budget narrowing to the target over the first half (`hard_mask="projection"`,
+   `prune.projection`), or the units with positive scores (`"threshold"`). Baselines and
+   `dense`: plain training of the unpruned network, the same steps, which a `SharedTraining`
+   folder lets runs of other baselines and budgets share.
 3. Choose the plan: the gates' hard decision, then `fit_to_budget` by gate score if it is still
    over (counted in `pruning.json` as `dropped_to_fit`), or `fill_to_budget` by gate score when
    it fell under (`added_to_fit`); uniform scaling or L1 magnitude for the
@@ -54,6 +57,7 @@ from prune.groups import Group, GroupSet
 from prune.metrics import ConfusionMatrix
 from prune.models import create_model, save_weights
 from prune.plots import plot_curves
+from prune.projection import BudgetProjection
 from prune.selection import Plan, fill_to_budget, fit_to_budget, full_plan, kept_counts, magnitude_plan, predicted_ms, uniform_plan
 from prune.settings import BEFORE_THEY_EXISTED, DENSE, FLOPS, PruneSettings
 from prune.shared_training import SharedTraining
@@ -275,7 +279,9 @@ class _Run:
         s = self.settings
         bilevel = s.method == "bilevel"
         if bilevel:
-            gates = Gates(self.groups, GateConfig(init_score=s.gate_init))
+            projection = (BudgetProjection(self.groups, self.budget, self.target_ms) if s.hard_mask == "projection"
+                          else None)
+            gates = Gates(self.groups, GateConfig(init_score=s.gate_init), select=projection)
             gates.attach(model)
             optimizer = BilevelOptimizer(model, gates, seg_loss, BilevelConfig(
                 inner_lr=s.lr, outer_lr=s.outer_lr, implicit_scale=s.implicit_scale))
@@ -284,7 +290,7 @@ class _Run:
             parts = {"optimizer": optimizer, "gates": gates, "budget_weight": weight}
             train, tag = self.data.inner, 0
         else:
-            optimizer = _sgd(model, s.lr)
+            optimizer, projection = _sgd(model, s.lr), None
             parts, train, tag = {"optimizer": optimizer}, self.data.train, 2
         full_ms = self.budget.full_latency_ms()
         first_epoch = self._resume("search", model, parts)
@@ -295,11 +301,15 @@ class _Run:
             batches = self.data.batches(train, tag, epoch)
             outer = self.data.batches(self.data.outer, 1, epoch, s.outer_batch_size) if bilevel else None
             bar = self._bar("search", epoch, s.search_steps)
+            if projection is not None:
+                projection.narrow(epoch / s.epochs)
             ms = predicted_ms(self.budget, self.groups, gates.kept_units()) if bilevel else full_ms
             for step in bar:
                 if bilevel:
                     index = epoch * s.search_steps + step
-                    if index % s.outer_every:  # the scores (and so the hard network) stay as they are
+                    if projection is not None:
+                        projection.narrow(index / (s.epochs * s.search_steps))
+                    if index % s.outer_every:  # the scores stay as they are
                         loss = optimizer.step(next(batches)).train_loss
                     else:
                         loss = optimizer.step(next(batches), next(outer), penalty).train_loss
@@ -315,6 +325,8 @@ class _Run:
                 self.shared_training.save(s, {"model": model.state_dict(), "rng": torch.get_rng_state(),
                                               "steps": self.steps, "epochs": self.epochs})
         if bilevel:
+            if projection is not None:
+                projection.narrow(1.0)
             gates.detach()
             scores = {name: score.detach() for name, score in zip(gates.names, gates.scores)}
             self.searched_ms = predicted_ms(self.budget, self.groups, gates.kept_units())

@@ -1,0 +1,56 @@
+"""The projected hard network of a bi-level search: the highest-scoring units that fit a budget.
+
+BiP (Zhang et al., NeurIPS 2022) keeps the top-k scores at a fixed sparsity; here the budget is a
+latency, so the kept set is the greedy fit of `selection.fit_to_budget`: every unit, then the
+lowest-scoring dropped (a group keeps at least one) until the predicted latency fits. The
+searched network is then at its budget at every step, whatever the scores' level; the scores
+only rank the units (the latency penalty in the outer objective makes that ranking pay for
+latency). Measured against the sign threshold (`bench/budget_controller.py`): the threshold
+network fell to 5-50% of tight budgets, and the units added back by the final fill had been
+trained cut out.
+
+Training starts from the unpruned network, so the projection budget narrows from the unpruned
+latency to the target over the first `RAMP_UNTIL` of the search along a cubic (gradual pruning,
+Zhu & Gupta, 2017: fast at first, gently at the end), while the scores learn which units matter.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from latency_model.budget import LatencyBudget
+from prune.groups import Group
+from prune.selection import Plan, fit_to_budget, full_plan
+
+RAMP_UNTIL = 0.5  # fraction of the search after which the projection budget is the target
+
+
+def ramped_budget_ms(full_ms: float, target_ms: float, progress: float) -> float:
+    """The projection budget after `progress` (0..1) of the search."""
+    remaining = 1.0 - min(1.0, max(0.0, progress) / RAMP_UNTIL)
+    return target_ms + (full_ms - target_ms) * remaining**3
+
+
+class BudgetProjection:
+    """A `Gates` select function. `narrow(progress)` moves its budget along the ramp; the
+    decision is cached per budget and score version (it is asked once per forward pass, the
+    scores move once per outer step)."""
+
+    def __init__(self, groups: Sequence[Group], budget: LatencyBudget, target_ms: float) -> None:
+        self.groups, self.budget, self.target_ms = tuple(groups), budget, target_ms
+        self.full_ms = budget.full_latency_ms()
+        self.budget_ms = self.full_ms
+        self._cached: tuple[tuple, Plan] | None = None
+
+    def narrow(self, progress: float) -> None:
+        self.budget_ms = ramped_budget_ms(self.full_ms, self.target_ms, progress)
+
+    def __call__(self, scores: dict[str, torch.Tensor]) -> Plan:
+        # a detached tensor shares its parameter's version counter, which every in-place update bumps
+        key = (self.budget_ms, tuple((s.data_ptr(), s._version) for s in scores.values()))
+        if self._cached is None or self._cached[0] != key:
+            plan, _ = fit_to_budget(self.groups, scores, full_plan(self.groups), self.budget, self.budget_ms)
+            self._cached = (key, plan)
+        return self._cached[1]
