@@ -47,6 +47,9 @@ def test_gates_with_the_projection_keep_the_best_scoring_units_that_fit(priced):
         dropped = set(range(group.num_units)) - set(kept[group.name])
         assert kept[group.name] and (not dropped or max(dropped) < min(kept[group.name]))
     assert [m.sum().item() for m in gates.hard_masks()] == [len(kept[g.name]) for g in groups]
+    for group in groups:  # FLOPs grow with every unit: nothing left out would still fit (the fill)
+        for unit in set(range(group.num_units)) - set(kept[group.name]):
+            assert predicted_ms(budget, groups, {**kept, group.name: kept[group.name] + [unit]}) > target
 
     with torch.no_grad():  # an in-place update of the scores is seen (the decision is cached)
         for score in gates.scores:
