@@ -18,7 +18,7 @@ Every group keeps at least one unit: its most important one.
 from __future__ import annotations
 
 import logging
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -33,11 +33,12 @@ Plan = dict[str, list[int]]
 
 def kept_counts(groups: Sequence[Group], plan: Mapping[str, Sequence[int]]) -> dict[str, int]:
     """Kept count per group as the description counts it: heads for heads groups, else channels."""
-    counts = {}
-    for group in groups:
-        units = list(plan.get(group.name, range(group.num_units)))
-        counts[group.name] = len(units) if group.kind == "heads" else len(group.channels_of(units))
-    return counts
+    return {g.name: _kept_count(g, plan.get(g.name, range(g.num_units))) for g in groups}
+
+
+def _kept_count(group: Group, units: Iterable[int]) -> int:
+    units = list(units)
+    return len(units) if group.kind == "heads" else group.channel_count(units)
 
 
 def full_plan(groups: Sequence[Group]) -> Plan:
@@ -97,13 +98,17 @@ def fill_to_budget(groups: Sequence[Group], importance: Mapping[str, torch.Tenso
     kept = {g.name: set(int(u) for u in plan.get(g.name, range(g.num_units))) for g in groups}
     dropped = sorted(((float(importance[g.name][u]), g.name, u) for g in groups for u in range(g.num_units)
                       if u not in kept[g.name]), reverse=True)
+    by_name = {g.name: g for g in groups}
+    counts = kept_counts(groups, kept)  # kept up to date one group at a time: this runs once per search step
     added = 0
     for _, name, unit in dropped:
         kept[name].add(unit)
-        if predicted_ms(budget, groups, kept) <= budget_ms:
+        counts[name] = _kept_count(by_name[name], kept[name])
+        if budget.latency_ms(counts) <= budget_ms:
             added += 1
         else:
             kept[name].discard(unit)
+            counts[name] = _kept_count(by_name[name], kept[name])
     return {name: sorted(units) for name, units in kept.items()}, added
 
 

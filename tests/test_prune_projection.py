@@ -9,6 +9,7 @@ from latency_model.budget import LatencyBudget
 from prune.describe import build_priced_groups, describe, prunable_groups
 from prune.flops_cost import FlopsCost
 from prune.gates import Gates
+from prune.groups import Group
 from prune.models import create_model
 from prune.projection import RAMP_UNTIL, BudgetProjection, ramped_budget_ms
 from prune.selection import predicted_ms
@@ -56,3 +57,11 @@ def test_gates_with_the_projection_keep_the_best_scoring_units_that_fit(priced):
             score.copy_(torch.linspace(1.0, -1.0, len(score)))
     flipped = gates.kept_units()
     assert flipped != kept and all(0 in flipped[g.name] for g in groups)
+
+
+def test_channel_count_is_the_number_of_channels_of_the_units(priced):
+    _, groups, _ = priced
+    ragged = Group(name="ragged", kind="channels", root="x", width=20, unit=8, members=())  # last unit: 4 channels
+    for group in [*groups, ragged]:
+        for units in ([], [0], list(range(group.num_units)), list(range(0, group.num_units, 2)), [group.num_units - 1]):
+            assert group.channel_count(units) == len(group.channels_of(units))
