@@ -5,12 +5,11 @@ latency, so the kept set is the greedy fit of `selection.fit_to_budget`: every u
 lowest-scoring dropped (a group keeps at least one) until the predicted latency fits, then
 `fill_to_budget`: the best-scoring dropped units that still fit come back (a learned predictor
 is not monotone in the widths, so the fit alone can land well under: 0.90 of the budget with
-the main job's predictor). The
-searched network is then at its budget at every step, whatever the scores' level; the scores
-only rank the units (the latency penalty in the outer objective makes that ranking pay for
-latency). Measured against the sign threshold (`bench/budget_controller.py`): the threshold
-network fell to 5-50% of tight budgets, and the units added back by the final fill had been
-trained cut out.
+the main job's predictor). The searched network is then at its budget at every step, whatever
+the scores' level; the scores only rank the units (the latency penalty in the outer objective
+makes that ranking pay for latency). Against the sign threshold (`bench/budget_controller.py`):
+the threshold network fell to 4-50% of its budget with the hard signal, and the units the final
+fill added back had been trained cut out.
 
 Training starts from the unpruned network, so the projection budget narrows from the unpruned
 latency to the target over the first `RAMP_UNTIL` of the search along a cubic (gradual pruning,
