@@ -102,13 +102,14 @@ def fill_to_budget(groups: Sequence[Group], importance: Mapping[str, torch.Tenso
     counts = kept_counts(groups, kept)  # kept up to date one group at a time: this runs once per search step
     added = 0
     for _, name, unit in dropped:
+        before = counts[name]
         kept[name].add(unit)
         counts[name] = _kept_count(by_name[name], kept[name])
         if budget.latency_ms(counts) <= budget_ms:
             added += 1
         else:
             kept[name].discard(unit)
-            counts[name] = _kept_count(by_name[name], kept[name])
+            counts[name] = before
     return {name: sorted(units) for name, units in kept.items()}, added
 
 
