@@ -82,9 +82,10 @@ def summarize(points: Sequence[dict[str, Any]], device_units: bool) -> dict[str,
 
 def _gaps(points: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per budget: bilevel minus uniform mIoU in points (x100), paired by seed, and bilevel's mean
-    against uniform's mean-mIoU curve interpolated at bilevel's mean measured ms (None outside it)."""
+    against uniform's mean-mIoU curve interpolated at bilevel's mean measured ms (None outside it).
+    The curve ends at the unpruned network: uniform scaling to the whole latency keeps every unit."""
     by = {(p["method"], p["budget_ms"], p["seed"]): p for p in points}
-    uniform = sorted((r["measured_ms"]["mean"], r["miou"]["mean"]) for r in rows if r["method"] == "uniform")
+    uniform = sorted((r["measured_ms"]["mean"], r["miou"]["mean"]) for r in rows if r["method"] in ("uniform", UNPRUNED))
     out = []
     for row in (r for r in rows if r["method"] == "bilevel"):
         paired = [100 * (by[("bilevel", row["budget_ms"], s)]["miou"] - by[("uniform", row["budget_ms"], s)]["miou"])

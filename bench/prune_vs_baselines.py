@@ -78,13 +78,18 @@ class PointSpec:
 
 
 def plan_points(methods: Sequence[str], budgets_ms: Sequence[float], seeds: Sequence[int],
-                full_ms: float) -> list[PointSpec]:
+                full_ms: float, uniform_budgets_ms: Sequence[float] = ()) -> list[PointSpec]:
     """The unpruned reference first (the flops-mode measured budgets need it), then every
-    seed x budget x method, so a cut-short run has whole comparisons early."""
+    seed x budget x method, so a cut-short run has whole comparisons early; then uniform scaling
+    alone at `uniform_budgets_ms`, which extend its curve to where the other methods' networks
+    measure (the gap at equal measured latency is read off that curve)."""
     points = [PointSpec(UNPRUNED, full_ms, 1.0, seeds[0])]
     for seed in seeds:
         for budget in budgets_ms:
             points += [PointSpec(m, budget, budget / full_ms, seed) for m in methods]
+    extra = [b for b in uniform_budgets_ms if "uniform" not in methods or b not in budgets_ms]
+    for seed in seeds:
+        points += [PointSpec("uniform", budget, budget / full_ms, seed) for budget in extra]
     return points
 
 
@@ -241,7 +246,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--predictor", default="flops", help="latency predictor folder, or 'flops' (nominal ms)")
     p.add_argument("--budgets", type=_floats, default=[0.75, 0.5, 0.35],
                    help="fractions of the unpruned predicted latency (default 0.75,0.5,0.35)")
-    p.add_argument("--budgets-ms", action="store_true", help="--budgets are absolute ms in the predictor's units")
+    p.add_argument("--uniform-budgets", type=_floats, default=[],
+                   help="more budgets for uniform scaling alone, so that its curve reaches the measured ms of "
+                   "the other methods' networks (same units as --budgets; e.g. 0.25,0.2,0.15)")
+    p.add_argument("--budgets-ms", action="store_true",
+                   help="--budgets and --uniform-budgets are absolute ms in the predictor's units")
     p.add_argument("--methods", type=_words, default=["bilevel", "uniform", "magnitude"])
     p.add_argument("--seeds", type=lambda t: [int(x) for x in _words(t)], default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=3)
@@ -312,8 +321,9 @@ def run(args: argparse.Namespace) -> int:
                          finetune_steps=args.finetune_steps, batch_size=args.batch_size, num_classes=args.classes,
                          train_scenes=args.train_scenes, val_scenes=args.val_scenes)
     full_ms, min_ms = unpruned_latency(base)
-    budgets = sorted(args.budgets if args.budgets_ms else [f * full_ms for f in args.budgets], reverse=True)
-    for budget in budgets:
+    budgets, uniform_budgets = (sorted(b if args.budgets_ms else [f * full_ms for f in b], reverse=True)
+                                for b in (args.budgets, args.uniform_budgets))
+    for budget in budgets + uniform_budgets:
         if not min_ms <= budget <= full_ms:
             raise EdgesegError(f"The budget {budget:.4g} ms is outside the reachable range {min_ms:.4g}-{full_ms:.4g} "
                                f"ms of {args.model} at {args.input_size} px ({args.predictor}).",
@@ -327,7 +337,7 @@ def run(args: argparse.Namespace) -> int:
     fixed = {k: v for k, v in base.to_dict().items() if k not in ("method", "budget_ms", "fps", "seed")}
     check_same_settings(args.out, {"prune": fixed, "trials": args.trials, "database": str(database),
                                    "protocol": protocol.to_dict(), "threads": args.threads})
-    plan = plan_points(args.methods, budgets, args.seeds, full_ms)
+    plan = plan_points(args.methods, budgets, args.seeds, full_ms, uniform_budgets)
     points_path = args.out / POINTS
     points = read_points(points_path)
     todo = [s for s in plan if s.key not in {p["key"] for p in points}]
@@ -362,7 +372,9 @@ def run(args: argparse.Namespace) -> int:
         "device": f"embedded loopback farm, key {HOST_KEY} ({platform.processor() or platform.machine()}), "
                   f"{os.cpu_count()} CPUs shared with other work",
         "settings": {"prune": fixed, "methods": args.methods, "seeds": args.seeds, "budgets_ms": budgets,
-                     "budget_fractions": [b / full_ms for b in budgets], "unpruned_predicted_ms": full_ms,
+                     "budget_fractions": [b / full_ms for b in budgets],
+                     "uniform_only_budget_fractions": [b / full_ms for b in uniform_budgets],
+                     "unpruned_predicted_ms": full_ms,
                      "min_predicted_ms": min_ms, "predictor_units": "device ms" if device_units else "nominal ms (FLOPs)",
                      "trials_per_network": args.trials, "database": str(database),
                      "threads": args.threads},

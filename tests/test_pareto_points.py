@@ -25,7 +25,7 @@ def records():
     out = [point(UNPRUNED, 1.0, 0, 0.60, 20.0)]
     for seed, noise in ((0, 0.0), (1, 0.02)):
         out += [point("bilevel", 0.5, seed, 0.55 + noise, 10.4), point("uniform", 0.5, seed, 0.50 + noise, 10.0),
-                point("bilevel", 0.25, seed, 0.45 + noise, 6.0, predicted=2.0),
+                point("bilevel", 0.25, seed, 0.45 + noise, 7.0, predicted=2.0),
                 point("uniform", 0.25, seed, 0.40 + noise, 5.0)]
     return out
 
@@ -38,17 +38,25 @@ def test_summary_means_gaps_and_budget_shares():
     assert rows[("bilevel", 0.5)]["seeds"] == [0, 1]
     gaps = {g["budget_fraction"]: g for g in summary["bilevel_vs_uniform"]}
     assert gaps[0.5]["gap_points_same_budget"]["mean"] == pytest.approx(5.0)
-    # uniform's curve (5 ms, 0.41) -> (10 ms, 0.51) read at bilevel's 6 ms: 0.43; bilevel 0.46
-    assert gaps[0.25]["gap_points_same_measured_ms"] == pytest.approx(3.0)
-    assert gaps[0.5]["gap_points_same_measured_ms"] is None  # 10.4 ms is beyond uniform's measured range
-    # measured budgets are fractions of the unpruned 20 ms: 10 ms (10.4 is 4% over) and 5 ms (6 is 20% over)
+    # uniform's curve (5 ms, 0.41) -> (10 ms, 0.51) read at bilevel's 7 ms: 0.45; bilevel 0.46
+    assert gaps[0.25]["gap_points_same_measured_ms"] == pytest.approx(1.0)
+    # the curve goes on to the unpruned network (20 ms, 0.60): 0.5136 at 10.4 ms; bilevel 0.56
+    assert gaps[0.5]["gap_points_same_measured_ms"] == pytest.approx(4.64)
+    # measured budgets are fractions of the unpruned 20 ms: 10 ms (10.4 is 4% over) and 5 ms (7 is 40% over)
     shares = summary["bilevel_within_budget"]
     assert shares["share_by_measured"] == 0.5
     assert shares["share_by_predicted"] == 0.5  # the 0.25 networks are predicted at 2 ms for a 2.5 ms budget
     goal = goals(summary, {"ratio_per_step": 1.4})
-    assert goal["miou_gap_at_equal_measured_ms"]["met"] is None  # one budget could not be compared
+    assert goal["miou_gap_at_equal_measured_ms"]["met"] is False  # 1.0 point at the 0.25 budget
     assert goal["bilevel_within_5pct_of_budget"]["met"] is False
     assert goal["bilevel_step_cost"]["met"] is True
+
+
+def test_no_gap_at_equal_latency_for_networks_faster_than_the_whole_uniform_curve():
+    faster = [p if p["method"] != "bilevel" else {**p, "measured_median_ms": 4.0} for p in records()]
+    summary = summarize(faster, device_units=False)
+    assert all(g["gap_points_same_measured_ms"] is None for g in summary["bilevel_vs_uniform"])
+    assert goals(summary, None)["miou_gap_at_equal_measured_ms"]["met"] is None
 
 
 def test_device_units_compare_measured_ms_with_the_budget_itself():
@@ -68,6 +76,9 @@ def test_points_file_resumes_and_other_settings_are_refused(tmp_path):
     plan = plan_points(["bilevel", "uniform"], [5.0, 2.5], [0, 1], FULL)
     assert plan[0].method == UNPRUNED and plan[0].budget_ms == FULL and len(plan) == 9
     assert len({p.key for p in plan}) == 9
+    extended = plan_points(["bilevel", "uniform"], [5.0, 2.5], [0, 1], FULL, uniform_budgets_ms=[2.5, 1.5])
+    assert extended[:9] == plan  # the comparisons first; 2.5 ms is planned once
+    assert [(p.method, p.budget_ms, p.seed) for p in extended[9:]] == [("uniform", 1.5, 0), ("uniform", 1.5, 1)]
     path = tmp_path / "points.jsonl"
     append_point(path, {"key": plan[0].key, "miou": 0.5})
     append_point(path, {"key": plan[1].key, "miou": 0.4})
