@@ -143,15 +143,10 @@ def check_same_settings(out: Path, settings: dict[str, Any]) -> None:
 
 def unpruned_latency(base: Any) -> tuple[float, float]:
     """(unpruned, smallest reachable) predicted ms of `base`'s model, by run_pruning's own path."""
-    from latency_model.budget import LatencyBudget
-    from prune.describe import build_priced_groups, check_describable, describe
     from prune.models import create_model
-    from prune.train import load_cost
+    from prune.train import build_budget
 
-    model = create_model(base.model, num_classes=base.num_classes)
-    check_describable(model, base.model)
-    groups = build_priced_groups(model, base.input_size, base.unit)
-    budget = LatencyBudget(describe(model, groups, base.input_size), load_cost(base))
+    _, budget = build_budget(base, create_model(base.model, num_classes=base.num_classes))
     return budget.full_latency_ms(), budget.min_latency_ms()
 
 

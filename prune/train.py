@@ -5,13 +5,9 @@
 1. Build the model, trace its groups (`prune.groups`), describe it for the latency model
    (`prune.describe`) and fill the budget's tables from the predictor (or the FLOPs table). A
    budget under the smallest network the grid allows is an error naming that latency.
-2. Search, `epochs` x `search_steps` steps. bilevel: `BilevelOptimizer` steps (weights on the
-   inner split every step, gate scores on an `outer_batch_size` batch of the outer split every
-   `outer_every` steps) with the penalty w * E[latency] / budget, w moved after every outer
-   step by `BudgetWeight` from the expected latency (`budget_signal`; or the hard network's,
-   settling over the last quarter of the steps). The hard network is the best-scoring units
-   that fit a budget narrowing to the target over the first half (`hard_mask="projection"`,
-   `prune.projection`), or the units with positive scores (`"threshold"`). Baselines and
+2. Search, `epochs` x `search_steps` steps. bilevel: `prune.search.BilevelSearch` steps
+   (weights on the inner split every step, gate scores on an `outer_batch_size` batch of the
+   outer split every `outer_every` steps, under the latency penalty; see there). Baselines and
    `dense`: plain training of the unpruned network, the same steps, which a `SharedTraining`
    folder lets runs of other baselines and budgets share.
 3. Choose the plan: the gates' hard decision, then `fit_to_budget` by gate score if it is still
@@ -39,36 +35,32 @@ from typing import Any, Callable, Iterator, Mapping
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from latency_model.budget import LatencyBudget, LatencyTableSource
-from prune.bilevel import BilevelConfig, BilevelOptimizer, average_over_processes
-from prune.budget_weight import BudgetWeight, BudgetWeightConfig
 from prune.checkpoint import load_checkpoint, save_checkpoint
 from prune.data import build_dataset, inner_outer_split
 from prune.describe import build_priced_groups, check_describable, describe, prunable_groups
 from prune.export import export_onnx
 from prune.flops_cost import FlopsCost
-from prune.gates import GateConfig, Gates
 from prune.groups import Group, GroupSet
 from prune.metrics import ConfusionMatrix
 from prune.models import create_model, save_weights
 from prune.plots import plot_curves
-from prune.projection import BudgetProjection
-from prune.selection import Plan, fill_to_budget, fit_to_budget, full_plan, kept_counts, magnitude_plan, predicted_ms, uniform_plan
+from prune.search import BilevelSearch
+from prune.selection import Plan, full_plan, kept_counts, magnitude_plan, predicted_ms, uniform_plan
 from prune.settings import BEFORE_THEY_EXISTED, DENSE, FLOPS, PruneSettings
 from prune.shared_training import SharedTraining
 from prune.shrink import shrink
+from prune.steps import plain_step, sgd
 from runner.errors import EdgesegError
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT, REPORT, ONNX, CURVES = "checkpoint.pt", "pruning.json", "model.onnx", "curves.png"
 WEIGHTS = "weights.safetensors"
-SETTLE_FROM = 0.75  # fraction of the search after which the budget weight only rises
 EpochHook = Callable[[str, int], None]
 
 
@@ -91,13 +83,6 @@ class PruneResult:
         return self.output_dir / ONNX
 
 
-def seg_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Cross-entropy of the logits upsampled to the label size (255 ignored)."""
-    images, labels = batch
-    logits = F.interpolate(model(images), size=labels.shape[-2:], mode="bilinear", align_corners=False)
-    return F.cross_entropy(logits, labels, ignore_index=255)
-
-
 def load_cost(settings: PruneSettings) -> LatencyTableSource:
     """The FLOPs table, or the predictor folder's predictor (it must fit the model and size)."""
     if settings.predictor == FLOPS:
@@ -109,6 +94,15 @@ def load_cost(settings: PruneSettings) -> LatencyTableSource:
     if settings.device is not None or settings.target is not None:
         predictor.check_compatible(settings.device or predictor.device_key, settings.target or predictor.target_preset)
     return predictor
+
+
+def build_budget(settings: PruneSettings, model: nn.Module,
+                 cost: LatencyTableSource | None = None) -> tuple[GroupSet, LatencyBudget]:
+    """`model`'s traced groups and its latency budget under `cost` (default: the settings' predictor
+    or FLOPs table). Its groups to gate: `prunable_groups(group_set, budget.description)`."""
+    check_describable(model, settings.model)
+    group_set = build_priced_groups(model, settings.input_size, settings.unit)
+    return group_set, LatencyBudget(describe(model, group_set, settings.input_size), cost or load_cost(settings))
 
 
 def deployment(settings: PruneSettings, cost: LatencyTableSource) -> dict[str, str | None]:
@@ -190,10 +184,8 @@ def run_pruning(settings: PruneSettings, output_dir: str | os.PathLike, *, progr
     torch.manual_seed(settings.seed)
     data = _Data(settings)
     model = create_model(settings.model, num_classes=data.num_classes, weights=settings.weights)
-    check_describable(model, settings.model)
-    group_set = build_priced_groups(model, settings.input_size, settings.unit)
     cost = load_cost(settings)
-    budget = LatencyBudget(describe(model, group_set, settings.input_size), cost)
+    group_set, budget = build_budget(settings, model, cost)
     target_ms = settings.target_ms(budget.full_latency_ms())
     if target_ms is not None:
         check_feasible(budget, target_ms)
@@ -279,18 +271,10 @@ class _Run:
         s = self.settings
         bilevel = s.method == "bilevel"
         if bilevel:
-            projection = (BudgetProjection(self.groups, self.budget, self.target_ms) if s.hard_mask == "projection"
-                          else None)
-            gates = Gates(self.groups, GateConfig(init_score=s.gate_init), select=projection)
-            gates.attach(model)
-            optimizer = BilevelOptimizer(model, gates, seg_loss, BilevelConfig(
-                inner_lr=s.lr, outer_lr=s.outer_lr, implicit_scale=s.implicit_scale))
-            weight = BudgetWeight(BudgetWeightConfig(budget=self.target_ms))
-            penalty = weight.penalty_fn(self._expected_ms)
-            parts = {"optimizer": optimizer, "gates": gates, "budget_weight": weight}
-            train, tag = self.data.inner, 0
+            search = BilevelSearch(s, model, self.groups, self.budget, self.target_ms)
+            parts, train, tag = search.parts, self.data.inner, 0
         else:
-            optimizer, projection = _sgd(model, s.lr), None
+            optimizer = sgd(model, s.lr)
             parts, train, tag = {"optimizer": optimizer}, self.data.train, 2
         full_ms = self.budget.full_latency_ms()
         first_epoch = self._resume("search", model, parts)
@@ -301,23 +285,13 @@ class _Run:
             batches = self.data.batches(train, tag, epoch)
             outer = self.data.batches(self.data.outer, 1, epoch, s.outer_batch_size) if bilevel else None
             bar = self._bar("search", epoch, s.search_steps)
-            if projection is not None:
-                projection.narrow(epoch / s.epochs)
-            ms = predicted_ms(self.budget, self.groups, gates.kept_units()) if bilevel else full_ms
+            ms = search.hard_ms(epoch * s.search_steps) if bilevel else full_ms
             for step in bar:
                 if bilevel:
-                    index = epoch * s.search_steps + step
-                    if projection is not None:
-                        projection.narrow(index / (s.epochs * s.search_steps))
-                    if index % s.outer_every:  # the scores stay as they are
-                        loss = optimizer.step(next(batches)).train_loss
-                    else:
-                        loss = optimizer.step(next(batches), next(outer), penalty).train_loss
-                        ms = predicted_ms(self.budget, self.groups, gates.kept_units())
-                        signal = ms if s.budget_signal == "hard" else float(self._expected_ms(gates).detach())
-                        weight.update(signal, settle=index >= SETTLE_FROM * s.epochs * s.search_steps)
+                    loss, after = search.step(epoch * s.search_steps + step, next(batches), outer)
+                    ms = ms if after is None else after
                 else:
-                    loss, ms = _plain_step(model, optimizer, next(batches)), full_ms
+                    loss = plain_step(model, optimizer, next(batches))
                 self.steps.append({"phase": "search", "epoch": epoch, "loss": loss, "predicted_ms": ms})
                 self._postfix(bar, loss, ms)
             self._end_epoch("search", epoch, model, parts, ms)
@@ -325,21 +299,7 @@ class _Run:
                 self.shared_training.save(s, {"model": model.state_dict(), "rng": torch.get_rng_state(),
                                               "steps": self.steps, "epochs": self.epochs})
         if bilevel:
-            if projection is not None:
-                projection.narrow(1.0)
-            gates.detach()
-            scores = {name: score.detach() for name, score in zip(gates.names, gates.scores)}
-            self.searched_ms = predicted_ms(self.budget, self.groups, gates.kept_units())
-            plan, self.dropped_to_fit = fit_to_budget(self.groups, scores, gates.kept_units(), self.budget,
-                                                      self.target_ms)
-            if self.dropped_to_fit:
-                log.warning("the searched network was over budget: dropped %d more units by gate score",
-                            self.dropped_to_fit)
-            searched_ms = predicted_ms(self.budget, self.groups, plan)
-            plan, self.added_to_fit = fill_to_budget(self.groups, scores, plan, self.budget, self.target_ms)
-            if self.added_to_fit:
-                log.info("the searched network left %.0f%% of the budget unused: added back %d units by gate score",
-                         100 * (1 - searched_ms / self.target_ms), self.added_to_fit)
+            plan, self.searched_ms, self.dropped_to_fit, self.added_to_fit = search.finish()
         elif s.method == "uniform":
             plan = uniform_plan(self.groups, self.budget, self.target_ms)
         elif s.method == "magnitude":
@@ -354,10 +314,6 @@ class _Run:
         shrink(group_set, plan)
         self._save("finetune", 0, model, {}, plan)
         return plan
-
-    def _expected_ms(self, gates: Gates) -> torch.Tensor:
-        """The expected latency under the gates' keep probabilities (differentiable)."""
-        return self.budget.expected_ms_from_probs(gates.probabilities())
 
     def _load_shared(self, model: nn.Module) -> bool:
         """Take the plain training another run stored, if there is one."""
@@ -375,7 +331,7 @@ class _Run:
         constant rate its last-epoch mIoU swung by 0.1 from epoch to epoch, more than the
         differences between methods that the figures compare."""
         s = self.settings
-        optimizer = _sgd(model, s.lr)
+        optimizer = sgd(model, s.lr)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, s.epochs * s.finetune_steps))
         parts = {"optimizer": optimizer, "lr_schedule": schedule}
         ms = predicted_ms(self.budget, self.groups, plan)
@@ -383,7 +339,7 @@ class _Run:
             batches = self.data.batches(self.data.train, 3, epoch)
             bar = self._bar("finetune", epoch, s.finetune_steps)
             for _ in bar:
-                loss = _plain_step(model, optimizer, next(batches))
+                loss = plain_step(model, optimizer, next(batches))
                 schedule.step()
                 self.steps.append({"phase": "finetune", "epoch": epoch, "loss": loss, "predicted_ms": ms})
                 self._postfix(bar, loss, ms)
@@ -426,19 +382,3 @@ class _Run:
 
 def _ms(value: float | None) -> str:
     return "none" if value is None else f"{value:.4g}"
-
-
-def _sgd(model: nn.Module, lr: float) -> torch.optim.Optimizer:
-    return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
-
-
-def _plain_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Any) -> float:
-    model.train()
-    optimizer.zero_grad(set_to_none=True)
-    loss = seg_loss(model, batch)
-    loss.backward()
-    params = [p for p in model.parameters() if p.grad is not None]
-    for param, grad in zip(params, average_over_processes([p.grad for p in params])):
-        param.grad = grad
-    optimizer.step()
-    return float(loss.detach())

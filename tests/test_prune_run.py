@@ -16,7 +16,7 @@ import onnx
 import pytest
 import torch
 
-from prune import train
+from prune import search
 from prune.cli import main
 from prune.settings import PruneSettings
 from prune.shared_training import SharedTraining
@@ -150,13 +150,13 @@ def test_bilevel_search_itself_lands_just_under_the_budget(tmp_path):
 def test_outer_batch_size_and_period_are_honoured_saved_and_fixed_on_resume(tmp_path, monkeypatch, capsys):
     """--outer-every 2 --outer-batch-size 1: held-out passes (batch 1) only at steps 0 and 2 of 4,
     training passes (batch 2) at every step; the settings are saved and a resume must repeat them."""
-    sizes, seg_loss = [], train.seg_loss
+    sizes, seg_loss = [], search.seg_loss
 
     def recording_loss(model, batch):
         sizes.append(len(batch[0]))
         return seg_loss(model, batch)
 
-    monkeypatch.setattr(train, "seg_loss", recording_loss)
+    monkeypatch.setattr(search, "seg_loss", recording_loss)
     out = tmp_path / "run"
     args = ["--budget-ms", "0.04", *TINY_ARGS, "--epochs", "1", "--search-steps", "4", "--finetune-steps", "0",
             "-o", str(out)]
