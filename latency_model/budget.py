@@ -21,6 +21,7 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Mapping, Protocol, Sequence
@@ -116,9 +117,9 @@ class LatencyBudget:
             tables = self._fill(predictor)
             if cache:
                 self._write_cache(cache, tables)
-        self._slot_tables = tables
         self._merged = self._merge(tables)
         self._prepared: dict[tuple[torch.dtype, torch.device], list] = {}
+        self._grid_position = {g.name: {value: i for i, value in enumerate(g.grid)} for g in description.groups}
 
     def _axes(self) -> list[tuple[str, ...]]:
         return [slot.groups for slot in self.description.slots]
@@ -221,11 +222,13 @@ class LatencyBudget:
 
     def latency_ms(self, kept: Mapping[str, int]) -> float:
         """Predicted latency (ms) of a hard configuration (groups left out are unpruned)."""
+        return self.tally(kept).ms
+
+    def tally(self, kept: Mapping[str, int]) -> "LatencyTally":
+        """`kept`'s predicted latency, to be changed one group at a time (see `LatencyTally`)."""
         resolved = self.description.resolve(kept)
-        total = 0.0
-        for table, axes in zip(self._slot_tables, self._axes()):
-            total += float(table[tuple(self._groups[g].index(resolved[g]) for g in axes)])
-        return total
+        return LatencyTally({name: self._grid_position[name][count] for name, count in resolved.items()},
+                            self._merged, self._grid_position)
 
     def min_latency_ms(self) -> float:
         """Latency of the smallest network the grid allows (every group at its smallest entry):
@@ -234,3 +237,55 @@ class LatencyBudget:
 
     def full_latency_ms(self) -> float:
         return self.latency_ms(self.description.full_kept())
+
+
+class LatencyTally:
+    """The predicted latency of a hard configuration, changed one group at a time.
+
+    A projection's fill asks, for each of hundreds of units a step, whether the network with that
+    unit back still fits: only the tables of the unit's group change, so only those are read
+    again. The total is `math.fsum` of one term per table (the tables of slots over the same
+    groups summed), correctly rounded: the same float however the configuration was reached.
+    """
+
+    def __init__(self, positions: dict[str, int], tables: Mapping[tuple[str, ...], np.ndarray],
+                 grid_positions: Mapping[str, Mapping[int, int]]) -> None:
+        self._positions, self._grid_positions = positions, grid_positions
+        self._tables = list(tables.items())
+        self._terms = [float(table[tuple(positions[g] for g in axes)]) for axes, table in self._tables]
+        self._tables_of: dict[str, list[int]] = {}
+        for i, (axes, _) in enumerate(self._tables):
+            for group in axes:
+                self._tables_of.setdefault(group, []).append(i)
+
+    @property
+    def ms(self) -> float:
+        return math.fsum(self._terms)
+
+    def ms_with(self, group: str, count: int) -> float:
+        """The latency if `group` kept `count` (on its grid) instead."""
+        terms = list(self._terms)
+        for i, term in self._changed_terms(group, count):
+            terms[i] = term
+        return math.fsum(terms)
+
+    def set(self, group: str, count: int) -> None:
+        """`group` keeps `count` from now on."""
+        for i, term in self._changed_terms(group, count):
+            self._terms[i] = term
+        self._positions[group] = self._grid_positions[group][count]
+
+    def _changed_terms(self, group: str, count: int) -> list[tuple[int, float]]:
+        try:
+            position = self._grid_positions[group][count]
+        except KeyError:
+            known = group in self._grid_positions
+            raise EdgesegError(f"Group {group!r} cannot keep {count}: " + (
+                f"allowed counts are {tuple(self._grid_positions[group])}." if known else "no such group."),
+                "Round the kept count to the group's grid." if known else "Use a group of the description.") from None
+        changed = []
+        for i in self._tables_of.get(group, ()):
+            axes, table = self._tables[i]
+            changed.append((i, float(table[tuple(position if g == group else self._positions[g] for g in axes)])))
+        return changed
+

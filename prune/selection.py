@@ -67,18 +67,18 @@ def fit_to_budget(groups: Sequence[Group], importance: Mapping[str, torch.Tensor
     budget; returns the plan and how many units were dropped. Bisects on the number dropped:
     dropping more never costs more."""
     kept = {g.name: sorted(int(u) for u in plan.get(g.name, range(g.num_units))) for g in groups}
+    scores = _as_lists(groups, importance)
     candidates = []
     for group in groups:
-        scores = importance[group.name].detach().float()
-        ranked = sorted(kept[group.name], key=lambda u: float(scores[u]))
-        candidates += [(float(scores[u]), group.name, u) for u in ranked[:-1]]
+        ranked = sorted(kept[group.name], key=scores[group.name].__getitem__)
+        candidates += [(scores[group.name][u], group.name, u) for u in ranked[:-1]]
     candidates.sort()
 
     def without(count: int) -> Plan:
         dropped: dict[str, set[int]] = {}
         for _, name, unit in candidates[:count]:
             dropped.setdefault(name, set()).add(unit)
-        return {name: [u for u in units if u not in dropped.get(name, ())] for name, units in kept.items()}
+        return {name: sorted(set(units).difference(dropped.get(name, ()))) for name, units in kept.items()}
 
     low, high = 0, len(candidates)
     while low < high:
@@ -96,21 +96,26 @@ def fill_to_budget(groups: Sequence[Group], importance: Mapping[str, torch.Tenso
     budget (latency steps with alignment, so a unit that does not fit can be followed by one
     that does); returns the plan and how many units were added."""
     kept = {g.name: set(int(u) for u in plan.get(g.name, range(g.num_units))) for g in groups}
-    dropped = sorted(((float(importance[g.name][u]), g.name, u) for g in groups for u in range(g.num_units)
+    scores = _as_lists(groups, importance)
+    dropped = sorted(((scores[g.name][u], g.name, u) for g in groups for u in range(g.num_units)
                       if u not in kept[g.name]), reverse=True)
     by_name = {g.name: g for g in groups}
-    counts = kept_counts(groups, kept)  # kept up to date one group at a time: this runs once per search step
+    tally = budget.tally(kept_counts(groups, kept))  # one group at a time: this runs once per search step
     added = 0
     for _, name, unit in dropped:
-        before = counts[name]
         kept[name].add(unit)
-        counts[name] = _kept_count(by_name[name], kept[name])
-        if budget.latency_ms(counts) <= budget_ms:
+        count = _kept_count(by_name[name], kept[name])
+        if tally.ms_with(name, count) <= budget_ms:
+            tally.set(name, count)
             added += 1
         else:
             kept[name].discard(unit)
-            counts[name] = before
     return {name: sorted(units) for name, units in kept.items()}, added
+
+
+def _as_lists(groups: Sequence[Group], importance: Mapping[str, torch.Tensor]) -> dict[str, list[float]]:
+    """Per-unit importance as floats: indexing a tensor unit by unit costs microseconds a time."""
+    return {g.name: importance[g.name].detach().float().tolist() for g in groups}
 
 
 def l1_importance(model: nn.Module, groups: Sequence[Group]) -> dict[str, torch.Tensor]:

@@ -162,3 +162,27 @@ def test_bad_inputs_are_errors(counting):
         budget.expected_ms({"dim": torch.ones(3)})
     with pytest.raises(EdgesegError, match="cannot keep"):
         budget.latency_ms({"dim": 12})
+
+
+def test_a_tally_changed_group_by_group_gives_the_same_float_as_a_fresh_lookup(counting):
+    """The projection's fill moves one group at a time; its decisions must be the ones
+    `latency_ms` would make, so the tally is compared with it for equality, not closeness."""
+    desc = small_description()
+    budget = LatencyBudget(desc, counting)
+    kept = desc.full_kept()
+    tally = budget.tally(kept)
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        group = desc.groups[rng.integers(len(desc.groups))]
+        count = int(rng.choice(group.grid))
+        changed = {**kept, group.name: count}
+        assert tally.ms_with(group.name, count) == budget.latency_ms(changed)
+        assert tally.ms == budget.latency_ms(kept)  # asking changes nothing
+        if rng.random() < 0.5:
+            tally.set(group.name, count)
+            kept = changed
+        assert tally.ms == budget.latency_ms(kept)
+    with pytest.raises(EdgesegError, match="cannot keep 12: allowed counts are"):
+        tally.ms_with("dim", 12)
+    with pytest.raises(EdgesegError, match="no such group"):
+        tally.set("heads", 1)
