@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python bench/prune_vs_baselines.py --model segformer-b0 --input-size 128 \
         --predictor flops --budgets 0.75,0.5,0.35 --methods bilevel,uniform,magnitude \
-        --seeds 0,1,2 [--trials 128] [-o bench/results/prune_vs_baselines]
+        --seeds 0,1,2 [--uniform-budgets 0.25,0.2,0.15] [--trials 128] [-o bench/results/prune_vs_baselines]
 
 For every (method, budget, seed): `prune.train.run_pruning` on the synthetic task into its own
 folder (resumable: a finished run is returned as is), `compile.api.compile_model` of its
@@ -20,7 +20,8 @@ in the predictor's units). Each finished point is appended (fsynced) to OUT/poin
 a rerun with the same settings skips what is there. Runs and artifacts live in OUT/work/ (not for
 git). The summary (OUT/result.json, OUT/pareto.png) gives, per method and budget, mean and std
 over seeds of mIoU and measured ms; the bilevel-minus-uniform mIoU gap in points at the same
-budget and at the same measured latency (uniform's curve interpolated); and the share of
+budget and at the same measured latency (uniform's curve, ending at the unpruned network, interpolated;
+`--uniform-budgets` extends it to lower budgets); and the share of
 bilevel networks within 5% of their budget, by predicted ms and by measured ms. Measured ms are
 compared with the budget directly when the predictor is a device predictor (same units); with
 `flops` (nominal ms) the measured budget is the budget fraction times the unpruned network's
