@@ -32,7 +32,8 @@ stalls whenever another process holds a core; pass --threads 2 (and read the rat
 minima) for the two-core figure.
 
     PYTHONPATH=. python bench/bilevel_step_cost.py [--model segformer-b0] [--size 128] [--runs 15]
-        [--threads 1] [--predictor flops] [-o bench/results/bilevel_step_cost.json]
+        [--threads 1] [--predictor flops] [--implicit-gradient first_order|neumann --neumann-steps K]
+        [-o bench/results/bilevel_step_cost.json]
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ from prune.data import build_dataset
 from prune.describe import prunable_groups
 from prune.models import create_model
 from prune.search import BilevelSearch
-from prune.settings import PruneSettings
+from prune.settings import IMPLICIT_GRADIENTS, PruneSettings
 from prune.steps import plain_step, sgd
 from prune.train import build_budget
 
@@ -75,6 +76,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=128, help="input height and width")
     parser.add_argument("--predictor", default="flops", help="latency predictor folder, or 'flops' (default)")
     parser.add_argument("--budget-fraction", type=float, default=0.5, help="of the unpruned predicted latency")
+    parser.add_argument("--implicit-gradient", choices=IMPLICIT_GRADIENTS, default=DEFAULTS.implicit_gradient)
+    parser.add_argument("--neumann-steps", type=int, default=DEFAULTS.neumann_steps)
     parser.add_argument("--classes", type=int, default=8, help="synthetic classes")
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
@@ -86,7 +89,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def build_steps(args: argparse.Namespace) -> tuple[dict[str, Callable[[], None]], PruneSettings, int]:
     """The timed steps (see the module docstring), the settings they run with, the gated groups."""
     settings = PruneSettings(model=args.model, predictor=args.predictor, budget_fraction=args.budget_fraction,
-                             input_size=args.size, num_classes=args.classes)
+                             input_size=args.size, num_classes=args.classes, implicit_gradient=args.implicit_gradient,
+                             neumann_steps=args.neumann_steps)
     torch.manual_seed(settings.seed)
     scenes = build_dataset("synthetic", "train", args.size, length=2 * settings.batch_size,
                            num_classes=args.classes, seed=settings.seed)
@@ -165,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{figures['q3']:.2f}; ratio of minima {minima[name]:.2f}x)")
     print(f"bi-level/plain {per_step:.2f}x per step, {per_sample:.2f}x per sample read ({args.model}, batch {batch}, "
           f"held-out batch {outer_batch} every {k} step(s), {args.size}x{args.size}, {settings.hard_mask} hard mask, "
+          f"{settings.implicit_gradient} implicit gradient, "
           f"{report['setup']['torch_threads']} threads, {args.runs} runs after {args.warmup} warm-up; goal <= 1.6x)")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")

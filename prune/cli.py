@@ -13,7 +13,7 @@ import sys
 from typing import Sequence
 
 from runner.cli_support import run_main, setup_logging
-from prune.settings import BUDGET_SIGNALS, DENSE, FLOPS, HARD_MASKS, METHODS, PruneSettings
+from prune.settings import BUDGET_SIGNALS, DENSE, FLOPS, HARD_MASKS, IMPLICIT_GRADIENTS, METHODS, PruneSettings
 
 DEFAULTS = PruneSettings(budget_ms=1.0)
 
@@ -90,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="bilevel: the network the search trains: the best-scoring units that fit the budget "
                         "(projection, narrowed from the unpruned network over the first half) or those whose score "
                         f"is above zero (threshold) (default {d.hard_mask})")
+    parser.add_argument("--implicit-gradient", choices=IMPLICIT_GRADIENTS, default=d.implicit_gradient,
+                        help="bilevel: BiP's first-order implicit gradient (one backward per split), or a Neumann "
+                        f"series of --neumann-steps Hessian-vector products (default {d.implicit_gradient})")
+    parser.add_argument("--neumann-steps", type=_count, default=d.neumann_steps, metavar="K",
+                        help=f"Hessian-vector products of the Neumann series (default {d.neumann_steps})")
+    parser.add_argument("--neumann-alpha", type=_positive(float), default=d.neumann_alpha,
+                        help="step of the Neumann series, below 2 / the largest Hessian eigenvalue "
+                        f"(default {d.neumann_alpha})")
     parser.add_argument("--weights", default=None, help="local checkpoint of the unpruned model")
     parser.add_argument("--device", default=None, metavar="KEY",
                         help="device key the pruned network is for; a predictor made for another is refused "
@@ -131,7 +139,8 @@ def _run(args: argparse.Namespace) -> int:
         input_size=args.input_size, method=args.method, epochs=args.epochs, search_steps=args.search_steps,
         finetune_steps=args.finetune_steps, batch_size=args.batch_size,
         outer_batch_size=args.outer_batch_size, outer_every=args.outer_every, unit=args.unit, lr=args.lr, outer_lr=args.outer_lr,
-        budget_signal=args.budget_signal, hard_mask=args.hard_mask,
+        budget_signal=args.budget_signal, hard_mask=args.hard_mask, implicit_gradient=args.implicit_gradient,
+        neumann_steps=args.neumann_steps, neumann_alpha=args.neumann_alpha,
         weights=args.weights, device=args.device, target=args.target, seed=args.seed, num_classes=args.classes, train_scenes=args.train_scenes,
         val_scenes=args.val_scenes)
     shared = SharedTraining(args.shared_training) if args.shared_training else None

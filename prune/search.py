@@ -45,7 +45,9 @@ class BilevelSearch:
         self.gates = Gates(self.groups, GateConfig(init_score=settings.gate_init), select=self.projection)
         self.gates.attach(model)
         self.optimizer = BilevelOptimizer(model, self.gates, seg_loss, BilevelConfig(
-            inner_lr=settings.lr, outer_lr=settings.outer_lr, implicit_scale=settings.implicit_scale))
+            method=settings.implicit_gradient, inner_lr=settings.lr, outer_lr=settings.outer_lr,
+            implicit_scale=settings.implicit_scale, neumann_steps=settings.neumann_steps,
+            neumann_alpha=settings.neumann_alpha))
         self.weight = BudgetWeight(BudgetWeightConfig(budget=target_ms))
         self.penalty = self.weight.penalty_fn(self.expected_ms)
         self.total_steps = settings.epochs * settings.search_steps

@@ -13,6 +13,7 @@ from runner.errors import EdgesegError
 METHODS = ("bilevel", "uniform", "magnitude", "dense")
 BUDGET_SIGNALS = ("hard", "expected")
 HARD_MASKS = ("projection", "threshold")
+IMPLICIT_GRADIENTS = ("first_order", "neumann")  # prune.bilevel.METHODS
 DENSE = "dense"
 FLOPS = "flops"
 
@@ -33,7 +34,10 @@ class PruneSettings:
     unit kept, p = sigmoid(gate_init)) and learn at `outer_lr` (Adam). `implicit_scale` multiplies
     BiP's first-order implicit gradient: its default 1/lambda (1000 with lambda = 1e-3) makes that
     term three orders larger than the budget term, which the budget weight (at most 100) then
-    cannot balance; 1.0 keeps the two comparable.
+    cannot balance; 1.0 keeps the two comparable. `implicit_gradient` is BiP's "first_order"
+    implicit gradient (one backward per split) or "neumann": the inverse Hessian-vector product
+    by `neumann_steps` Hessian-vector products of step `neumann_alpha` (converges for alpha
+    below 2 / the Hessian's largest eigenvalue), each a double backward through the network.
 
     `device` (a device key) and `target` (a target preset) name where the pruned network will
     run: a device predictor made for another device or target is refused, since its latencies
@@ -76,6 +80,9 @@ class PruneSettings:
     outer_lr: float = 0.1
     gate_init: float = 1.0
     implicit_scale: float = 1.0
+    implicit_gradient: str = "first_order"
+    neumann_steps: int = 5
+    neumann_alpha: float = 0.01
     budget_signal: str = "expected"
     hard_mask: str = "projection"
     weights: str | None = None
@@ -113,6 +120,12 @@ class PruneSettings:
             check_target_name(self.target)
         if self.budget_signal not in BUDGET_SIGNALS:
             raise EdgesegError(f"Unknown budget signal {self.budget_signal!r}.", f"Use one of: {', '.join(BUDGET_SIGNALS)}.")
+        if self.implicit_gradient not in IMPLICIT_GRADIENTS:
+            raise EdgesegError(f"Unknown implicit gradient {self.implicit_gradient!r}.",
+                               f"Use one of: {', '.join(IMPLICIT_GRADIENTS)}.")
+        if self.neumann_steps < 0 or not self.neumann_alpha > 0:
+            raise EdgesegError(f"The Neumann series needs steps >= 0 and alpha > 0, got {self.neumann_steps} and "
+                               f"{self.neumann_alpha}.", "Pass e.g. --neumann-steps 5 --neumann-alpha 0.01.")
         if self.hard_mask not in HARD_MASKS:
             raise EdgesegError(f"Unknown hard mask {self.hard_mask!r}.", f"Use one of: {', '.join(HARD_MASKS)}.")
         if self.input_size % 32:
@@ -136,4 +149,5 @@ class PruneSettings:
 # Settings added after runs were first checkpointed, with what runs did before each existed: a
 # checkpoint (or bench settings file) that does not name one ran with this value, whatever the
 # default is today. (Settings whose absence means None need no entry.)
-BEFORE_THEY_EXISTED: dict[str, Any] = {"budget_signal": "hard", "hard_mask": "threshold"}
+BEFORE_THEY_EXISTED: dict[str, Any] = {"budget_signal": "hard", "hard_mask": "threshold",
+                                        "implicit_gradient": "first_order", "neumann_steps": 5, "neumann_alpha": 0.01}

@@ -256,11 +256,37 @@ def test_threshold_mask_and_hard_signal_still_run_and_old_checkpoints_resume_as_
     old, then = tmp_path / "old", dataclasses.replace(TINY, epochs=1, budget_signal="hard", hard_mask="threshold")
     run_pruning(then, old, progress=False)
     state = torch.load(old / "checkpoint.pt", weights_only=True)
-    del state["settings"]["budget_signal"], state["settings"]["hard_mask"]  # as written before they existed
+    for later in ("budget_signal", "hard_mask", "implicit_gradient", "neumann_steps", "neumann_alpha"):
+        del state["settings"][later]  # as written before they existed
     torch.save(state, old / "checkpoint.pt")
     assert run_pruning(then, old, progress=False).report["method"] == "bilevel"
     with pytest.raises(EdgesegError, match="hard_mask: 'threshold' there, 'projection' now"):
         run_pruning(dataclasses.replace(TINY, epochs=1), old, progress=False)
+
+
+def test_the_neumann_implicit_gradient_is_a_run_option(tmp_path, monkeypatch):
+    """--implicit-gradient neumann reaches the optimiser (each outer step takes the Neumann
+    series, not BiP's first-order product), lands under the budget and is saved with the run."""
+    from prune.bilevel import BilevelOptimizer
+
+    calls, neumann = [], BilevelOptimizer._neumann
+
+    def counted(self, *args):
+        calls.append(self.config.neumann_steps)
+        return neumann(self, *args)
+
+    monkeypatch.setattr(BilevelOptimizer, "_neumann", counted)
+    out = tmp_path / "run"
+    assert main(["--budget-ms", "0.05", "--implicit-gradient", "neumann", "--neumann-steps", "2", *TINY_ARGS,
+                 "--epochs", "1", "-o", str(out)]) == 0
+    assert calls == [2, 2]  # two search steps, each an outer step
+    report = json.loads((out / "pruning.json").read_text())
+    assert report["settings"]["implicit_gradient"] == "neumann" and report["settings"]["neumann_steps"] == 2
+    assert report["predicted_ms"] <= report["budget_ms"]
+    with pytest.raises(EdgesegError, match="Unknown implicit gradient 'exact'"):
+        PruneSettings(budget_ms=1.0, implicit_gradient="exact")
+    with pytest.raises(EdgesegError, match="Neumann series needs"):
+        PruneSettings(budget_ms=1.0, neumann_alpha=0.0)
 
 
 def test_budget_from_fps_and_settings_checks():
