@@ -1,4 +1,5 @@
-"""`python -m latency_model`: collect per-layer latencies on a device, train, evaluate, validate.
+"""`python -m latency_model`: collect per-layer latencies on a device, train, evaluate, validate,
+and read off the channel alignment that pays off (`alignment`).
 
 Parses, makes one call into the library, renders. torch, TVM and XGBoost are imported only
 inside a command, so `--help` stays instant.
@@ -48,8 +49,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--trials-per-layer", type=_count(0), default=8, help=HELP["trials"])
     c.add_argument("--rounds", type=_count(0), default=0, help=HELP["rounds"])
     c.add_argument("--seed", type=int, default=0, help="sampling seed")
+    c.add_argument("--unit", type=_count(1), default=8,
+                   help="channel step of the sampled widths (default 8; 1 samples every width, which is what "
+                   "`alignment` needs to tell which step pays off)")
     _add_timing(c)
     c.add_argument("-o", "--out", type=Path, default=None, help=HELP["out"])
+
+    a = commands.add_parser("alignment", parents=[common], help="the channel step that pays off on the "
+                            "predictor's device, for a model's channel groups (prune --unit auto)")
+    a.add_argument("predictor", type=Path, help="predictor folder from `train`")
+    a.add_argument("--model", required=True, help=HELP["model"])
+    a.add_argument("--input-size", type=_count(1), default=512, help=HELP["input_size"])
+    a.add_argument("--json", action="store_true", help="print the choice as JSON")
 
     t = commands.add_parser("train", parents=[common], help="train an XGBoost predictor")
     t.add_argument("data", type=Path, help="JSONL measurements from `collect`")
@@ -116,16 +127,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     body = {"collect": _collect, "train": _train, "evaluate": _evaluate,
-            "validate": _validate}[args.command]
+            "validate": _validate, "alignment": _alignment}[args.command]
     return run_main(lambda: body(args), args.verbose)
 
 
-def describe(name: str, input_size: int):
+def describe(name: str, input_size: int, unit: int = 8):
     """The model description of a named model (only a command line composes prune and
     latency_model; `latency_model.model_variants` is validate's share of that)."""
     from prune.describe import describe_model
 
-    return describe_model(name, input_size)
+    return describe_model(name, input_size, unit=unit)
 
 
 def _device_key(args: argparse.Namespace) -> str:
@@ -149,7 +160,7 @@ def _collect(args: argparse.Namespace) -> int:
 
     key = _device_key(args)
     preset = resolve_target(args.target)
-    description = describe(args.model, args.input_size)
+    description = describe(args.model, args.input_size, args.unit)
     out = args.out or device_dir(key, preset.name) / "dataset.jsonl"
     common: dict[str, Any] = dict(preset=preset, out=out, protocol=_protocol(args),
                                   database_dir=tuning_database_dir(key, preset.name),
@@ -243,6 +254,23 @@ def _validate(args: argparse.Namespace) -> int:
     else:
         print(report.table())
         print(f"report {args.out / 'validation.json'}, plot {report.plot}")
+    return 0
+
+
+def _alignment(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from latency_model.predictor import Predictor
+    from prune.alignment import model_alignment
+
+    predictor = Predictor.load(args.predictor)
+    choice = model_alignment(args.model, args.input_size, predictor)
+    if args.json:
+        print(json.dumps(asdict(choice), indent=2))
+    else:
+        print(f"{args.model} at {args.input_size} px, {len(choice.groups)} channel groups, predictor {args.predictor}:")
+        print(choice.table())
+        print(f"channel unit: {choice.unit} (the coarsest step within {100 * choice.tolerance:.0f}% of the best)")
     return 0
 
 

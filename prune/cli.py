@@ -7,15 +7,19 @@ and the models are imported only when a run starts, so `--help` stays instant.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
 from typing import Sequence
 
 from runner.cli_support import run_main, setup_logging
+from runner.errors import EdgesegError
 from prune.settings import BUDGET_SIGNALS, DENSE, FLOPS, HARD_MASKS, IMPLICIT_GRADIENTS, METHODS, PruneSettings
 
 DEFAULTS = PruneSettings(budget_ms=1.0)
+AUTO = "auto"
+log = logging.getLogger(__name__)
 
 
 def _positive(kind: type):
@@ -39,6 +43,10 @@ def _count(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text} must be >= 0")
     return value
+
+
+def _unit(text: str) -> int | str:
+    return text if text == AUTO else _positive(int)(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,8 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--outer-every", type=_positive(int), default=d.outer_every, metavar="K",
                         help="bilevel: update the gate scores (and the budget weight) every K steps; the other "
                         f"steps update the weights alone (default {d.outer_every})")
-    parser.add_argument("--unit", type=_positive(int), default=d.unit,
-                        help=f"channels per prunable unit, the device's alignment (default {d.unit})")
+    parser.add_argument("--unit", type=_unit, default=d.unit,
+                        help="channels per prunable unit, the device's alignment, or 'auto': the coarsest step the "
+                        f"predictor says gives nothing up (python -m latency_model alignment) (default {d.unit})")
     parser.add_argument("--lr", type=_positive(float), default=d.lr, help=f"weight learning rate (default {d.lr})")
     parser.add_argument("--outer-lr", type=_positive(float), default=d.outer_lr,
                         help=f"gate score learning rate, bilevel (default {d.outer_lr})")
@@ -138,11 +147,13 @@ def _run(args: argparse.Namespace) -> int:
         budget_fraction=args.budget_fraction,
         input_size=args.input_size, method=args.method, epochs=args.epochs, search_steps=args.search_steps,
         finetune_steps=args.finetune_steps, batch_size=args.batch_size,
-        outer_batch_size=args.outer_batch_size, outer_every=args.outer_every, unit=args.unit, lr=args.lr, outer_lr=args.outer_lr,
+        outer_batch_size=args.outer_batch_size, outer_every=args.outer_every, unit=1 if args.unit == AUTO else args.unit, lr=args.lr, outer_lr=args.outer_lr,
         budget_signal=args.budget_signal, hard_mask=args.hard_mask, implicit_gradient=args.implicit_gradient,
         neumann_steps=args.neumann_steps, neumann_alpha=args.neumann_alpha,
         weights=args.weights, device=args.device, target=args.target, seed=args.seed, num_classes=args.classes, train_scenes=args.train_scenes,
         val_scenes=args.val_scenes)
+    if args.unit == AUTO:
+        settings = dataclasses.replace(settings, unit=_auto_unit(settings))
     shared = SharedTraining(args.shared_training) if args.shared_training else None
     result = _run_maybe_distributed(lambda: run_pruning(settings, args.output, progress=not args.no_progress,
                                                         shared_training=shared))
@@ -159,6 +170,20 @@ def _run(args: argparse.Namespace) -> int:
     print(f"  written    {result.onnx}, {result.output_dir / 'pruning.json'}, {result.output_dir / 'curves.png'}",
           file=sys.stdout)
     return 0
+
+
+def _auto_unit(settings: PruneSettings) -> int:
+    """The channel unit the settings' device predictor says pays off (logged with its table)."""
+    from prune.alignment import model_alignment
+    from prune.train import load_cost
+
+    if settings.predictor == FLOPS:
+        raise EdgesegError("--unit auto reads the alignment from a device predictor, and --predictor is flops "
+                           "(FLOPs fall with every channel, whatever the device).",
+                           "Pass --predictor DIR (collected with --unit 1), or a number: --unit 8.")
+    choice = model_alignment(settings.model, settings.input_size, load_cost(settings), settings.num_classes)
+    log.info("--unit auto: %d channels per unit\n%s", choice.unit, choice.table())
+    return choice.unit
 
 
 def _run_maybe_distributed(body):
