@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="step of the Neumann series, below 2 / the largest Hessian eigenvalue "
                         f"(default {d.neumann_alpha})")
     parser.add_argument("--weights", default=None, help="local checkpoint of the unpruned model")
+    parser.add_argument("--pretrained-backbone", action="store_true",
+                        help="start the backbone from timm's ImageNet weights, if they are in the local Hugging Face "
+                        "cache (nothing is downloaded)")
     parser.add_argument("--device", default=None, metavar="KEY",
                         help="device key the pruned network is for; a predictor made for another is refused "
                         "(default: the predictor's)")
@@ -150,7 +153,7 @@ def _run(args: argparse.Namespace) -> int:
         outer_batch_size=args.outer_batch_size, outer_every=args.outer_every, unit=1 if args.unit == AUTO else args.unit, lr=args.lr, outer_lr=args.outer_lr,
         budget_signal=args.budget_signal, hard_mask=args.hard_mask, implicit_gradient=args.implicit_gradient,
         neumann_steps=args.neumann_steps, neumann_alpha=args.neumann_alpha,
-        weights=args.weights, device=args.device, target=args.target, seed=args.seed, num_classes=args.classes, train_scenes=args.train_scenes,
+        weights=args.weights, pretrained_backbone=args.pretrained_backbone, device=args.device, target=args.target, seed=args.seed, num_classes=args.classes, train_scenes=args.train_scenes,
         val_scenes=args.val_scenes)
     if args.unit == AUTO:
         settings = dataclasses.replace(settings, unit=_auto_unit(settings))

@@ -39,6 +39,10 @@ class PruneSettings:
     by `neumann_steps` Hessian-vector products of step `neumann_alpha` (converges for alpha
     below 2 / the Hessian's largest eigenvalue), each a double backward through the network.
 
+    The network starts from `weights` (a local checkpoint of the whole model), or with
+    `pretrained_backbone` from timm's ImageNet weights of the backbone if they are already in
+    the local Hugging Face cache (never downloaded), or from random weights.
+
     `device` (a device key) and `target` (a target preset) name where the pruned network will
     run: a device predictor made for another device or target is refused, since its latencies
     say nothing about that one. Left out, they are taken from the predictor (none for flops).
@@ -86,6 +90,7 @@ class PruneSettings:
     budget_signal: str = "expected"
     hard_mask: str = "projection"
     weights: str | None = None
+    pretrained_backbone: bool = False
     device: str | None = None
     target: str | None = None
     seed: int = 0
@@ -118,6 +123,9 @@ class PruneSettings:
             raise EdgesegError("Step counts must be >= 0.", "Pass non-negative --search-steps/--finetune-steps.")
         if self.target is not None:
             check_target_name(self.target)
+        if self.weights is not None and self.pretrained_backbone:
+            raise EdgesegError("--weights and --pretrained-backbone both say where the network starts.",
+                               "Pass one: --weights for a whole checkpoint, --pretrained-backbone for timm's backbone.")
         if self.budget_signal not in BUDGET_SIGNALS:
             raise EdgesegError(f"Unknown budget signal {self.budget_signal!r}.", f"Use one of: {', '.join(BUDGET_SIGNALS)}.")
         if self.implicit_gradient not in IMPLICIT_GRADIENTS:
@@ -150,4 +158,5 @@ class PruneSettings:
 # checkpoint (or bench settings file) that does not name one ran with this value, whatever the
 # default is today. (Settings whose absence means None need no entry.)
 BEFORE_THEY_EXISTED: dict[str, Any] = {"budget_signal": "hard", "hard_mask": "threshold",
-                                        "implicit_gradient": "first_order", "neumann_steps": 5, "neumann_alpha": 0.01}
+                                        "implicit_gradient": "first_order", "neumann_steps": 5, "neumann_alpha": 0.01,
+                                        "pretrained_backbone": False}

@@ -183,7 +183,8 @@ def run_pruning(settings: PruneSettings, output_dir: str | os.PathLike, *, progr
         log.info("resuming from %s: %s epoch %d", out / CHECKPOINT, state["phase"], state["epoch"] + 1)
     torch.manual_seed(settings.seed)
     data = _Data(settings)
-    model = create_model(settings.model, num_classes=data.num_classes, weights=settings.weights)
+    model = create_model(settings.model, num_classes=data.num_classes, weights=settings.weights,
+                         pretrained_backbone=settings.pretrained_backbone)
     cost = load_cost(settings)
     group_set, budget = build_budget(settings, model, cost)
     target_ms = settings.target_ms(budget.full_latency_ms())

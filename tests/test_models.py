@@ -13,6 +13,8 @@ from prune.models.decoder import MLPDecoder
 from prune.models.weights import cached_backbone_file
 from runner.errors import EdgesegError
 
+from helpers.hub_cache import fake_hub_cache
+
 SIZE = 64
 
 
@@ -95,17 +97,6 @@ def test_unreadable_or_absent_weights_file_is_an_edgeseg_error(tmp_path):
         create_model("efficientvit-seg-b0", weights=tmp_path / "absent.safetensors")
 
 
-def _fake_hub_cache(cache, repo, state):
-    """The Hugging Face cache layout for one repository holding model.safetensors."""
-    from safetensors.torch import save_file
-
-    folder = cache / f"models--{repo.replace('/', '--')}"
-    (folder / "refs").mkdir(parents=True)
-    (folder / "refs" / "main").write_text("0123abcd")
-    (folder / "snapshots" / "0123abcd").mkdir(parents=True)
-    save_file(state, str(folder / "snapshots" / "0123abcd" / "model.safetensors"))
-
-
 def test_pretrained_backbone_comes_only_from_the_local_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
     with pytest.raises(EdgesegError) as err:
@@ -115,7 +106,7 @@ def test_pretrained_backbone_comes_only_from_the_local_cache(tmp_path, monkeypat
     torch.manual_seed(1)
     classifier = timm.create_model("efficientvit_b0")  # stands in for timm's ImageNet weights
     repo = timm.models.get_pretrained_cfg("efficientvit_b0").hf_hub_id
-    _fake_hub_cache(tmp_path, repo, {k: v.contiguous() for k, v in classifier.state_dict().items()})
+    fake_hub_cache(tmp_path, repo, {k: v.contiguous() for k, v in classifier.state_dict().items()})
     assert cached_backbone_file("efficientvit_b0").name == "model.safetensors"
     model = create_model("efficientvit-seg-b0", pretrained_backbone=True)
     name = "stages.1.blocks.0.main.inverted_conv.conv.weight"

@@ -308,3 +308,26 @@ def test_budget_from_fps_and_settings_checks():
     for field in ("outer_batch_size", "outer_every"):
         with pytest.raises(EdgesegError, match=f"{field} must be >= 1"):
             PruneSettings(budget_ms=20.0, **{field: 0})
+
+
+def test_the_backbone_starts_from_timms_weights_only_when_they_are_in_the_local_cache(tmp_path, monkeypatch, capsys):
+    import huggingface_hub.constants
+    import timm
+
+    from helpers.hub_cache import fake_hub_cache
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    out = tmp_path / "run"
+    args = ["--budget-ms", "0.05", "--pretrained-backbone", *TINY_ARGS, "--epochs", "1", "--search-steps", "1",
+            "--finetune-steps", "0", "-o", str(out)]
+    assert main(args) == 2  # nothing downloaded: an error that says what to do, nothing written
+    err = capsys.readouterr().err
+    assert "pvt_v2_b0" in err and "--weights" in err and not out.exists()
+
+    classifier = timm.create_model("pvt_v2_b0")  # stands in for timm's ImageNet weights
+    fake_hub_cache(tmp_path / "hub", timm.models.get_pretrained_cfg("pvt_v2_b0").hf_hub_id,
+                   {k: v.contiguous() for k, v in classifier.state_dict().items()})
+    assert main(args) == 0
+    assert json.loads((out / "pruning.json").read_text())["settings"]["pretrained_backbone"] is True
+    with pytest.raises(EdgesegError, match="both say where the network starts"):
+        PruneSettings(budget_ms=1.0, weights="w.safetensors", pretrained_backbone=True)
