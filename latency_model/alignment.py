@@ -17,7 +17,6 @@ table is linear in the widths, so every coarser step gives up a little more and 
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -27,8 +26,6 @@ import numpy as np
 from latency_model.budget import LatencyTableSource
 from latency_model.description import ModelDescription
 from runner.errors import EdgesegError
-
-log = logging.getLogger(__name__)
 
 CANDIDATES = (1, 2, 4, 8, 16, 32)
 TOLERANCE = 0.01  # of the latency: what a coarser step may give up and still count as free
