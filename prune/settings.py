@@ -13,7 +13,7 @@ from runner.errors import EdgesegError
 METHODS = ("bilevel", "uniform", "magnitude", "dense")
 BUDGET_SIGNALS = ("hard", "expected")
 HARD_MASKS = ("projection", "threshold")
-IMPLICIT_GRADIENTS = ("first_order", "neumann")  # prune.bilevel.METHODS
+IMPLICIT_GRADIENTS = ("first_order", "neumann")  # prune.bilevel.METHODS, not imported: it brings torch into --help
 DENSE = "dense"
 FLOPS = "flops"
 

@@ -283,6 +283,10 @@ def test_the_neumann_implicit_gradient_is_a_run_option(tmp_path, monkeypatch):
     report = json.loads((out / "pruning.json").read_text())
     assert report["settings"]["implicit_gradient"] == "neumann" and report["settings"]["neumann_steps"] == 2
     assert report["predicted_ms"] <= report["budget_ms"]
+    from prune.bilevel import METHODS
+    from prune.settings import IMPLICIT_GRADIENTS
+
+    assert IMPLICIT_GRADIENTS == METHODS  # the settings name the optimiser's methods
     with pytest.raises(EdgesegError, match="Unknown implicit gradient 'exact'"):
         PruneSettings(budget_ms=1.0, implicit_gradient="exact")
     with pytest.raises(EdgesegError, match="Neumann series needs"):
