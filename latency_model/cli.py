@@ -264,6 +264,7 @@ def _alignment(args: argparse.Namespace) -> int:
     from prune.alignment import model_alignment
 
     predictor = Predictor.load(args.predictor)
+    _warn_if_made_otherwise(predictor.manifest, args.model, args.input_size)
     choice = model_alignment(args.model, args.input_size, predictor)
     if args.json:
         print(json.dumps(asdict(choice), indent=2))
@@ -275,13 +276,11 @@ def _alignment(args: argparse.Namespace) -> int:
 
 
 def _warn_if_made_otherwise(manifest: dict[str, Any], model: str, input_size: int,
-                            protocol: Any) -> None:
-    """A predictor of another model, size or protocol can be validated (that is a question
-    worth asking), but the answer is about that mismatch too: say so."""
-    theirs = {"model": manifest.get("model"), "input_size": manifest.get("input_size"),
-              "protocol": manifest.get("protocol")}
-    ours = {"model": model, "input_size": input_size, "protocol": protocol.to_dict()}
-    for name, value in theirs.items():
-        if value is not None and value != ours[name]:
-            log.warning(
-                "the predictor was made with %s %s; validating with %s", name, value, ours[name])
+                            protocol: Any = None) -> None:
+    """A predictor of another model, size or protocol can be asked (that is a question worth
+    asking), but the answer is about that mismatch too: say so. No protocol: not compared."""
+    ours = {"model": model, "input_size": input_size, "protocol": protocol.to_dict() if protocol else None}
+    for name, value in ours.items():
+        theirs = manifest.get(name)
+        if value is not None and theirs is not None and theirs != value:
+            log.warning("the predictor was made with %s %s; asking it about %s", name, theirs, value)

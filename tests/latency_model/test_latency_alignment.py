@@ -58,6 +58,19 @@ def test_the_alignment_command_and_prune_unit_auto_read_a_trained_predictor(trai
     assert _auto_unit(settings) == choice["unit"]
 
 
+def test_the_alignment_command_says_when_the_predictor_was_made_for_another_model(trained_predictor, tmp_path,
+                                                                                 caplog):
+    import shutil
+
+    folder = tmp_path / "predictor"
+    shutil.copytree(trained_predictor.directory, folder)
+    manifest = json.loads((folder / "predictor.json").read_text())
+    (folder / "predictor.json").write_text(json.dumps({**manifest, "model": "segformer-b1", "input_size": 512}))
+    assert latency_main(["alignment", str(folder), "--model", "segformer-b0", "--input-size", "64", "--json"]) == 0
+    assert "made with model segformer-b1; asking it about segformer-b0" in caplog.text
+    assert "made with input_size 512; asking it about 64" in caplog.text
+
+
 def test_unit_auto_without_a_device_predictor_is_refused(tmp_path, capsys):
     out = tmp_path / "run"
     assert prune_main(["--budget-ms", "0.05", "--unit", "auto", "--input-size", "32", "-o", str(out)]) == 2
