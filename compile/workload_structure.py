@@ -1,0 +1,47 @@
+"""What a tuning workload is made of, apart from its sizes: the key schedule transfer looks up.
+
+Two kernels have the same *structure* when their TIR is the same but for its numbers
+(buffer shapes, loop extents, constant indices, and the constants that follow from them, such
+as an attention scale): a pruned width, another input size, or the same block in another model.
+A schedule tuned for one is a good start for the other once its tile sizes are refitted
+(`compile.transfer`). The structure key is a hash of the TVMScript text with every number
+blanked, so it is stable across processes and stored beside each workload; the extents
+(the parameters' shapes, in order) say how far apart two workloads of one structure are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from typing import Any, Sequence
+
+# A number standing alone: 64 in T.int64(64), 0.125 in T.float32(0.125) (an attention scale
+# follows the head width), 1e-05; not the 64 of int64 or the 1 of T_add_1.
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d*)?(?:[eE][-+]?\d+)?")
+
+
+def _main(mod: Any) -> Any:
+    funcs = list(mod.functions.values())
+    if len(funcs) != 1:
+        raise ValueError(f"a tuning workload holds one PrimFunc, this module holds {len(funcs)}")
+    return funcs[0]
+
+
+def structure_key(mod: Any) -> str:
+    """A hash of the workload's TIR with its numbers blanked (16 hex digits)."""
+    text = _NUMBER.sub("#", _main(mod).script())
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def extents(mod: Any) -> tuple[int, ...]:
+    """Every dimension of every parameter buffer, in parameter order."""
+    return tuple(int(d) for p in _main(mod).params for d in p.shape)
+
+
+def shape_distance(a: Sequence[int], b: Sequence[int]) -> float:
+    """How far apart two workloads of one structure are: the sum over dimensions of
+    |log(a/b)| (a width halved is as far as a width doubled)."""
+    if len(a) != len(b):
+        return math.inf
+    return sum(abs(math.log(max(x, 1) / max(y, 1))) for x, y in zip(a, b))
