@@ -28,6 +28,7 @@ from compile.frontend import load_model
 from compile.linkers import check_linker, export_library, export_objects
 from compile.reference import reference_inputs, reference_outputs
 from compile.targets import TargetPreset
+from compile.transfer import DEFAULT_CANDIDATES
 from compile.tuning import TuningReport, copy_records, open_database, tune
 from runner.artifact import (
     KERNELS_LIB,
@@ -76,14 +77,17 @@ def compile_model(
     export: str = "so",
     trials_per_task: int | None = None,
     kernel_library: bool = True,
+    transfer_candidates: int = DEFAULT_CANDIDATES,
 ) -> CompileResult:
     """Compile `model_path` for `preset`, tuning on `device` (the embedded farm when None).
 
-    `trials_per_task`, when given, replaces `trials` by that many trials per kernel the
-    database lacks. `kernel_library=False` skips kernels.so (per-kernel timing) and halves the
-    build for callers that only time the whole model (latency collection). `runtime` (threads, core affinity, phone preset) goes into the manifest for the runner to
-    apply on the device; `export="tar"` writes object files for linking elsewhere instead of
-    shared libraries.
+    `trials_per_task`, when given, replaces `trials` by that many trials per kernel without a
+    tuned record (transferred ones included). `kernel_library=False` skips kernels.so (per-kernel timing) and halves the
+    build for callers that only time the whole model (latency collection).
+    `transfer_candidates`: donor schedules measured per kernel the database lacks (0: no
+    transfer; `compile.transfer`). `runtime` (threads, core affinity, phone preset) goes into
+    the manifest for the runner to apply on the device; `export="tar"` writes object files for
+    linking elsewhere instead of shared libraries.
     """
     if export == "so":
         check_linker(preset)
@@ -101,7 +105,8 @@ def compile_model(
             def tuning_device() -> Device:
                 return device or stack.enter_context(embedded_device(preset))
 
-            report = tune(lowered, preset, tuning_device, database_dir, trials, seed, trials_per_task)
+            report = tune(lowered, preset, tuning_device, database_dir, trials, seed, trials_per_task,
+                          transfer_candidates if _can_measure(preset, device) else 0)
         db = open_database(database_dir)
         tuned, status = apply_database(lowered, preset, db)
         if preset.is_gpu:
@@ -135,6 +140,12 @@ def warn_if_pruned_for_another_target(model_path: Path, preset: TargetPreset) ->
         logger.warning("%s was pruned to a latency budget predicted for target %s, not %s: its budget and "
                        "predicted latency do not hold on this target (prune it with a predictor made for %s).",
                        model_path, pruned_for, preset.name, preset.name)
+
+
+def _can_measure(preset: TargetPreset, device: Device | None) -> bool:
+    """Transfer measures its candidates: on the named device, or the embedded one if the
+    target has one. Without either a build uses the database as it is."""
+    return device is not None or preset.embedded_key is not None
 
 
 def embedded_device(preset: TargetPreset):

@@ -49,7 +49,8 @@ def apply_database(lowered: Any, preset: TargetPreset, db: Any) -> tuple[Any, di
         )  # fmt: skip
         logger.warning(
             "UNTUNED: %d of %d kernels have no tuned schedule and %s: %s. Tune with more "
-            "--trials, or reuse a --database that has them.",
+            "--trials, or reuse a --database that has them or kernels of their structure "
+            "(schedule transfer measures on the device: name one with --tracker/--key).",
             len(untuned), len(status), fallback, ", ".join(untuned),
         )  # fmt: skip
     return tuned, status

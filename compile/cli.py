@@ -22,6 +22,8 @@ HELP = {
     "device": "phone preset (s21-snapdragon, s21-exynos): target CPU, threads and big-core pinning",
     "cc": "cross compiler that links linux-arm64 libraries (default: aarch64-linux-gnu-gcc)",
     "export": "so: shared libraries the runner can run; tar: object files to link elsewhere",
+    "transfer_candidates": "kernels the database lacks take a schedule transferred from a tuned kernel of the same "
+                           "structure: how many donors' schedules to measure per kernel (default 3; 0: no transfer)",
 }
 
 
@@ -36,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--trials", type=_non_negative, default=64, help=HELP["trials"])
     budget.add_argument("--trials-per-task", type=_non_negative, default=None, help=HELP["trials_per_task"])
+    p.add_argument("--transfer-candidates", type=_non_negative, default=3, help=HELP["transfer_candidates"])
     p.add_argument("--tracker", type=Tracker.parse, default=None, help=HELP["tracker"])
     p.add_argument("--key", default=None, help=HELP["key"])
     p.add_argument("--database", type=Path, default=None, help=HELP["database"])
@@ -114,25 +117,35 @@ def _run(args: argparse.Namespace) -> int:
         runtime=runtime,
         export=args.export,
         trials_per_task=args.trials_per_task,
+        transfer_candidates=args.transfer_candidates,
     )
     _render(result, preset.name)
     return 0
 
 
 def _render(result, preset_name: str) -> None:
+    import statistics
+
     report = result.tuning
     print(f"artifact      {result.artifact}")
     print(f"target        {preset_name}")
-    print(f"tuning        {report.trials} trials in {report.seconds:.0f} s over "
-          f"{sum(1 for t in report.tasks if not t.had_record)} new tasks "
-          f"({sum(t.had_record for t in report.tasks)} reused from the database)")  # fmt: skip
+    print(f"tuning        {report.trials} trials in {report.seconds:.0f} s "
+          f"(schedule transfer {report.transfer_seconds:.0f} s of it)")  # fmt: skip
+    speeds = [t.transfer["relative_speed"] for t in report.tasks if t.source == "transferred"]
+    transferred = f"{report.count('transferred')} transferred"
+    if speeds:
+        transferred += f" (median {100 * statistics.median(speeds):.0f}% of their donors' GFLOP/s)"
+    print(f"schedules     {report.count('exact')} exact, {transferred}, {report.count('tuned')} tuned now, "
+          f"{report.count('untuned')} untuned")  # fmt: skip
     print(f"kernels       {result.kernels_tuned}/{result.kernels_total} tuned"
           + (f"  ({result.untuned} UNTUNED: naive code, slow)" if result.untuned else ""))  # fmt: skip
     print(f"predicted     {report.predicted_ms:.3f} ms (sum of best kernel times x calls)")
     width = max((len(t.name) for t in report.tasks), default=4)
-    print(f"\n{'kernel':{width}s}  calls  trials  best_us   GFLOP/s  note")
+    print(f"\n{'kernel':{width}s}  calls  trials  best_us   GFLOP/s  schedule")
     for t in sorted(report.tasks, key=lambda t: -(t.best_us or 0) * t.calls):
         best = f"{t.best_us:8.1f}" if t.best_us is not None else "       -"
         gflops = f"{t.flop / t.best_us / 1e3:8.2f}" if t.best_us else "       -"
-        note = "reused" if t.had_record else ("UNTUNED" if t.best_us is None else "")
+        note = t.source.upper() if t.source == "untuned" else t.source
+        if t.source == "transferred":
+            note += f" from {tuple(t.transfer['donor_extents'])} ({100 * t.transfer['relative_speed']:.0f}%)"
         print(f"{t.name:{width}s}  {t.calls:5d}  {t.trials:6d}  {best}  {gflops}  {note}")

@@ -24,23 +24,35 @@ from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
 from compile.builder import PooledBuilder
 from compile.intrinsics import register_for as register_intrinsics_for
 from compile.linkers import check_linker
+from compile.measure import close_runner, device_runner, measure_schedules, measures_on_build_machine
 from compile.targets import TargetPreset
+from compile.transfer import DEFAULT_CANDIDATES, transfer_tasks
 from runner.device import Device
 from runner.session import check_tracker, wait_for_device
 
 logger = logging.getLogger(__name__)
 
 
+SOURCES = ("exact", "transferred", "tuned", "untuned")
+
+
 @dataclasses.dataclass(frozen=True)
 class TaskReport:
-    """One tuning task (a fused kernel) and what the database knows about it."""
+    """One tuning task (a fused kernel), and where its schedule came from.
+
+    `source`: `exact`, a record of this very workload was in the database before the run;
+    `transferred`, a schedule replayed from a workload of the same structure and measured
+    (`transfer` says from which, and how fast against it per FLOP); `tuned`, searched in this
+    run; `untuned`, none of these (naive code on CPU)."""
 
     name: str
     calls: int
     flop: float
-    had_record: bool  # found in the database before this run
+    had_record: bool  # found in the database before this run (exact or transferred earlier)
     trials: int  # trials spent on it in this run
     best_us: float | None  # best measured run time; None when it has no valid record
+    source: str = "untuned"
+    transfer: dict[str, Any] | None = None  # the transferred record's provenance
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -53,19 +65,25 @@ class TuningReport:
     seconds: float
     # The extracted MetaSchedule tasks themselves, so later steps need not extract them again.
     extracted: tuple[Any, ...] = dataclasses.field(default=(), repr=False, compare=False)
+    transfer_seconds: float = 0.0
 
     @property
     def predicted_ms(self) -> float:
         """Sum of the best kernel times weighted by calls (kernels without records excluded)."""
         return sum(t.best_us * t.calls for t in self.tasks if t.best_us is not None) / 1000.0
 
+    def count(self, source: str) -> int:
+        return sum(t.source == source for t in self.tasks)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "tasks": len(self.tasks),
             "trials": self.trials,
             "tuning_seconds": round(self.seconds, 1),
+            "transfer_seconds": round(self.transfer_seconds, 1),
             "reused_tasks": sum(t.had_record for t in self.tasks),
             "tasks_with_record": sum(t.best_us is not None for t in self.tasks),
+            "sources": {source: self.count(source) for source in SOURCES},
             "predicted_kernel_total_ms": round(self.predicted_ms, 4),
             "per_task": [t.to_dict() for t in self.tasks],
         }
@@ -106,16 +124,19 @@ def tune(
     trials: int,
     seed: int = 0,
     trials_per_task: int | None = None,
+    transfer_candidates: int = DEFAULT_CANDIDATES,
 ) -> TuningReport:
-    """Tune the kernels of `lowered` that the database lacks, with `trials` in total, or with
-    `trials_per_task` x the number of those kernels when given (a budget that scales with how
-    much of the model is new to the database).
+    """Give every kernel of `lowered` a schedule: the database's record, else one transferred
+    from a tuned workload of the same structure (`compile.transfer`), else a search with
+    `trials` in total, or `trials_per_task` x the number of kernels without a tuned record
+    when given (a budget that scales with how much of the model is new to the database).
 
-    `device` is called only when there is something to tune, so a build from a complete
-    database never starts or contacts a device.
-    """
+    `device` is called only when there is something to measure, so a build from a complete
+    database never starts or contacts a device. `transfer_candidates` is how many donors' schedules
+    are measured per kernel (0: no transfer)."""
     tasks = ms.relax_integration.extract_tasks(lowered, preset.target())
-    return tune_extracted(tasks, preset, device, database_dir, trials, seed, trials_per_task)
+    return tune_extracted(tasks, preset, device, database_dir, trials, seed, trials_per_task,
+                          transfer_candidates)
 
 
 def tune_extracted(
@@ -126,39 +147,63 @@ def tune_extracted(
     trials: int,
     seed: int = 0,
     trials_per_task: int | None = None,
+    transfer_candidates: int = DEFAULT_CANDIDATES,
 ) -> TuningReport:
     """`tune` for MetaSchedule tasks already extracted, possibly from several models (one tuning
     run for all of them pays the run's fixed cost, seconds per run, once)."""
     started = time.monotonic()
     target = preset.target()
     db = open_database(database_dir)
-    had = [best_run_us(db, t, target) is not None for t in tasks]
-    todo = [i for i, found in enumerate(had) if not found]
+    had = [db.has_record(t.dispatched[0], target) for t in tasks]
+    missing = [i for i, found in enumerate(had) if not found]
+    transfer_seconds = 0.0
+    if missing and transfer_candidates:
+        transfer_started = time.monotonic()
+        transfer_tasks([tasks[i] for i in missing], db, target,
+                       lambda schedules, tgt: measure_schedules(schedules, tgt, preset, device()),
+                       candidates=transfer_candidates, check=not preset.is_gpu)  # fmt: skip
+        transfer_seconds = time.monotonic() - transfer_started
+    searchable = [i for i, t in enumerate(tasks) if _provenance_kind(db, t, target) != "tuned"]
     if trials_per_task is not None:
-        trials = trials_per_task * len(todo)
+        trials = trials_per_task * len(searchable)
     logger.info(
-        "%d tuning tasks, %d already in the database %s, %d to tune",
-        len(tasks), len(tasks) - len(todo), database_dir, len(todo),
+        "%d tuning tasks: %d in the database %s, %d transferred now, %d to search with %d trials",
+        len(tasks), sum(had), database_dir,
+        sum(1 for i in missing if db.has_record(tasks[i].dispatched[0], target)),
+        len(searchable) if trials else 0, trials,
     )  # fmt: skip
     counts: dict[int, int] = {}
-    if todo and trials > 0:
+    if searchable and trials > 0:
         check_linker(preset)  # candidates are linked for the device, even with --export tar
         with _metaschedule_logging_contained():
-            _tune_tasks([tasks[i] for i in todo], target, preset, device(), db, database_dir, trials, seed,
-                        counts)
-    spent = {todo[j]: n for j, n in counts.items()}
-    reports = tuple(
-        TaskReport(
-            name=t.task_name,
-            calls=int(t.weight),
-            flop=float(estimate_tir_flops(t.dispatched[0])),
-            had_record=had[i],
-            trials=spent.get(i, 0),
-            best_us=best_run_us(db, t, target),
-        )
-        for i, t in enumerate(tasks)
-    )
-    return TuningReport(reports, sum(counts.values()), time.monotonic() - started, tuple(tasks))
+            _tune_tasks([tasks[i] for i in searchable], target, preset, device(), db, database_dir, trials,
+                        seed, counts)
+    spent = {searchable[j]: n for j, n in counts.items()}
+    reports = tuple(_task_report(db, t, target, had[i], spent.get(i, 0)) for i, t in enumerate(tasks))
+    return TuningReport(reports, sum(counts.values()), time.monotonic() - started, tuple(tasks),
+                        transfer_seconds)
+
+
+def _provenance_kind(db: Any, task: Any, target: Any) -> str | None:
+    """`tuned` (a searched record), `transferred`, or None (no record) for the task's best."""
+    if not db.has_record(task.dispatched[0], target):
+        return None
+    provenance = db.provenance(task.dispatched[0], target)
+    return provenance.get("kind", "transferred") if provenance else "tuned"
+
+
+def _task_report(db: Any, task: Any, target: Any, had_record: bool, trials: int) -> TaskReport:
+    best = best_run_us(db, task, target)
+    provenance = db.provenance(task.dispatched[0], target) if best is not None else None
+    if best is None:
+        source = "untuned"
+    elif provenance:
+        source = "transferred"
+    else:
+        source = "exact" if had_record and not trials else "tuned"
+    return TaskReport(name=task.task_name, calls=int(task.weight),
+                      flop=float(estimate_tir_flops(task.dispatched[0])), had_record=had_record,
+                      trials=trials, best_us=best, source=source, transfer=provenance)  # fmt: skip
 
 
 EVOLUTION_FROM_TRIALS_PER_TASK = 4
@@ -177,6 +222,15 @@ def search_strategy(trials: int, tasks: int) -> Any:
     return ms.search_strategy.ReplayTrace()
 
 
+def trials_per_round(trials: int, tasks: int) -> int:
+    """Candidates per scheduler round: the first round visits every task once, so it may take
+    at most half of the budget; the gradient scheduler gives the rest to the tasks with the
+    largest share of the weighted latency (and the fastest improvement), as Ansor's does. A
+    round that took the whole budget (trials / tasks each) spent it evenly: a 1x1 conv with 38%
+    of the latency got as many trials as an elementwise kernel."""
+    return max(1, min(64, trials // (2 * tasks)))
+
+
 def _tune_tasks(todo, target, preset, device, db, database_dir, trials, seed, counts) -> None:
     check_tracker(device.tracker)
     wait_for_device(device, timeout_s=60)
@@ -185,19 +239,9 @@ def _tune_tasks(todo, target, preset, device, db, database_dir, trials, seed, co
         extracted_tasks=todo, work_dir=str(database_dir), seed=seed,
         strategy=search_strategy(trials, len(todo)),
     )
-    # Every task gets at least one round of candidates before the scheduler picks favourites.
-    per_iter = max(1, min(64, trials // len(todo)))
+    per_iter = trials_per_round(trials, len(todo))
     builder = PooledBuilder(preset)
-    runner = ms.runner.RPCRunner(
-        ms.runner.RPCConfig(
-            tracker_host=device.tracker.host,
-            tracker_port=device.tracker.port,
-            tracker_key=device.key,
-            session_timeout_sec=120,
-        ),
-        ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20, enable_cpu_cache_flush=False),
-        f_alloc_argument=alloc_arguments_from_host,
-    )
+    runner = device_runner(device, alone=measures_on_build_machine(device))
     with tqdm(total=trials, desc="tuning", unit="trial") as bar:
         try:
             ms.tune_tasks(
@@ -214,24 +258,7 @@ def _tune_tasks(todo, target, preset, device, db, database_dir, trials, seed, co
             )  # fmt: skip
         finally:
             builder.shutdown()
-
-
-def alloc_arguments_from_host(session, device, args_info, alloc_repeat):
-    """Fill measurement inputs with random data sent from the host.
-
-    MetaSchedule's default asks the device for `tvm.contrib.random.random_fill_for_measure`,
-    which runtime-only TVM builds (the emulated device's, some phone RPC apps) do not have.
-    """
-    import numpy as np
-    from tvm.s_tir.meta_schedule.runner.utils import alloc_argument_common
-
-    rng = np.random.default_rng(0)
-
-    def fill(tensor) -> None:
-        values = rng.uniform(-1, 1, size=[int(d) for d in tensor.shape])
-        tensor.copyfrom(values.astype(str(tensor.dtype)))
-
-    return alloc_argument_common(fill, device, args_info, alloc_repeat)
+            close_runner(runner)
 
 
 @contextlib.contextmanager

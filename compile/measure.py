@@ -1,0 +1,139 @@
+"""How candidate schedules are timed on a device, for tuning and for schedule transfer alike.
+
+MetaSchedule's task scheduler sends a batch to the runner and builds the next batch while the
+first is measured. On a device that is also the build machine (the embedded host-cpu device,
+and the emulated aarch64 one, which runs on the same cores) those timings share the CPU with
+the compiler, and the cost model learns from them: `MeasureAlone` returns from `run` only when
+every timing is done, so a timing never overlaps a build. A phone measures on its own cores,
+where the overlap costs nothing and saves time, so RPC devices elsewhere keep it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+from tvm.ir.utils import derived_object
+from tvm.s_tir import meta_schedule as ms
+from tvm.s_tir.meta_schedule.runner import PyRunner, PyRunnerFuture
+
+from compile.builder import PooledBuilder
+from compile.targets import TargetPreset
+from runner.device import HOST_KEY, Device
+from runner.emulator import EMULATED_KEY
+from runner.session import check_tracker, wait_for_device
+
+logger = logging.getLogger(__name__)
+
+BUILD_MACHINE_KEYS = (HOST_KEY, EMULATED_KEY)
+
+
+def measures_on_build_machine(device: Device) -> bool:
+    """Does `device` run on the cores that build the candidates? (the embedded devices)"""
+    return device.key in BUILD_MACHINE_KEYS
+
+
+@derived_object
+class _Finished(PyRunnerFuture):
+    """A runner future whose result is already in."""
+
+    def __init__(self, result: Any):
+        super().__init__()
+        self._result = result
+
+    def done(self) -> bool:
+        return True
+
+    def result(self) -> Any:
+        return self._result
+
+
+@derived_object
+class MeasureAlone(PyRunner):
+    """A runner whose `run` waits for its timings, so the scheduler builds only between them."""
+
+    def __init__(self, runner: Any):
+        super().__init__()
+        self.runner = runner
+
+    def run(self, runner_inputs: list[Any]) -> list[Any]:
+        return [_Finished(future.result()) for future in self.runner.run(runner_inputs)]
+
+
+def device_runner(device: Device, alone: bool = False) -> Any:
+    """MetaSchedule's RPC runner for `device`: how tuning and transfer time a candidate;
+    `alone`: wrapped in `MeasureAlone`."""
+    runner = ms.runner.RPCRunner(
+        ms.runner.RPCConfig(
+            tracker_host=device.tracker.host,
+            tracker_port=device.tracker.port,
+            tracker_key=device.key,
+            session_timeout_sec=120,
+        ),
+        ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20, enable_cpu_cache_flush=False),
+        f_alloc_argument=alloc_arguments_from_host,
+    )
+    return MeasureAlone(runner) if alone else runner
+
+
+def measure_schedules(schedules: Sequence[Any], target: Any, preset: TargetPreset,
+                      device: Device) -> list[float | None]:
+    """Build every schedule, then time each on `device`: seconds per call, None when its build
+    or run failed. All builds finish before the first timing starts, so on a device that is
+    also the build machine no timing shares the cores with a build."""
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+    from tvm.s_tir.meta_schedule.builder import BuilderInput
+    from tvm.s_tir.meta_schedule.runner import RunnerInput
+
+    builder = PooledBuilder(preset)
+    try:
+        built = builder.build([BuilderInput(s.mod, target) for s in schedules])
+    finally:
+        builder.shutdown()
+    runnable = [i for i, b in enumerate(built) if b.error_msg is None]
+    for i, b in enumerate(built):
+        if b.error_msg is not None:
+            logger.debug("candidate %d did not build: %s", i, b.error_msg)
+    inputs = [RunnerInput(built[i].artifact_path, preset.device_type,
+                          ArgInfo.from_prim_func(schedules[i].mod["main"])) for i in runnable]
+    seconds: list[float | None] = [None] * len(schedules)
+    if not inputs:
+        return seconds
+    check_tracker(device.tracker)
+    wait_for_device(device, timeout_s=60)
+    runner = device_runner(device)
+    try:
+        for i, future in zip(runnable, runner.run(inputs)):
+            result = future.result()
+            if result.error_msg is None and result.run_secs:
+                seconds[i] = float(sum(float(s) for s in result.run_secs) / len(result.run_secs))
+            else:
+                logger.debug("candidate %d did not run: %s", i, result.error_msg)
+    finally:
+        close_runner(runner)
+    return seconds
+
+
+def close_runner(runner: Any) -> None:
+    """Stop the runner's worker pool here, not in a worker thread's garbage collection (where
+    it fails with 'cannot join current thread')."""
+    inner = runner.runner if isinstance(runner, MeasureAlone) else runner
+    inner.pool.shutdown()
+
+
+def alloc_arguments_from_host(session, device, args_info, alloc_repeat):
+    """Fill measurement inputs with random data sent from the host.
+
+    MetaSchedule's default asks the device for `tvm.contrib.random.random_fill_for_measure`,
+    which runtime-only TVM builds (the emulated device's, some phone RPC apps) do not have.
+    """
+    import numpy as np
+    from tvm.s_tir.meta_schedule.runner.utils import alloc_argument_common
+
+    rng = np.random.default_rng(0)
+
+    def fill(tensor) -> None:
+        values = rng.uniform(-1, 1, size=[int(d) for d in tensor.shape])
+        tensor.copyfrom(values.astype(str(tensor.dtype)))
+
+    return alloc_argument_common(fill, device, args_info, alloc_repeat)
