@@ -102,7 +102,7 @@ def compile_model(
                 return device or stack.enter_context(embedded_device(preset))
 
             report = tune(lowered, preset, tuning_device, database_dir, trials, seed, trials_per_task)
-        db = open_database(database_dir)
+        db = open_database(database_dir, preset.target())
         tuned, status = apply_database(lowered, preset, db)
         if preset.is_gpu:
             tuned = schedule_gpu_defaults(tuned, preset, status)

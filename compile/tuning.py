@@ -22,6 +22,7 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
 
 from compile.builder import PooledBuilder
+from compile.database import json_database, open_database  # noqa: F401 (open_database: also imported from here)
 from compile.intrinsics import register_for as register_intrinsics_for
 from compile.linkers import check_linker
 from compile.targets import TargetPreset
@@ -69,12 +70,6 @@ class TuningReport:
             "predicted_kernel_total_ms": round(self.predicted_ms, 4),
             "per_task": [t.to_dict() for t in self.tasks],
         }
-
-
-def open_database(path: Path) -> ms.database.JSONDatabase:
-    """The device's tuning database (created empty when missing)."""
-    path.mkdir(parents=True, exist_ok=True)
-    return ms.database.JSONDatabase(work_dir=str(path), allow_missing=True)
 
 
 def best_run_us(db, task: ms.ExtractedTask, target) -> float | None:
@@ -131,7 +126,7 @@ def tune_extracted(
     run for all of them pays the run's fixed cost, seconds per run, once)."""
     started = time.monotonic()
     target = preset.target()
-    db = open_database(database_dir)
+    db = open_database(database_dir, target)
     had = [best_run_us(db, t, target) is not None for t in tasks]
     todo = [i for i, found in enumerate(had) if not found]
     if trials_per_task is not None:
@@ -259,9 +254,10 @@ def _metaschedule_logging_contained() -> Iterator[None]:
 
 def copy_records(tasks: Sequence[Any], preset: TargetPreset, db: Any, dest: Path) -> int:
     """Copy the best record of each of the model's kernels (its extracted `tasks`) into a
-    database of its own."""
+    MetaSchedule JSON database of its own in `dest` (an artifact's tuning/, which other TVM
+    tools read)."""
     target = preset.target()
-    out = open_database(dest)
+    out = json_database(dest)
     copied = 0
     for task in tasks:
         record = db.query_tuning_record(task.dispatched[0], target, task.task_name)
