@@ -140,7 +140,11 @@ class DeviceDatabase(PyDatabase):
 
     def _initialise(self) -> None:
         """Create the schema once, and import a MetaSchedule JSON pair found beside it, inside one
-        write transaction: of two processes opening a new folder at once, one does both."""
+        write transaction: of two processes opening a new folder at once, one does both. An
+        initialised database is only read (no write lock at open)."""
+        if self._one("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'") and self._one(
+                "SELECT 1 FROM meta WHERE key='schema_version'"):
+            return
         with self._write():
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
@@ -370,17 +374,17 @@ class DeviceDatabase(PyDatabase):
                              limit: int = 50) -> list[tuple[Workload, TuningRecord, tuple[int, ...]]]:
         """The best valid record of every workload with that structure key (of the first `limit`
         such workloads by commit order), with the workload's extents; unsorted by distance."""
-        where, args = "w.structure=? AND r.valid=1", [structure]
+        best, args = "workload_id = w.id AND valid = 1", []
         if target is not None:
-            where += " AND r.target_key=?"
+            best += " AND target_key = ?"
             args.append(_target_key(target))
+        # Per workload of the structure, its best record through the (workload_id, mean_secs)
+        # index: the cost grows with the workloads returned, not with the records stored.
         rows = self._sql(
-            f"""SELECT workload_id, extents, {self._COLUMNS} FROM (
-                    SELECT r.*, w.extents, ROW_NUMBER() OVER (
-                        PARTITION BY r.workload_id ORDER BY r.mean_secs, r.id) AS rank
-                    FROM records r JOIN workloads w ON w.id = r.workload_id WHERE {where})
-                WHERE rank = 1 ORDER BY workload_id LIMIT ?""",
-            (*args, limit),
+            f"""SELECT w.id, w.extents, {self._COLUMNS} FROM workloads w JOIN records r ON r.id = (
+                    SELECT id FROM records WHERE {best} ORDER BY mean_secs, id LIMIT 1)
+                WHERE w.structure = ? ORDER BY w.id LIMIT ?""",
+            (*args, structure, limit),
         )
         out = []
         for wid, extents, *rest in rows:
