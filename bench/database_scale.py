@@ -191,7 +191,8 @@ def main() -> None:
             print(f"{kind:6s} {records:7d} records, {size / 1e6:6.1f} MB, filled in {fill_s:.0f} s; over {row['runs']} "
                   f"fresh processes: " + "; ".join(
                       f"{key[:-2]} median {row[key]['median'] * 1e3:.1f} ms (min {row[key]['min'] * 1e3:.1f}, "
-                      f"max {row[key]['max'] * 1e3:.1f})" for key in ("open_s", "query_s", "structure_s") if key in row))
+                      f"max {row[key]['max'] * 1e3:.1f})"
+                      for key in ("open_s", "query_s", "structure_s") if key in row))
     result["machine"] = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                          "load_average_at_end": [round(x, 2) for x in os.getloadavg()]}
     if args.out:

@@ -249,3 +249,11 @@ def test_a_real_tuning_goes_into_the_database_and_is_applied_from_it(tuned_tiny,
     _, from_json = apply_database(lowered, preset, ms.database.JSONDatabase(work_dir=str(tmp_path / "json")))
     assert from_json == status
     assert json.loads(db.meta["target"])["mcpu"] == str(preset.target().export()["mcpu"])
+
+
+def test_database_help_imports_no_tvm():
+    code = ("import sys\nfrom compile.cli import main\ntry:\n    main(['database', 'export', '--help'])\n"
+            "except SystemExit:\n    pass\nprint('tvm' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}).stdout
+    assert "usage: python -m compile database export" in out and out.strip().splitlines()[-1] == "False"
