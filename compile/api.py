@@ -107,7 +107,7 @@ def compile_model(
 
             report = tune(lowered, preset, tuning_device, database_dir, trials, seed, trials_per_task,
                           transfer_candidates if _can_measure(preset, device) else 0)
-        db = open_database(database_dir)
+        db = open_database(database_dir, preset.target())
         tuned, status = apply_database(lowered, preset, db)
         if preset.is_gpu:
             tuned = schedule_gpu_defaults(tuned, preset, status)

@@ -1,8 +1,12 @@
-"""`python -m compile MODEL --target PRESET ...`: parse, call `compile_model`, render."""
+"""`python -m compile MODEL --target PRESET ...`: parse, call `compile_model`, render.
+
+`python -m compile database export|import ...` handles the tuning database (`compile.database_cli`).
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from runner.cli_support import run_main, setup_logging
@@ -69,6 +73,11 @@ def _non_negative(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["database"] and not Path("database").is_file():  # a word, not a model file
+        from compile.database_cli import main as database_main
+
+        return database_main(argv[1:])
     args = _parser().parse_args(argv)
     setup_logging(args.verbose)
     return run_main(lambda: _run(args), args.verbose)

@@ -22,6 +22,7 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
 
 from compile.builder import PooledBuilder
+from compile.database import json_database, open_database  # noqa: F401 (open_database: also imported from here)
 from compile.intrinsics import register_for as register_intrinsics_for
 from compile.linkers import check_linker
 from compile.measure import close_runner, device_runner, measure_schedules, measures_on_build_machine
@@ -89,12 +90,6 @@ class TuningReport:
         }
 
 
-def open_database(path: Path) -> ms.database.JSONDatabase:
-    """The device's tuning database (created empty when missing)."""
-    path.mkdir(parents=True, exist_ok=True)
-    return ms.database.JSONDatabase(work_dir=str(path), allow_missing=True)
-
-
 def best_run_us(db, task: ms.ExtractedTask, target) -> float | None:
     record = db.query_tuning_record(task.dispatched[0], target, task.task_name)
     if record is None or not record.run_secs:
@@ -153,7 +148,7 @@ def tune_extracted(
     run for all of them pays the run's fixed cost, seconds per run, once)."""
     started = time.monotonic()
     target = preset.target()
-    db = open_database(database_dir)
+    db = open_database(database_dir, target)
     had = [db.has_record(t.dispatched[0], target) for t in tasks]
     missing = [i for i, found in enumerate(had) if not found]
     transfer_seconds = 0.0
@@ -286,9 +281,10 @@ def _metaschedule_logging_contained() -> Iterator[None]:
 
 def copy_records(tasks: Sequence[Any], preset: TargetPreset, db: Any, dest: Path) -> int:
     """Copy the best record of each of the model's kernels (its extracted `tasks`) into a
-    database of its own."""
+    MetaSchedule JSON database of its own in `dest` (an artifact's tuning/, which other TVM
+    tools read)."""
     target = preset.target()
-    out = open_database(dest)
+    out = json_database(dest)
     copied = 0
     for task in tasks:
         record = db.query_tuning_record(task.dispatched[0], target, task.task_name)
