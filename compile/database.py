@@ -370,26 +370,33 @@ class DeviceDatabase(PyDatabase):
         rows = self._best_rows(found[0], target, 1, "provenance") if found else []
         return json.loads(rows[0][0]) if rows and rows[0][0] else None
 
-    def records_of_structure(self, structure: str, target: Any = None,
-                             limit: int = 50) -> list[tuple[Workload, TuningRecord, tuple[int, ...]]]:
-        """The best valid record of every workload with that structure key (of the first `limit`
-        such workloads by commit order), with the workload's extents; unsorted by distance."""
-        best, args = "workload_id = w.id AND valid = 1", []
+    def records_of_structure(self, structure: str, target: Any = None, near: tuple[int, ...] | None = None,
+                             limit: int = 50, tuned_only: bool = False,
+                             ) -> list[tuple[Workload, TuningRecord, tuple[int, ...]]]:
+        """The best valid record of the workloads with that structure key, with their extents:
+        the `limit` nearest to the extents `near` (by `workload_structure.shape_distance`), else the first by commit
+        order. `tuned_only` leaves out records that were themselves transferred, so a transfer
+        always starts from a searched schedule, never from a copy of a copy. Only the workloads
+        returned are parsed."""
+        kept, args = "valid = 1", []
         if target is not None:
-            best += " AND target_key = ?"
+            kept += " AND target_key = ?"
             args.append(_target_key(target))
-        # Per workload of the structure, its best record through the (workload_id, mean_secs)
-        # index: the cost grows with the workloads returned, not with the records stored.
-        rows = self._sql(
-            f"""SELECT w.id, w.extents, {self._COLUMNS} FROM workloads w JOIN records r ON r.id = (
-                    SELECT id FROM records WHERE {best} ORDER BY mean_secs, id LIMIT 1)
-                WHERE w.structure = ? ORDER BY w.id LIMIT ?""",
-            (*args, structure, limit),
-        )
+        if tuned_only:
+            kept += " AND provenance IS NULL"
+        # Which workloads qualify, from the index alone; their records only for those returned.
+        rows = self._sql(f"SELECT w.id, w.extents FROM workloads w WHERE w.structure = ? AND EXISTS "
+                         f"(SELECT 1 FROM records WHERE workload_id = w.id AND {kept}) ORDER BY w.id",
+                         (structure, *args))
+        found = [(wid, tuple(json.loads(extents))) for wid, extents in rows]
+        if near is not None:
+            found.sort(key=lambda row: workload_structure.shape_distance(near, row[1]))
         out = []
-        for wid, extents, *rest in rows:
+        for wid, extents in found[:limit]:
+            (row,) = self._sql(f"SELECT {self._COLUMNS} FROM records WHERE workload_id = ? AND {kept} "
+                               "ORDER BY mean_secs, id LIMIT 1", (wid, *args))
             workload = self._workload_by_id(wid)
-            out.append((workload, self._record(workload, *rest), tuple(json.loads(extents))))
+            out.append((workload, self._record(workload, *row), extents))
         return out
 
     # ---- bulk access for import/export ---------------------------------------------------

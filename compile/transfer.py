@@ -116,16 +116,15 @@ class Donor:
 
 
 def find_donors(db: Any, mod: Any, target: Any, limit: int) -> list[Donor]:
-    """The nearest `limit` donors of `mod` in `db` (records for `target` only)."""
+    """The nearest `limit` donors of `mod` in `db`: searched records for `target` (never a
+    transferred one: a copy of a copy drifts from what was measured to be good)."""
     import tvm_ffi
 
     own = extents(mod)
-    donors = [
-        Donor(workload, record, tuple(ext), shape_distance(own, ext))
-        for workload, record, ext in db.records_of_structure(structure_key(mod), target)
-        if not tvm_ffi.structural_equal(workload.mod, mod)
-    ]
-    return sorted(donors, key=lambda d: d.distance)[:limit]
+    rows = db.records_of_structure(structure_key(mod), target, near=own, limit=limit + 1, tuned_only=True)
+    donors = [Donor(workload, record, ext, shape_distance(own, ext)) for workload, record, ext in rows
+              if not tvm_ffi.structural_equal(workload.mod, mod)]  # fmt: skip
+    return donors[:limit]
 
 
 def replay(trace: Any, mod: Any, postprocs: Sequence[Any]) -> Any | None:
