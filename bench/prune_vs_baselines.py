@@ -122,13 +122,17 @@ def append_point(path: Path, record: dict[str, Any]) -> None:
 
 def check_same_settings(out: Path, settings: dict[str, Any]) -> None:
     """Points of other settings must not mix with these: refuse, or record the settings."""
-    from prune.settings import BEFORE_THEY_EXISTED
+    from prune.settings import as_they_ran
 
     path = out / SETTINGS
     if path.exists():
         saved = json.loads(path.read_text())
         if "prune" in saved:  # prune settings added since: what runs did before they existed
-            saved["prune"] = {**BEFORE_THEY_EXISTED, **saved["prune"]}
+            # The base names no method; a setting whose old value depended on it (the search's weight
+            # decay: 1e-3 for bilevel) is filled as the bilevel points ran, so such a folder is refused.
+            filled = as_they_ran({"method": "bilevel", **saved["prune"]})
+            del filled["method"]  # not a base setting
+            saved["prune"] = filled
         differ = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
         if differ:
             details = ", ".join(f"{k}: {saved.get(k)!r} there, {settings.get(k)!r} now" for k in differ)

@@ -45,6 +45,16 @@ def _count(text: str) -> int:
     return value
 
 
+def _nonnegative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be >= 0")
+    return value
+
+
 def _unit(text: str) -> int | str:
     return text if text == AUTO else _positive(int)(text)
 
@@ -89,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="channels per prunable unit, the device's alignment, or 'auto': the coarsest step the "
                         f"predictor says gives nothing up (python -m latency_model alignment) (default {d.unit})")
     parser.add_argument("--lr", type=_positive(float), default=d.lr, help=f"weight learning rate (default {d.lr})")
+    parser.add_argument("--weight-decay", type=_nonnegative, default=d.weight_decay,
+                        help="SGD weight decay of every method's training steps (plain training, the bi-level "
+                        f"search's inner step, where it is lambda, and the fine-tuning) (default {d.weight_decay})")
+    parser.add_argument("--search-weight-decay", type=_nonnegative, default=None, metavar="DECAY",
+                        help="a weight decay for the search phase alone (bi-level inner step or baseline training), "
+                        "e.g. 1e-3 for BiP's lambda (default: --weight-decay)")
     parser.add_argument("--outer-lr", type=_positive(float), default=d.outer_lr,
                         help=f"gate score learning rate, bilevel (default {d.outer_lr})")
     parser.add_argument("--budget-signal", choices=BUDGET_SIGNALS, default=d.budget_signal,
@@ -151,6 +167,7 @@ def _run(args: argparse.Namespace) -> int:
         input_size=args.input_size, method=args.method, epochs=args.epochs, search_steps=args.search_steps,
         finetune_steps=args.finetune_steps, batch_size=args.batch_size,
         outer_batch_size=args.outer_batch_size, outer_every=args.outer_every, unit=1 if args.unit == AUTO else args.unit, lr=args.lr, outer_lr=args.outer_lr,
+        weight_decay=args.weight_decay, search_weight_decay=args.search_weight_decay,
         budget_signal=args.budget_signal, hard_mask=args.hard_mask, implicit_gradient=args.implicit_gradient,
         neumann_steps=args.neumann_steps, neumann_alpha=args.neumann_alpha,
         weights=args.weights, pretrained_backbone=args.pretrained_backbone, device=args.device, target=args.target, seed=args.seed, num_classes=args.classes, train_scenes=args.train_scenes,
