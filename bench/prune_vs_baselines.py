@@ -4,7 +4,7 @@
         --predictor flops --budgets 0.75,0.5,0.35 --methods bilevel,uniform,magnitude \
         --seeds 0,1,2 [--uniform-budgets 0.25,0.2,0.15] [--trials 128] [-o bench/results/prune_vs_baselines]
 
-For every (method, budget, seed): `prune.train.run_pruning` on the synthetic task into its own
+For every (method, budget, seed): `prune.train.run_pruning` on a synthetic task (`--data`) into its own
 folder (resumable: a finished run is returned as is), `compile.api.compile_model` of its
 model.onnx for the `host` preset with the device's tuning database (new kernels get `--trials`
 MetaSchedule trials per network; 0 builds from the database alone, whose missing kernels are
@@ -257,7 +257,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--search-steps", type=int, default=100)
     p.add_argument("--finetune-steps", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--classes", type=int, default=8, help="synthetic classes")
+    p.add_argument("--data", default="synthetic", choices=["synthetic", "synthetic-hard"],
+                   help="the synthetic task (synthetic-hard: 40 classes that need capacity; default synthetic)")
+    p.add_argument("--classes", type=int, default=8, help="synthetic classes (synthetic-hard has its own 40)")
     p.add_argument("--train-scenes", type=int, default=None, help="synthetic training scenes (default 2000)")
     p.add_argument("--val-scenes", type=int, default=None, help="synthetic validation scenes (default 200)")
     p.add_argument("--trials", type=int, default=128,
@@ -316,7 +318,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.seeds:
         raise EdgesegError("No seed given.", "Pass --seeds as a comma-separated list, e.g. 0,1,2.")
     started = time.monotonic()
-    base = PruneSettings(model=args.model, data="synthetic", predictor=args.predictor, budget_ms=1.0,
+    base = PruneSettings(model=args.model, data=args.data, predictor=args.predictor, budget_ms=1.0,
                          input_size=args.input_size, epochs=args.epochs, search_steps=args.search_steps,
                          finetune_steps=args.finetune_steps, batch_size=args.batch_size, num_classes=args.classes,
                          train_scenes=args.train_scenes, val_scenes=args.val_scenes)

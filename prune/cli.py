@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
         "predictor, or a baseline), fine-tune it, and write model.onnx, pruning.json and curves.png. "
         "Rerun the same command to resume after a crash.")
     parser.add_argument("--model", default=d.model, help=f"registry model (default {d.model})")
-    parser.add_argument("--data", default=d.data, help="synthetic, ade20k:PATH or cityscapes:PATH "
+    parser.add_argument("--data", default=d.data, help="synthetic, synthetic-hard (40 classes: long tail, thin "
+                        "and small objects, context and texture pairs), ade20k:PATH or cityscapes:PATH "
                         f"(default {d.data})")
     parser.add_argument("--predictor", default=d.predictor, help="latency predictor folder (latency_model "
                         f"train), or '{FLOPS}' for nominal ms proportional to FLOPs (default {FLOPS})")
@@ -135,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "a predictor made for another is refused (default: the predictor's)")
     parser.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
     parser.add_argument("--classes", type=_positive(int), default=d.num_classes,
-                        help=f"synthetic data: number of classes (default {d.num_classes})")
+                        help=f"synthetic data: number of classes; synthetic-hard has its own 40 (default {d.num_classes})")
     parser.add_argument("--train-scenes", type=_positive(int), default=None,
                         help="synthetic data: training scenes (default 2000)")
     parser.add_argument("--val-scenes", type=_positive(int), default=None,

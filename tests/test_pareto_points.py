@@ -90,6 +90,19 @@ def test_points_file_resumes_and_other_settings_are_refused(tmp_path):
         check_same_settings(tmp_path, {"trials": 8})
 
 
+def test_points_measured_before_the_weight_decay_was_a_setting_are_not_mixed_with_new_ones(tmp_path):
+    """Such a folder's bilevel points searched with BiP's 1e-3: today's defaults are refused."""
+    from prune.settings import PruneSettings
+
+    fixed = {k: v for k, v in PruneSettings(budget_ms=1.0).to_dict().items()
+             if k not in ("method", "budget_ms", "fps", "seed")}
+    old = {k: v for k, v in fixed.items() if k not in ("weight_decay", "search_weight_decay")}
+    (tmp_path / "settings.json").write_text(json.dumps({"prune": old, "trials": 0}))
+    with pytest.raises(EdgesegError, match=r"'search_weight_decay': 0.001.*'search_weight_decay': None"):
+        check_same_settings(tmp_path, {"prune": fixed, "trials": 0})
+    check_same_settings(tmp_path, {"prune": {**fixed, "search_weight_decay": 1e-3}, "trials": 0})  # as they ran
+
+
 def test_a_last_line_cut_short_by_a_crash_is_measured_again(tmp_path):
     path = tmp_path / "points.jsonl"
     append_point(path, {"key": "a"})

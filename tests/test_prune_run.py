@@ -424,3 +424,11 @@ def test_the_backbone_starts_from_timms_weights_only_when_they_are_in_the_local_
     assert json.loads((out / "pruning.json").read_text())["settings"]["pretrained_backbone"] is True
     with pytest.raises(EdgesegError, match="both say where the network starts"):
         PruneSettings(budget_ms=1.0, weights="w.safetensors", pretrained_backbone=True)
+
+
+def test_a_run_on_synthetic_hard_has_its_forty_classes(tmp_path):
+    assert main(["--method", "uniform", "--budget-ms", "0.04", *TINY_ARGS, "--epochs", "1", "--search-steps", "1",
+                 "--data", "synthetic-hard", "-o", str(tmp_path / "run")]) == 0
+    report = json.loads((tmp_path / "run" / "pruning.json").read_text())
+    assert report["data"] == "synthetic-hard" and report["num_classes"] == 40
+    assert report["predicted_ms"] <= report["budget_ms"]
