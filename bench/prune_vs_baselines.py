@@ -293,6 +293,16 @@ def _versions() -> dict[str, str]:
             "timm": timm.__version__, "numpy": np.__version__}
 
 
+def trained_with(base: Any) -> str:
+    """What every row of the comparison was trained with (one sentence under the table)."""
+    b = base
+    return (f"every point, each method and the unpruned one: {b.epochs} x ({b.search_steps} search + "
+            f"{b.finetune_steps} fine-tuning) steps of batch {b.batch_size} on {b.data}, lr {b.lr}, weight decay "
+            f"{b.decay('search')} in the search and {b.decay('finetune')} in the fine-tuning; the search is plain "
+            "training for uniform, magnitude and the unpruned network (dense), bi-level steps for bilevel; all start "
+            + (f"from {b.weights}" if b.weights else "from random weights"))
+
+
 def _span_seconds(points: Sequence[dict[str, Any]]) -> float | None:
     """From the first point's start to the last point's end, by their timestamps (resumed runs too)."""
     if not points:
@@ -392,7 +402,7 @@ def run(args: argparse.Namespace) -> int:
         "wall_seconds_this_run": round(time.monotonic() - started, 1),
         "point_seconds_total": round(sum(sum(p["seconds"].values()) for p in summary["points"]), 1),
         "points_wall_span_seconds": _span_seconds(summary["points"]),
-        "goals": goal, **summary,
+        "trained_with": trained_with(base), "goals": goal, **summary,
     }
     (args.out / RESULT).write_text(json.dumps(result, indent=2) + "\n")
     title = (f"{args.model} {args.input_size}px, {args.predictor} budgets, seeds {args.seeds}, trials "
@@ -401,6 +411,7 @@ def run(args: argparse.Namespace) -> int:
     if args.note:
         print(f"\nNOTE: {args.note}")
     print_summary(summary, goal)
+    print(f"\ntrained with: {trained_with(base)}")
     print(f"\n{protocol.describe()}\nresult in {args.out / RESULT}, plot {args.out / PLOT}")
     return 0
 

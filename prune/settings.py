@@ -29,7 +29,10 @@ class PruneSettings:
     is compared with, which takes no budget.
     Every method runs `epochs` epochs of `search_steps` steps on the unpruned network (the
     bi-level search, or plain training for the baselines), then `epochs` epochs of
-    `finetune_steps` steps on the shrunk one. `train_scenes`/`val_scenes`/`num_classes` size the
+    `finetune_steps` steps on the shrunk one. Zero steps mean none: a baseline with
+    `search_steps=0` makes its plan from the start weights, `finetune_steps=0` keeps the shrunk
+    network as the search left it; a bi-level run needs search steps (an error otherwise).
+    `train_scenes`/`val_scenes`/`num_classes` size the
     synthetic data set (real data sets bring their own). Gate scores start at `gate_init` (every
     unit kept, p = sigmoid(gate_init)) and learn at `outer_lr` (Adam). `implicit_scale` multiplies
     BiP's first-order implicit gradient: its default 1/lambda (1000 with lambda = 1e-3) makes that

@@ -121,3 +121,13 @@ def test_retimed_medians_replace_the_timings_taken_after_each_build():
     assert retimed[0]["measured_median_ms"] == 12.0 and retimed[0]["measured_at_build_ms"] == 10.0
     assert retimed[0]["retimed_ms"] == [12.0, 11.0, 30.0]
     assert retimed[1] == points[1] and points[0]["measured_median_ms"] == 10.0  # inputs untouched
+
+
+def test_the_comparison_says_what_every_point_was_trained_with():
+    from bench.prune_vs_baselines import trained_with
+    from prune.settings import PruneSettings
+
+    said = trained_with(PruneSettings(budget_ms=1.0, epochs=2, search_steps=40, finetune_steps=30,
+                                      search_weight_decay=1e-3))
+    assert "2 x (40 search + 30 fine-tuning) steps" in said
+    assert "weight decay 0.001 in the search and 0.0001 in the fine-tuning" in said
