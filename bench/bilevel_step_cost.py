@@ -99,7 +99,7 @@ def build_steps(args: argparse.Namespace) -> tuple[dict[str, Callable[[], None]]
     val, equal_val = [x[: settings.outer_batch_size] for x in second], second
 
     plain_model = create_model(args.model, num_classes=args.classes)
-    plain_opt = sgd(plain_model, settings.lr)
+    plain_opt = sgd(plain_model, settings.lr, settings.decay("search"))
     past_ramp = settings.epochs * settings.search_steps - 1  # the projection's budget is the target
 
     def search(**changes) -> BilevelSearch:
@@ -112,7 +112,7 @@ def build_steps(args: argparse.Namespace) -> tuple[dict[str, Callable[[], None]]
                              settings.target_ms(budget.full_latency_ms()))
 
     projected, threshold, masked = search(), search(hard_mask="threshold"), search()
-    masked_opt = sgd(masked.optimizer.model, settings.lr)
+    masked_opt = sgd(masked.optimizer.model, settings.lr, settings.decay("search"))
     steps = {
         "plain": lambda: plain_step(plain_model, plain_opt, train),
         "masked": lambda: plain_step(masked.optimizer.model, masked_opt, train),

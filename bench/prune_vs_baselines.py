@@ -4,7 +4,7 @@
         --predictor flops --budgets 0.75,0.5,0.35 --methods bilevel,uniform,magnitude \
         --seeds 0,1,2 [--uniform-budgets 0.25,0.2,0.15] [--trials 128] [-o bench/results/prune_vs_baselines]
 
-For every (method, budget, seed): `prune.train.run_pruning` on the synthetic task into its own
+For every (method, budget, seed): `prune.train.run_pruning` on a synthetic task (`--data`) into its own
 folder (resumable: a finished run is returned as is), `compile.api.compile_model` of its
 model.onnx for the `host` preset with the device's tuning database (new kernels get `--trials`
 MetaSchedule trials per network; 0 builds from the database alone, whose missing kernels are
@@ -122,13 +122,17 @@ def append_point(path: Path, record: dict[str, Any]) -> None:
 
 def check_same_settings(out: Path, settings: dict[str, Any]) -> None:
     """Points of other settings must not mix with these: refuse, or record the settings."""
-    from prune.settings import BEFORE_THEY_EXISTED
+    from prune.settings import as_they_ran
 
     path = out / SETTINGS
     if path.exists():
         saved = json.loads(path.read_text())
         if "prune" in saved:  # prune settings added since: what runs did before they existed
-            saved["prune"] = {**BEFORE_THEY_EXISTED, **saved["prune"]}
+            # The base names no method; a setting whose old value depended on it (the search's weight
+            # decay: 1e-3 for bilevel) is filled as the bilevel points ran, so such a folder is refused.
+            filled = as_they_ran({"method": "bilevel", **saved["prune"]})
+            del filled["method"]  # not a base setting
+            saved["prune"] = filled
         differ = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
         if differ:
             details = ", ".join(f"{k}: {saved.get(k)!r} there, {settings.get(k)!r} now" for k in differ)
@@ -253,7 +257,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--search-steps", type=int, default=100)
     p.add_argument("--finetune-steps", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--classes", type=int, default=8, help="synthetic classes")
+    p.add_argument("--data", default="synthetic", choices=["synthetic", "synthetic-hard"],
+                   help="the synthetic task (synthetic-hard: 40 classes that need capacity; default synthetic)")
+    p.add_argument("--classes", type=int, default=8, help="synthetic classes (synthetic-hard has its own 40)")
     p.add_argument("--train-scenes", type=int, default=None, help="synthetic training scenes (default 2000)")
     p.add_argument("--val-scenes", type=int, default=None, help="synthetic validation scenes (default 200)")
     p.add_argument("--trials", type=int, default=128,
@@ -287,6 +293,16 @@ def _versions() -> dict[str, str]:
             "timm": timm.__version__, "numpy": np.__version__}
 
 
+def trained_with(base: Any) -> str:
+    """What every row of the comparison was trained with (one sentence under the table)."""
+    b = base
+    return (f"every point, each method and the unpruned one: {b.epochs} x ({b.search_steps} search + "
+            f"{b.finetune_steps} fine-tuning) steps of batch {b.batch_size} on {b.data}, lr {b.lr}, weight decay "
+            f"{b.decay('search')} in the search and {b.decay('finetune')} in the fine-tuning; the search is plain "
+            "training for uniform, magnitude and the unpruned network (dense), bi-level steps for bilevel; all start "
+            + (f"from {b.weights}" if b.weights else "from random weights"))
+
+
 def _span_seconds(points: Sequence[dict[str, Any]]) -> float | None:
     """From the first point's start to the last point's end, by their timestamps (resumed runs too)."""
     if not points:
@@ -312,7 +328,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.seeds:
         raise EdgesegError("No seed given.", "Pass --seeds as a comma-separated list, e.g. 0,1,2.")
     started = time.monotonic()
-    base = PruneSettings(model=args.model, data="synthetic", predictor=args.predictor, budget_ms=1.0,
+    base = PruneSettings(model=args.model, data=args.data, predictor=args.predictor, budget_ms=1.0,
                          input_size=args.input_size, epochs=args.epochs, search_steps=args.search_steps,
                          finetune_steps=args.finetune_steps, batch_size=args.batch_size, num_classes=args.classes,
                          train_scenes=args.train_scenes, val_scenes=args.val_scenes)
@@ -386,7 +402,7 @@ def run(args: argparse.Namespace) -> int:
         "wall_seconds_this_run": round(time.monotonic() - started, 1),
         "point_seconds_total": round(sum(sum(p["seconds"].values()) for p in summary["points"]), 1),
         "points_wall_span_seconds": _span_seconds(summary["points"]),
-        "goals": goal, **summary,
+        "trained_with": trained_with(base), "goals": goal, **summary,
     }
     (args.out / RESULT).write_text(json.dumps(result, indent=2) + "\n")
     title = (f"{args.model} {args.input_size}px, {args.predictor} budgets, seeds {args.seeds}, trials "
@@ -395,6 +411,7 @@ def run(args: argparse.Namespace) -> int:
     if args.note:
         print(f"\nNOTE: {args.note}")
     print_summary(summary, goal)
+    print(f"\ntrained with: {trained_with(base)}")
     print(f"\n{protocol.describe()}\nresult in {args.out / RESULT}, plot {args.out / PLOT}")
     return 0
 

@@ -23,7 +23,12 @@ The last product is the implicit gradient (IG). Two ways to approximate it:
 
 `step` evaluates both splits at the same θ_t and masks, updates the scores with the
 hypergradient (Adam), then the weights with the training gradient (SGD with weight decay λ,
-the inner objective's own gradient). The penalty (the latency budget) enters only the outer
+the inner objective's own gradient). λ is one number, `BilevelConfig.weight_decay_lambda`,
+used three ways: as the inner SGD's weight decay (the gradient of λ/2 ||θ||²), in the Neumann
+series' (∇²_θθ L_tr + λI), and as the first-order IG's 1/λ when `implicit_scale` is None. A
+decay of the inner step that differed from the λ of the implicit gradient would differentiate
+another inner problem than the one solved, so a run sets it once (`PruneSettings.decay`, the
+same decay every method's plain steps use) and this optimiser derives the rest from it. The penalty (the latency budget) enters only the outer
 level: `penalty_fn(gates) -> scalar`, differentiable in `gates.probabilities()`. Without a
 held-out batch, `step` is an inner step alone (one pass, the cost of a plain training step):
 the caller picks the held-out batch size and how often the scores move, which is what sets
@@ -55,7 +60,7 @@ class BilevelConfig:
     method: str = "first_order"
     inner_lr: float = 0.01
     inner_momentum: float = 0.9
-    weight_decay_lambda: float = 1e-3  # λ: the inner objective's ridge term
+    weight_decay_lambda: float = 1e-3  # λ: the inner objective's ridge term (BiP's value; a run passes its own)
     outer_lr: float = 0.05  # Adam on the scores
     neumann_steps: int = 5  # K
     neumann_alpha: float = 0.01  # α

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
@@ -25,11 +25,14 @@ def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path, settings: Mapping[str, Any], before_they_existed: Mapping[str, Any] | None = None
+AsTheyRan = Callable[[Mapping[str, Any], Iterable[str]], Mapping[str, Any]]
+
+
+def load_checkpoint(path: Path, settings: Mapping[str, Any], as_they_ran: AsTheyRan | None = None
                     ) -> dict[str, Any] | None:
     """The checkpoint at `path` if there is one (None otherwise); it must carry `settings`.
-    A setting of `settings` the checkpoint does not name (added to edgeseg after it was
-    written) counts as its value in `before_they_existed`."""
+    Settings of `settings` the checkpoint does not name (added to edgeseg after it was written)
+    count as `as_they_ran(saved settings, names)` fills them in (`prune.settings.as_they_ran`)."""
     if not path.exists():
         return None
     try:
@@ -39,8 +42,7 @@ def load_checkpoint(path: Path, settings: Mapping[str, Any], before_they_existed
                            "Delete it to start the run again, or choose another output folder.") from err
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise EdgesegError(f"{path} is not a checkpoint of `python -m prune`.", "Choose another output folder.")
-    then = {k: v for k, v in (before_they_existed or {}).items() if k in settings}
-    saved = {**then, **state["settings"]}
+    saved = dict(as_they_ran(state["settings"], settings.keys()) if as_they_ran else state["settings"])
     differ = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
     if differ:
         details = ", ".join(f"{k}: {saved.get(k)!r} there, {settings.get(k)!r} now" for k in differ)

@@ -45,6 +45,16 @@ def _count(text: str) -> int:
     return value
 
 
+def _nonnegative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be >= 0")
+    return value
+
+
 def _unit(text: str) -> int | str:
     return text if text == AUTO else _positive(int)(text)
 
@@ -57,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
         "predictor, or a baseline), fine-tune it, and write model.onnx, pruning.json and curves.png. "
         "Rerun the same command to resume after a crash.")
     parser.add_argument("--model", default=d.model, help=f"registry model (default {d.model})")
-    parser.add_argument("--data", default=d.data, help="synthetic, ade20k:PATH or cityscapes:PATH "
+    parser.add_argument("--data", default=d.data, help="synthetic, synthetic-hard (40 classes: long tail, thin "
+                        "and small objects, context and texture pairs), ade20k:PATH or cityscapes:PATH "
                         f"(default {d.data})")
     parser.add_argument("--predictor", default=d.predictor, help="latency predictor folder (latency_model "
                         f"train), or '{FLOPS}' for nominal ms proportional to FLOPs (default {FLOPS})")
@@ -89,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="channels per prunable unit, the device's alignment, or 'auto': the coarsest step the "
                         f"predictor says gives nothing up (python -m latency_model alignment) (default {d.unit})")
     parser.add_argument("--lr", type=_positive(float), default=d.lr, help=f"weight learning rate (default {d.lr})")
+    parser.add_argument("--weight-decay", type=_nonnegative, default=d.weight_decay,
+                        help="SGD weight decay of every method's training steps (plain training, the bi-level "
+                        f"search's inner step, where it is lambda, and the fine-tuning) (default {d.weight_decay})")
+    parser.add_argument("--search-weight-decay", type=_nonnegative, default=None, metavar="DECAY",
+                        help="a weight decay for the search phase alone (bi-level inner step or baseline training), "
+                        "e.g. 1e-3 for BiP's lambda (default: --weight-decay)")
     parser.add_argument("--outer-lr", type=_positive(float), default=d.outer_lr,
                         help=f"gate score learning rate, bilevel (default {d.outer_lr})")
     parser.add_argument("--budget-signal", choices=BUDGET_SIGNALS, default=d.budget_signal,
@@ -119,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "a predictor made for another is refused (default: the predictor's)")
     parser.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
     parser.add_argument("--classes", type=_positive(int), default=d.num_classes,
-                        help=f"synthetic data: number of classes (default {d.num_classes})")
+                        help=f"synthetic data: number of classes; synthetic-hard has its own 40 (default {d.num_classes})")
     parser.add_argument("--train-scenes", type=_positive(int), default=None,
                         help="synthetic data: training scenes (default 2000)")
     parser.add_argument("--val-scenes", type=_positive(int), default=None,
@@ -151,6 +168,7 @@ def _run(args: argparse.Namespace) -> int:
         input_size=args.input_size, method=args.method, epochs=args.epochs, search_steps=args.search_steps,
         finetune_steps=args.finetune_steps, batch_size=args.batch_size,
         outer_batch_size=args.outer_batch_size, outer_every=args.outer_every, unit=1 if args.unit == AUTO else args.unit, lr=args.lr, outer_lr=args.outer_lr,
+        weight_decay=args.weight_decay, search_weight_decay=args.search_weight_decay,
         budget_signal=args.budget_signal, hard_mask=args.hard_mask, implicit_gradient=args.implicit_gradient,
         neumann_steps=args.neumann_steps, neumann_alpha=args.neumann_alpha,
         weights=args.weights, pretrained_backbone=args.pretrained_backbone, device=args.device, target=args.target, seed=args.seed, num_classes=args.classes, train_scenes=args.train_scenes,

@@ -10,6 +10,10 @@ The first folder is the reference of the speed-ups. Writes `comparison.json` and
 `comparison.png` to the output folder and prints the table. Figures are only read, never
 made up: a row whose bench ran on an emulator says so, and the predicted column is the latency
 predictor's sum of layers (no graph overhead), the measured one the whole network over RPC.
+Under the table, every row says what it was trained with: its method and steps, and, when it
+started from the weights of an earlier run (`--weights DIR/weights.safetensors` of a dense
+run), that run's too, so a network fine-tuned after a dense training is not read as better
+than a reference that trained half as long without saying so.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from prune.settings import as_they_ran
 from runner.cli_support import run_main, setup_logging
 from runner.errors import ArtifactError
 
@@ -45,6 +50,8 @@ class Row:
     tasks_reused: int
     tasks: int
     tuning_seconds: float
+    trained: str = "?"  # what it was trained with, every stage (`training_stages`)
+    steps: int | None = None  # training steps over every stage; None: a start whose training is unknown
 
     @property
     def fps(self) -> float:
@@ -60,6 +67,29 @@ def _read_json(path: Path, made_by: str) -> dict[str, Any]:
         raise ArtifactError(f"{path} is not valid JSON ({err}).", f"Remake it with {made_by}.") from None
 
 
+def training_stages(pruning: dict[str, Any], seen: int = 0) -> tuple[list[str], int | None]:
+    """What a run's network was trained with, stage by stage (its start's run first, when the
+    start is the weights file of another run's folder), and the steps over all stages (None when
+    the first start is a checkpoint of unknown training)."""
+    s = as_they_ran(pruning.get("settings", {}))
+    epochs, search, finetune = (int(s.get(k, 0)) for k in ("epochs", "search_steps", "finetune_steps"))
+    phase = "training" if pruning["method"] == "dense" else "search"
+    stage = (f"{pruning['method']} {epochs * (search + finetune)} steps ({epochs} x ({search} {phase} + {finetune} "
+             f"fine-tuning), lr {s.get('lr', '?')}, weight decay {s.get('weight_decay', '?')}"
+             + (f", search weight decay {s['search_weight_decay']}" if s.get("search_weight_decay") is not None else "")
+             + ")")
+    steps: int | None = epochs * (search + finetune)
+    weights = s.get("weights")
+    if weights is None:
+        start = ["ImageNet backbone"] if s.get("pretrained_backbone") else []
+        return start + [stage], steps
+    earlier = Path(weights).parent / PRUNING
+    if earlier.is_file() and seen < 8:
+        before, before_steps = training_stages(json.loads(earlier.read_text()), seen + 1)
+        return before + [stage], None if before_steps is None else before_steps + steps
+    return [f"weights {weights} (training unknown)", stage], None
+
+
 def load_row(folder: str | Path) -> Row:
     """Read one network's folder (see the module docstring for what it must hold)."""
     folder = Path(folder)
@@ -67,6 +97,7 @@ def load_row(folder: str | Path) -> Row:
     tuning = _read_json(folder / ARTIFACT / "manifest.json",
                         f"python -m compile {folder}/model.onnx -o {folder / ARTIFACT}").get("tuning", {})
     bench = _read_json(folder / BENCH, f"python -m runner bench {folder / ARTIFACT} --out {folder / BENCH}")
+    stages, steps = training_stages(pruning)
     return Row(
         name=folder.name, method=pruning["method"], miou=float(pruning["miou"]),
         budget_ms=pruning.get("budget_ms"),  # None for the dense reference
@@ -76,6 +107,7 @@ def load_row(folder: str | Path) -> Row:
         kernels_tuned=int(tuning.get("kernels_tuned", 0)), kernels=int(tuning.get("kernels", 0)),
         tasks_reused=int(tuning.get("reused_tasks", 0)), tasks=int(tuning.get("tasks", 0)),
         tuning_seconds=float(tuning.get("tuning_seconds", 0.0)),
+        trained=", then ".join(stages), steps=steps,
     )  # fmt: skip
 
 
@@ -105,6 +137,14 @@ def render_table(report: dict[str, Any]) -> str:
     lines.append(f"measured: median of {rows[0]['runs']} runs over RPC on {device}; predicted: sum of the latency "
                  "predictor's layers; speed-up: measured, against the first row; db hits: tuning tasks found in the "
                  "device's database before tuning")
+    lines.append("trained with:")
+    for r in rows:
+        total = "" if r.get("steps") is None else f" ({r['steps']} steps in all)"
+        lines.append(f"  {r['name']}: {r.get('trained', '?')}{total}")
+    steps = {r.get("steps") for r in rows}
+    if len(steps) > 1:
+        lines.append("  the rows trained for different numbers of steps: a longer-trained row's mIoU is not "
+                     "the pruning's doing alone")
     return "\n".join(lines)
 
 

@@ -46,7 +46,7 @@ class BilevelSearch:
         self.gates.attach(model)
         self.optimizer = BilevelOptimizer(model, self.gates, seg_loss, BilevelConfig(
             method=settings.implicit_gradient, inner_lr=settings.lr, outer_lr=settings.outer_lr,
-            implicit_scale=settings.implicit_scale, neumann_steps=settings.neumann_steps,
+            weight_decay_lambda=settings.decay("search"), implicit_scale=settings.implicit_scale, neumann_steps=settings.neumann_steps,
             neumann_alpha=settings.neumann_alpha))
         self.weight = BudgetWeight(BudgetWeightConfig(budget=target_ms))
         self.penalty = self.weight.penalty_fn(self.expected_ms)

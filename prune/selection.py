@@ -4,8 +4,9 @@ A plan is `{group name: kept unit indices}` (what `shrink` replays). Three ways 
 
 - `uniform_plan`: every group keeps the same fraction of its units (its first ones), the largest
   fraction whose predicted latency fits the budget (uniform width scaling);
-- `magnitude_plan`: units ranked by the L1 norm of the weights that produce them (normalised per
-  group, so layers of different sizes compare), the lowest dropped until the budget fits;
+- `magnitude_plan`: units ranked by the group L1 norm of their weights in every member layer
+  (`l1_importance`, normalised per group, so layers of different sizes compare), the lowest
+  dropped until the budget fits;
 - `fit_to_budget`: the same greedy drop applied to any plan and any per-unit importance (the
   bi-level search ends with it, ranking by gate scores, when its hard network is still over);
 - `fill_to_budget`: the converse, for a plan under the budget: the most important dropped units
@@ -119,19 +120,38 @@ def _as_lists(groups: Sequence[Group], importance: Mapping[str, torch.Tensor]) -
 
 
 def l1_importance(model: nn.Module, groups: Sequence[Group]) -> dict[str, torch.Tensor]:
-    """Mean L1 norm of the root layer's weight rows per unit, divided by the group's mean."""
+    """Group L1 importance per unit, divided by the group's mean (so groups of different sizes
+    compare): every member of the group contributes the L1 norm of the weights that cutting the
+    unit removes from it, a producer its output rows (convolution and linear rows, norm and
+    depthwise per-channel weights), a consumer its input columns, averaged over the group's
+    (member, channel) entries of the unit. This is Torch-Pruning's GroupMagnitudeImportance with
+    p=1, group_reduction="mean" and normalizer="mean" (DepGraph, CVPR 2023), the unit's channels
+    averaged; a tied group (the decoder's projections) or a width tied across residual additions
+    is scored by all its layers, not by its root alone. Norms without affine weights add nothing."""
     modules = dict(model.named_modules())
     out = {}
     for group in groups:
-        weight = modules[group.root].weight.detach()
-        rows = weight.abs().reshape(weight.shape[0], -1).sum(1)
-        per_unit = torch.stack([rows[group.channels_of([u])].mean() for u in range(group.num_units)])
-        out[group.name] = per_unit / per_unit.mean().clamp_min(1e-12)
+        total = torch.zeros(group.num_units, dtype=torch.float64)
+        entries = torch.zeros(group.num_units, dtype=torch.float64)
+        for member in group.members:
+            weight = getattr(modules[member.module], "weight", None)
+            if not isinstance(weight, torch.Tensor):
+                continue
+            magnitude = weight.detach().abs().double()
+            if not member.producer:  # a consumer's input channels are its weight's second dimension
+                magnitude = magnitude.transpose(0, 1)
+            per_channel = magnitude.reshape(magnitude.shape[0], -1).sum(1)
+            units = torch.tensor(member.units, dtype=torch.long)
+            total.index_add_(0, units, per_channel[torch.tensor(member.channels, dtype=torch.long)])
+            entries.index_add_(0, units, torch.ones(len(units), dtype=torch.float64))
+        per_unit = total / entries.clamp_min(1)
+        out[group.name] = (per_unit / per_unit.mean().clamp_min(1e-12)).float()
     return out
 
 
 def magnitude_plan(model: nn.Module, groups: Sequence[Group], budget: LatencyBudget, budget_ms: float) -> Plan:
-    """L1-magnitude channel pruning at the budget (Li et al., ICLR 2017, ranked across layers)."""
+    """L1-magnitude channel pruning at the budget (Li et al., ICLR 2017, ranked across layers), with
+    the group importance DepGraph uses for coupled layers (`l1_importance`)."""
     plan, dropped = fit_to_budget(groups, l1_importance(model, groups), full_plan(groups), budget, budget_ms)
     log.info("magnitude pruning: dropped %d units", dropped)
     return plan

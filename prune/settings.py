@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 from compile.targets import check_target_name
 from runner.errors import EdgesegError
@@ -29,7 +29,10 @@ class PruneSettings:
     is compared with, which takes no budget.
     Every method runs `epochs` epochs of `search_steps` steps on the unpruned network (the
     bi-level search, or plain training for the baselines), then `epochs` epochs of
-    `finetune_steps` steps on the shrunk one. `train_scenes`/`val_scenes`/`num_classes` size the
+    `finetune_steps` steps on the shrunk one. Zero steps mean none: a baseline with
+    `search_steps=0` makes its plan from the start weights, `finetune_steps=0` keeps the shrunk
+    network as the search left it; a bi-level run needs search steps (an error otherwise).
+    `train_scenes`/`val_scenes`/`num_classes` size the
     synthetic data set (real data sets bring their own). Gate scores start at `gate_init` (every
     unit kept, p = sigmoid(gate_init)) and learn at `outer_lr` (Adam). `implicit_scale` multiplies
     BiP's first-order implicit gradient: its default 1/lambda (1000 with lambda = 1e-3) makes that
@@ -38,6 +41,16 @@ class PruneSettings:
     implicit gradient (one backward per split) or "neumann": the inverse Hessian-vector product
     by `neumann_steps` Hessian-vector products of step `neumann_alpha` (converges for alpha
     below 2 / the Hessian's largest eigenvalue), each a double backward through the network.
+
+    `weight_decay` is the decay of every SGD step of every method: the baselines' and `dense`'s
+    plain training, the bi-level search's inner step and the fine-tuning. The same value for all
+    methods by default, so that "the same training" holds; `search_weight_decay`, when given,
+    replaces it in the search phase alone (the bi-level inner step, or the baselines' plain
+    training), e.g. 1e-3 for BiP's lambda. In the bi-level search that decay is lambda, the
+    inner objective's ridge term (`prune.bilevel`): the inner SGD's weight decay is the gradient
+    of lambda/2 ||theta||^2 and the Neumann series inverts (H + lambda I) with the same lambda,
+    so the two cannot differ. Runs checkpointed before these settings existed used 1e-3 in the
+    bi-level search and 1e-4 in every plain step (`BEFORE_THEY_EXISTED`).
 
     The network starts from `weights` (a local checkpoint of the whole model), or with
     `pretrained_backbone` from timm's ImageNet weights of the backbone if they are already in
@@ -84,6 +97,8 @@ class PruneSettings:
     outer_lr: float = 0.1
     gate_init: float = 1.0
     implicit_scale: float = 1.0
+    weight_decay: float = 1e-4
+    search_weight_decay: float | None = None
     implicit_gradient: str = "first_order"
     neumann_steps: int = 5
     neumann_alpha: float = 0.01
@@ -121,6 +136,19 @@ class PruneSettings:
                 raise EdgesegError(f"{name} must be >= 1, got {value}.", f"Pass a positive {name}.")
         if self.search_steps < 0 or self.finetune_steps < 0:
             raise EdgesegError("Step counts must be >= 0.", "Pass non-negative --search-steps/--finetune-steps.")
+        if self.method == "bilevel" and self.search_steps == 0:
+            raise EdgesegError("The bilevel method searches the gate scores during --search-steps, and it is 0: "
+                               "there would be no search.",
+                               "Pass --search-steps >= 1, or --method uniform/magnitude to prune without a search "
+                               "(their --search-steps 0 means: no plain training before the plan).")
+        decays = {"weight_decay": self.weight_decay, "search_weight_decay": self.search_weight_decay}
+        for name, value in decays.items():
+            if value is not None and not value >= 0:
+                raise EdgesegError(f"{name} must be >= 0, got {value}.", f"Pass a non-negative --{name.replace('_', '-')}.")
+        if self.method == "bilevel" and not self.decay("search") > 0:
+            raise EdgesegError("The bi-level search's weight decay is lambda, the inner objective's ridge term, and "
+                               "it is 0 (the implicit gradient assumes lambda > 0).",
+                               "Pass a positive --weight-decay (or --search-weight-decay).")
         if self.target is not None:
             check_target_name(self.target)
         if self.weights is not None and self.pretrained_backbone:
@@ -150,13 +178,34 @@ class PruneSettings:
             return float(self.budget_fraction) * unpruned_ms
         return None
 
+    def decay(self, phase: str) -> float:
+        """The SGD weight decay of `phase` ("search" or "finetune"); in a bi-level search, lambda."""
+        if phase == "search" and self.search_weight_decay is not None:
+            return float(self.search_weight_decay)
+        return float(self.weight_decay)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 # Settings added after runs were first checkpointed, with what runs did before each existed: a
 # checkpoint (or bench settings file) that does not name one ran with this value, whatever the
-# default is today. (Settings whose absence means None need no entry.)
+# default is today. (Settings whose absence means None need no entry.) A value that depended on
+# other settings is a function of the saved settings: before the weight decay was a setting, the
+# bi-level search's inner SGD used BiP's lambda 1e-3 and every plain step (baselines, dense,
+# fine-tuning) 1e-4.
 BEFORE_THEY_EXISTED: dict[str, Any] = {"budget_signal": "hard", "hard_mask": "threshold",
                                         "implicit_gradient": "first_order", "neumann_steps": 5, "neumann_alpha": 0.01,
-                                        "pretrained_backbone": False}
+                                        "pretrained_backbone": False, "weight_decay": 1e-4,
+                                        "search_weight_decay": lambda saved: 1e-3 if saved.get("method") == "bilevel"
+                                        else None}
+
+
+def as_they_ran(saved: Mapping[str, Any], keys: Iterable[str] | None = None) -> dict[str, Any]:
+    """Saved settings (a checkpoint's, a bench settings file's) with every setting of `keys`
+    (default: all of `BEFORE_THEY_EXISTED`) that they do not name filled in as runs did then."""
+    filled = {}
+    for key, then in BEFORE_THEY_EXISTED.items():
+        if (keys is None or key in keys) and key not in saved:
+            filled[key] = then(saved) if callable(then) else then
+    return {**filled, **saved}

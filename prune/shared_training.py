@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from prune.checkpoint import load_checkpoint, save_checkpoint
-from prune.settings import BEFORE_THEY_EXISTED, PruneSettings
+from prune.settings import PruneSettings, as_they_ran
 
 # settings the plain training does not depend on: the method and budget, and the bi-level search's own
 PER_RUN = ("method", "budget_ms", "fps", "budget_fraction", "outer_batch_size", "outer_every", "outer_lr", "gate_init",
@@ -41,7 +41,7 @@ class SharedTraining:
 
     def load(self, settings: PruneSettings) -> dict[str, Any] | None:
         """The stored training for `settings` (model, rng, steps, epochs), or None."""
-        return load_checkpoint(self.path(settings), shared_settings(settings), BEFORE_THEY_EXISTED)
+        return load_checkpoint(self.path(settings), shared_settings(settings), as_they_ran)
 
     def save(self, settings: PruneSettings, state: dict[str, Any]) -> None:
         save_checkpoint(self.path(settings), {**state, "settings": shared_settings(settings)})

@@ -22,8 +22,9 @@ def seg_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torc
     return F.cross_entropy(logits, labels, ignore_index=255)
 
 
-def sgd(model: nn.Module, lr: float) -> torch.optim.Optimizer:
-    return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
+def sgd(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """SGD with momentum 0.9; the decay is the run's (`PruneSettings.decay`), one value for every method."""
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
 
 
 def plain_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Any) -> float:

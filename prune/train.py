@@ -51,7 +51,7 @@ from prune.models import create_model, save_weights
 from prune.plots import plot_curves
 from prune.search import BilevelSearch
 from prune.selection import Plan, full_plan, kept_counts, magnitude_plan, predicted_ms, uniform_plan
-from prune.settings import BEFORE_THEY_EXISTED, DENSE, FLOPS, PruneSettings
+from prune.settings import DENSE, FLOPS, PruneSettings, as_they_ran
 from prune.shared_training import SharedTraining
 from prune.shrink import shrink
 from prune.steps import plain_step, sgd
@@ -174,7 +174,7 @@ def run_pruning(settings: PruneSettings, output_dir: str | os.PathLike, *, progr
     `shared_training`, a baseline or dense run loads its plain training from there when another
     run stored it, and stores it otherwise (one process only: data-parallel runs train their own)."""
     out = Path(output_dir)
-    state = load_checkpoint(out / CHECKPOINT, settings.to_dict(), BEFORE_THEY_EXISTED)
+    state = load_checkpoint(out / CHECKPOINT, settings.to_dict(), as_they_ran)
     if state is None and (out / REPORT).exists():
         raise EdgesegError(f"{out} holds a pruning result but no checkpoint of it.", "Choose another output folder.")
     if state is not None and state["phase"] == "done":
@@ -275,7 +275,7 @@ class _Run:
             search = BilevelSearch(s, model, self.groups, self.budget, self.target_ms)
             parts, train, tag = search.parts, self.data.inner, 0
         else:
-            optimizer = sgd(model, s.lr)
+            optimizer = sgd(model, s.lr, s.decay("search"))
             parts, train, tag = {"optimizer": optimizer}, self.data.train, 2
         full_ms = self.budget.full_latency_ms()
         first_epoch = self._resume("search", model, parts)
@@ -332,7 +332,7 @@ class _Run:
         constant rate its last-epoch mIoU swung by 0.1 from epoch to epoch, more than the
         differences between methods that the figures compare."""
         s = self.settings
-        optimizer = sgd(model, s.lr)
+        optimizer = sgd(model, s.lr, s.decay("finetune"))
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, s.epochs * s.finetune_steps))
         parts = {"optimizer": optimizer, "lr_schedule": schedule}
         ms = predicted_ms(self.budget, self.groups, plan)

@@ -7,6 +7,7 @@ from PIL import Image
 
 from prune.data import DataSpec, build_dataset, inner_outer_split
 from prune.data.synthetic import SyntheticScenes
+from prune.data.synthetic_hard import WET, HardSyntheticScenes, looks
 from prune.data.transforms import IMAGENET_MEAN, SegTransform
 from runner.errors import EdgesegError
 
@@ -164,3 +165,63 @@ def test_inner_outer_split_is_deterministic_disjoint_and_complete():
     assert inner_outer_split(data, 0.2, seed=2)[1].indices != outer.indices
     with pytest.raises(EdgesegError):
         inner_outer_split(data, outer_fraction=1.0)
+
+
+# ---- synthetic-hard ----
+
+@pytest.fixture(scope="module")
+def hard_labels():
+    """300 scenes of 64 px: enough for the rarest class (a few hundred instances in 2000 scenes)."""
+    scenes = build_dataset("synthetic-hard", "train", 64, length=300, seed=0)
+    return scenes, np.stack([scenes.render(i)[1] for i in range(len(scenes))])
+
+
+def test_hard_synthetic_scenes_are_deterministic_sized_and_registered():
+    scenes = build_dataset("synthetic-hard", "train", 48, length=4, seed=3, num_classes=8)
+    assert isinstance(scenes, HardSyntheticScenes) and scenes.num_classes == 40  # its own classes
+    image, label = scenes[2]
+    again = HardSyntheticScenes(4, 48, seed=3)[2]
+    assert torch.equal(image, again[0]) and torch.equal(label, again[1])
+    assert image.shape == (3, 48, 48) and image.dtype == torch.float32 and label.shape == (48, 48)
+    assert label.dtype == torch.int64
+    assert not torch.equal(image, scenes[1][0])
+    assert not torch.equal(image, HardSyntheticScenes(4, 48, seed=4)[2][0])
+    assert not torch.equal(image, HardSyntheticScenes(4, 48, seed=3, split="val")[2][0])
+    assert DataSpec.parse("synthetic-hard").kind == "synthetic-hard"
+    with pytest.raises(EdgesegError, match="unknown data spec"):
+        DataSpec.parse("synthetic-hard:/x")
+
+
+def test_hard_synthetic_labels_are_valid_and_cover_every_class_with_a_long_tail(hard_labels):
+    _, labels = hard_labels
+    assert labels.min() >= 0 and labels.max() < 40 and not (labels == 255).any()  # every pixel a class
+    pixels = np.bincount(labels.ravel(), minlength=40)
+    assert (pixels > 0).all()  # all 40 classes occur
+    objects = pixels[8:]  # regions cover most of the image; objects follow a long tail
+    assert 0.5 < pixels[:8].sum() / pixels.sum() < 0.95
+    assert objects.max() > 20 * objects.min()
+
+
+def test_hard_synthetic_context_pairs_follow_the_region_and_thin_structures_are_thin(hard_labels):
+    scenes, labels = hard_labels
+    regions = np.stack([scenes.regions(i) for i in range(len(scenes))])
+    assert (labels[labels < 8] == regions[labels < 8]).all()  # regions are drawn first, objects over them
+    wet = np.isin(regions, sorted(WET))
+    for first in range(8, 20, 2):  # (wet class, dry class): same look, told apart by the surroundings
+        assert wet[labels == first].mean() > 0.7 and wet[labels == first + 1].mean() < 0.3
+    for cls in range(32, 36):  # 1-3 px wide: a 3x3 erosion removes almost all of it
+        mask = labels == cls
+        core = mask[:, 1:-1, 1:-1].copy()
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                core &= mask[:, 1 + dy:mask.shape[1] - 1 + dy, 1 + dx:mask.shape[2] - 1 + dx]
+        assert core.sum() < 0.2 * mask.sum(), cls
+
+
+def test_hard_synthetic_texture_pairs_differ_in_texture_alone():
+    by_class = {look.classes[0]: look for look in looks()}
+    assert sorted(c for look in looks() for c in look.classes) == list(range(8, 40))
+    for first in range(20, 32, 2):
+        a, b = by_class[first], by_class[first + 1]
+        assert (a.shape, a.hue, a.saturation, a.scale) == (b.shape, b.hue, b.saturation, b.scale)
+        assert a.texture is not b.texture

@@ -90,6 +90,19 @@ def test_points_file_resumes_and_other_settings_are_refused(tmp_path):
         check_same_settings(tmp_path, {"trials": 8})
 
 
+def test_points_measured_before_the_weight_decay_was_a_setting_are_not_mixed_with_new_ones(tmp_path):
+    """Such a folder's bilevel points searched with BiP's 1e-3: today's defaults are refused."""
+    from prune.settings import PruneSettings
+
+    fixed = {k: v for k, v in PruneSettings(budget_ms=1.0).to_dict().items()
+             if k not in ("method", "budget_ms", "fps", "seed")}
+    old = {k: v for k, v in fixed.items() if k not in ("weight_decay", "search_weight_decay")}
+    (tmp_path / "settings.json").write_text(json.dumps({"prune": old, "trials": 0}))
+    with pytest.raises(EdgesegError, match=r"'search_weight_decay': 0.001.*'search_weight_decay': None"):
+        check_same_settings(tmp_path, {"prune": fixed, "trials": 0})
+    check_same_settings(tmp_path, {"prune": {**fixed, "search_weight_decay": 1e-3}, "trials": 0})  # as they ran
+
+
 def test_a_last_line_cut_short_by_a_crash_is_measured_again(tmp_path):
     path = tmp_path / "points.jsonl"
     append_point(path, {"key": "a"})
@@ -108,3 +121,13 @@ def test_retimed_medians_replace_the_timings_taken_after_each_build():
     assert retimed[0]["measured_median_ms"] == 12.0 and retimed[0]["measured_at_build_ms"] == 10.0
     assert retimed[0]["retimed_ms"] == [12.0, 11.0, 30.0]
     assert retimed[1] == points[1] and points[0]["measured_median_ms"] == 10.0  # inputs untouched
+
+
+def test_the_comparison_says_what_every_point_was_trained_with():
+    from bench.prune_vs_baselines import trained_with
+    from prune.settings import PruneSettings
+
+    said = trained_with(PruneSettings(budget_ms=1.0, epochs=2, search_steps=40, finetune_steps=30,
+                                      search_weight_decay=1e-3))
+    assert "2 x (40 search + 30 fine-tuning) steps" in said
+    assert "weight decay 0.001 in the search and 0.0001 in the fine-tuning" in said

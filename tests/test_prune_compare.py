@@ -23,9 +23,11 @@ TINY = PruneSettings(method="dense", input_size=32, epochs=1, search_steps=2, fi
 
 @pytest.fixture(scope="module")
 def networks(host_farm, tmp_path_factory):
-    """A dense and a half-latency bilevel network, each compiled (database only) and benched."""
+    """A dense network and a half-latency bilevel network pruned from its weights, as the main job
+    makes them, each compiled (database only) and benched."""
     root = tmp_path_factory.mktemp("pipeline")
-    runs = {"unpruned": TINY, "pruned": dataclasses.replace(TINY, method="bilevel", budget_fraction=0.5)}
+    runs = {"unpruned": TINY, "pruned": dataclasses.replace(TINY, method="bilevel", budget_fraction=0.5,
+                                                            weights=str(root / "unpruned" / "weights.safetensors"))}
     for name, settings in runs.items():
         folder = root / name
         run_pruning(settings, folder, progress=False)
@@ -40,10 +42,18 @@ def test_table_compares_the_pruned_network_with_the_dense_reference(networks, ca
     assert main([str(networks / "unpruned"), str(networks / "pruned"), "-o", str(networks / "report")]) == 0
     table = capsys.readouterr().out
     assert "unpruned" in table and "pruned" in table and "speed-up" in table
+    # what each row was trained with, under the table: the pruned network's dense start counts
+    lr, decay = TINY.lr, TINY.weight_decay
+    dense = f"dense 3 steps (1 x (2 training + 1 fine-tuning), lr {lr}, weight decay {decay})"
+    assert f"  unpruned: {dense} (3 steps in all)" in table
+    assert (f"  pruned: {dense}, then bilevel 3 steps (1 x (2 search + 1 fine-tuning), lr {lr}, weight decay "
+            f"{decay}) (6 steps in all)") in table
+    assert "trained for different numbers of steps" in table
     report = json.loads((networks / "report" / "comparison.json").read_text())
     unpruned, pruned = report["rows"]
     assert unpruned["method"] == "dense" and unpruned["budget_ms"] is None and unpruned["measured_speedup"] == 1.0
     assert pruned["method"] == "bilevel" and pruned["predicted_ms"] <= pruned["budget_ms"]
+    assert (unpruned["steps"], pruned["steps"]) == (3, 6)
     assert pruned["predicted_speedup"] == pytest.approx(unpruned["predicted_ms"] / pruned["predicted_ms"])
     assert pruned["measured_speedup"] == pytest.approx(unpruned["measured_ms"] / pruned["measured_ms"])
     assert pruned["fps"] == pytest.approx(1000.0 / pruned["measured_ms"]) and pruned["runs"] == 5
@@ -60,3 +70,14 @@ def test_a_folder_without_its_benchmark_names_the_command_that_makes_it(networks
     (broken / "bench.json").write_text("{not json")
     with pytest.raises(ArtifactError, match="not valid JSON"):
         write_comparison([networks / "unpruned", broken], tmp_path / "report")
+
+
+def test_training_stages_of_a_start_of_unknown_training_and_of_a_run_before_weight_decay_was_a_setting():
+    from prune.compare import training_stages
+
+    old = {"method": "bilevel", "settings": {"method": "bilevel", "epochs": 2, "search_steps": 40, "finetune_steps": 40,
+                                             "lr": 0.01, "weights": "/elsewhere/ckpt.safetensors"}}
+    stages, steps = training_stages(old)
+    assert steps is None and stages[0] == "weights /elsewhere/ckpt.safetensors (training unknown)"
+    assert stages[1] == ("bilevel 160 steps (2 x (40 search + 40 fine-tuning), lr 0.01, weight decay 0.0001, "
+                         "search weight decay 0.001)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -12,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -70,11 +72,34 @@ def test_interrupted_run_resumes_from_its_checkpoint_through_the_cli(tmp_path, c
     assert (out / "curves.png").stat().st_size > 0
     assert "predicted" in capsys.readouterr().out
 
+    # the twice-interrupted run ends where an uninterrupted run of the same settings ends
+    straight = run_pruning(TINY, tmp_path / "straight", progress=False).report
+    assert report["kept_units"] == straight["kept_units"]
+    assert [(e["phase"], e["epoch"]) for e in report["epochs"]] == [(e["phase"], e["epoch"]) for e in straight["epochs"]]
+    for resumed, uninterrupted in zip(report["epochs"], straight["epochs"]):
+        assert resumed["loss"] == pytest.approx(uninterrupted["loss"], rel=1e-5)
+        assert resumed["miou"] == pytest.approx(uninterrupted["miou"], abs=1e-6)
+    assert_same_weights(out / "model.onnx", tmp_path / "straight" / "model.onnx")
+
     # another run's settings in the same folder: refused, nothing touched
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     assert main(["--budget-ms", "0.04", *TINY_ARGS, "--seed", "1", "-o", str(out)]) != 0
     assert "seed: 0 there, 1 now" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def assert_same_weights(first: Path, second: Path) -> None:
+    """The two ONNX files carry the same initializers (names, shapes, values within float tolerance)."""
+    from onnx import numpy_helper
+
+    def weights(path):
+        return {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+
+    a, b = weights(first), weights(second)
+    assert a.keys() == b.keys() and a
+    for name in a:
+        assert a[name].shape == b[name].shape, name
+        assert np.allclose(a[name], b[name], rtol=1e-5, atol=1e-6), name
 
 
 def test_infeasible_budget_names_the_smallest_reachable_latency(tmp_path, capsys):
@@ -85,9 +110,10 @@ def test_infeasible_budget_names_the_smallest_reachable_latency(tmp_path, capsys
     assert not (tmp_path / "lib").exists() and not (tmp_path / "cli").exists()
 
 
-@pytest.mark.parametrize("method", ["uniform", "magnitude"])
-def test_baselines_meet_the_budget(tmp_path, method):
-    settings = dataclasses.replace(TINY, method=method, epochs=1, search_steps=1)
+@pytest.mark.parametrize("method, search_steps", [("uniform", 1), ("magnitude", 1), ("magnitude", 0)])
+def test_baselines_meet_the_budget(tmp_path, method, search_steps):
+    """(--search-steps 0: the plan is made from the start weights, no plain training first.)"""
+    settings = dataclasses.replace(TINY, method=method, epochs=1, search_steps=search_steps)
     report = run_pruning(settings, tmp_path, progress=False).report
     assert report["method"] == method and report["predicted_ms"] <= report["budget_ms"]
     assert report["dropped_to_fit"] == 0
@@ -253,15 +279,49 @@ def test_threshold_mask_and_hard_signal_still_run_and_old_checkpoints_resume_as_
     err = capsys.readouterr().err
     assert "budget_signal: 'hard' there, 'expected' now" in err and "hard_mask: 'threshold' there, 'projection' now" in err
 
-    old, then = tmp_path / "old", dataclasses.replace(TINY, epochs=1, budget_signal="hard", hard_mask="threshold")
+    # before the weight decay was a setting, the bi-level search ran with BiP's 1e-3, all else with 1e-4
+    old, then = tmp_path / "old", dataclasses.replace(TINY, epochs=1, budget_signal="hard", hard_mask="threshold",
+                                                      search_weight_decay=1e-3)
     run_pruning(then, old, progress=False)
     state = torch.load(old / "checkpoint.pt", weights_only=True)
-    for later in ("budget_signal", "hard_mask", "implicit_gradient", "neumann_steps", "neumann_alpha"):
+    for later in ("budget_signal", "hard_mask", "implicit_gradient", "neumann_steps", "neumann_alpha", "weight_decay",
+                  "search_weight_decay"):
         del state["settings"][later]  # as written before they existed
     torch.save(state, old / "checkpoint.pt")
     assert run_pruning(then, old, progress=False).report["method"] == "bilevel"
     with pytest.raises(EdgesegError, match="hard_mask: 'threshold' there, 'projection' now"):
         run_pruning(dataclasses.replace(TINY, epochs=1), old, progress=False)
+    with pytest.raises(EdgesegError, match="search_weight_decay: 0.001 there, None now"):
+        run_pruning(dataclasses.replace(then, search_weight_decay=None), old, progress=False)
+
+
+@pytest.mark.parametrize("method", ["bilevel", "magnitude"])
+def test_one_weight_decay_reaches_every_phase_of_every_method_and_is_recorded(tmp_path, method):
+    """--weight-decay is the decay of the search's SGD (the bi-level inner step, where it is
+    lambda, or the baselines' plain training) and of the fine-tuning; --search-weight-decay
+    replaces it in the search alone. Both are in pruning.json's settings."""
+    out, decays = tmp_path / "run", {}
+
+    def record(phase, epoch):
+        state = torch.load(out / "checkpoint.pt", weights_only=True)["optimizer"]
+        decays[phase] = state.get("inner", state)["param_groups"][0]["weight_decay"]  # bilevel search: the inner SGD
+
+    assert PruneSettings(budget_ms=1.0).decay("search") == PruneSettings(budget_ms=1.0, method="magnitude").decay("search")
+    settings = dataclasses.replace(TINY, method=method, epochs=1, weight_decay=3e-4)
+    report = run_pruning(settings, out, progress=False, on_epoch_end=record).report
+    assert decays == {"search": 3e-4, "finetune": 3e-4}
+    assert report["settings"]["weight_decay"] == 3e-4 and report["settings"]["search_weight_decay"] is None
+    if method == "bilevel":
+        from prune.search import BilevelSearch
+        from prune.train import build_budget, prunable_groups
+        from prune.models import create_model
+
+        model = create_model("segformer-b0", num_classes=4)
+        group_set, budget = build_budget(settings, model)
+        search = BilevelSearch(dataclasses.replace(settings, search_weight_decay=2e-3), model,
+                               prunable_groups(group_set, budget.description), budget, 0.04)
+        assert search.optimizer.config.weight_decay_lambda == 2e-3  # the implicit gradient's lambda too
+        assert search.optimizer.inner.param_groups[0]["weight_decay"] == 2e-3
 
 
 def test_the_neumann_implicit_gradient_is_a_run_option(tmp_path, monkeypatch):
@@ -312,6 +372,35 @@ def test_budget_from_fps_and_settings_checks():
     for field in ("outer_batch_size", "outer_every"):
         with pytest.raises(EdgesegError, match=f"{field} must be >= 1"):
             PruneSettings(budget_ms=20.0, **{field: 0})
+    with pytest.raises(EdgesegError, match="there would be no search"):
+        PruneSettings(budget_ms=20.0, search_steps=0)
+    PruneSettings(budget_ms=20.0, method="magnitude", search_steps=0)  # defined: the plan from the start weights
+    PruneSettings(budget_ms=20.0, finetune_steps=0)  # defined: the shrunk network as the search leaves it
+    with pytest.raises(EdgesegError, match="weight_decay must be >= 0"):
+        PruneSettings(budget_ms=20.0, method="uniform", weight_decay=-1e-4)
+    with pytest.raises(EdgesegError, match="lambda, the inner objective's ridge term"):
+        PruneSettings(budget_ms=20.0, weight_decay=0.0)
+    assert PruneSettings(budget_ms=20.0, weight_decay=0.0, search_weight_decay=1e-3).decay("finetune") == 0.0
+    for bad in (0.0, -0.5, 1.5):
+        with pytest.raises(EdgesegError, match="must be positive|above 1"):
+            PruneSettings(budget_fraction=bad)
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["--search-steps", "0"], "there would be no search"),
+    (["--epochs", "0"], "must be > 0"),
+    (["--search-steps", "-1"], "must be >= 0"),
+    (["--weight-decay", "0"], "lambda, the inner objective's ridge term"),
+    (["--weight-decay", "-1"], "must be >= 0"),
+    (["--budget-fraction", "0"], "must be > 0"),
+])
+def test_zero_or_negative_settings_get_a_clear_error_through_the_cli(tmp_path, capsys, argv, said):
+    args = ["--budget-ms", "0.04"] if "--budget-fraction" not in argv else []
+    parser_error = said.startswith("must be")  # argparse's type check: exit 2, before any work
+    with pytest.raises(SystemExit) if parser_error else contextlib.nullcontext():
+        assert main([*args, *TINY_ARGS, *argv, "-o", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err and not (tmp_path / "run").exists()
 
 
 def test_the_backbone_starts_from_timms_weights_only_when_they_are_in_the_local_cache(tmp_path, monkeypatch, capsys):
@@ -335,3 +424,11 @@ def test_the_backbone_starts_from_timms_weights_only_when_they_are_in_the_local_
     assert json.loads((out / "pruning.json").read_text())["settings"]["pretrained_backbone"] is True
     with pytest.raises(EdgesegError, match="both say where the network starts"):
         PruneSettings(budget_ms=1.0, weights="w.safetensors", pretrained_backbone=True)
+
+
+def test_a_run_on_synthetic_hard_has_its_forty_classes(tmp_path):
+    assert main(["--method", "uniform", "--budget-ms", "0.04", *TINY_ARGS, "--epochs", "1", "--search-steps", "1",
+                 "--data", "synthetic-hard", "-o", str(tmp_path / "run")]) == 0
+    report = json.loads((tmp_path / "run" / "pruning.json").read_text())
+    assert report["data"] == "synthetic-hard" and report["num_classes"] == 40
+    assert report["predicted_ms"] <= report["budget_ms"]

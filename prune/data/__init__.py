@@ -1,4 +1,5 @@
-"""Data sets by spec string, as the command line takes them: `synthetic`, `ade20k:PATH`, `cityscapes:PATH`.
+"""Data sets by spec string, as the command line takes them: `synthetic`, `synthetic-hard`, `ade20k:PATH`,
+`cityscapes:PATH`.
 
 Every data set yields (image, label): a float32 [3, S, S] image normalised with ImageNet mean/std
 and an int64 [S, S] label of train ids, 255 where ignored; every one has `num_classes`.
@@ -17,11 +18,13 @@ from prune.data.ade20k import ade20k_dataset
 from prune.data.cityscapes import cityscapes_dataset
 from prune.data.splits import inner_outer_split
 from prune.data.synthetic import SyntheticScenes
+from prune.data.synthetic_hard import HardSyntheticScenes
 from prune.data.transforms import SegTransform
 
 SPLITS = ("train", "val")
 FOLDER_DATA_SETS = {"ade20k": ade20k_dataset, "cityscapes": cityscapes_dataset}
 SYNTHETIC = "synthetic"
+SYNTHETIC_HARD = "synthetic-hard"  # 40 classes, long tail, thin and small things, context and texture pairs
 # Scenes are free to make; these lengths keep an epoch short on a CPU.
 SYNTHETIC_LENGTHS = {"train": 2000, "val": 200}
 # Random rescale of real training images (SegFormer's ratio range), relative to the input size.
@@ -38,8 +41,8 @@ class DataSpec:
     @classmethod
     def parse(cls, spec: str) -> DataSpec:
         kind, sep, path = spec.partition(":")
-        known = f"{SYNTHETIC}, " + ", ".join(f"{k}:PATH" for k in FOLDER_DATA_SETS)
-        if kind == SYNTHETIC and not sep:
+        known = f"{SYNTHETIC}, {SYNTHETIC_HARD}, " + ", ".join(f"{k}:PATH" for k in FOLDER_DATA_SETS)
+        if kind in (SYNTHETIC, SYNTHETIC_HARD) and not sep:
             return cls(kind)
         if kind in FOLDER_DATA_SETS and path:
             return cls(kind, Path(path).expanduser())
@@ -61,7 +64,8 @@ def build_dataset(
     """The `split` ("train" or "val") of the data set `spec` at `input_size` x `input_size`.
 
     `augment` (random rescale, crop position and flip; default: on for "train") applies to real data sets.
-    `num_classes`, `length` (default 2000 train / 200 val) and `seed` apply to synthetic scenes.
+    `num_classes`, `length` (default 2000 train / 200 val) and `seed` apply to synthetic scenes;
+    `synthetic-hard` has its own 40 classes and ignores `num_classes`.
     """
     spec = spec if isinstance(spec, DataSpec) else DataSpec.parse(spec)
     if split not in SPLITS:
@@ -72,9 +76,11 @@ def build_dataset(
         if num_classes < 2:
             raise EdgesegError(f"{num_classes} synthetic classes leave no foreground.", "Use at least 2 classes.")
         return SyntheticScenes(length or SYNTHETIC_LENGTHS[split], input_size, num_classes, seed, split)
+    if spec.kind == SYNTHETIC_HARD:
+        return HardSyntheticScenes(length or SYNTHETIC_LENGTHS[split], input_size, seed, split)
     train = split == "train" if augment is None else augment
     transform = SegTransform(input_size, train=train, scale_range=TRAIN_SCALE_RANGE if train else (1.0, 1.0))
     return FOLDER_DATA_SETS[spec.kind](spec.root, split, transform)
 
 
-__all__ = ["DataSpec", "SegTransform", "SyntheticScenes", "build_dataset", "inner_outer_split"]
+__all__ = ["DataSpec", "HardSyntheticScenes", "SegTransform", "SyntheticScenes", "build_dataset", "inner_outer_split"]
