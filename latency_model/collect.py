@@ -1,10 +1,12 @@
 """Measure layer configs on a device: export, compile (tuned), bench, append one record each.
 
-Each config is exported alone (`latency_model.export`), compiled for the target preset with
-`trials_per_layer` trials per tuning task the database lacks (all layers' kernels first, in
-one tuning run: `tune_layers`) into a scratch folder, reusing ONE tuning
-database (by default the device's, `runner.workspace.tuning_database_dir`, so a later
-`python -m compile` of a pruned model on the same grid finds those kernels tuned), and timed with
+Each config is exported alone (`latency_model.export`) and compiled for the target preset into
+a scratch folder from ONE tuning database, which `tune_layers` filled first for all layers at
+once: `trials_per_layer` trials for each anchor kernel (the largest and smallest of each
+structure), schedules transferred from them for every other kernel (`compile.transfer`), as a
+pruned network's compile gets them. The database is by default the device's
+(`runner.workspace.tuning_database_dir`), so a later `python -m compile` of a pruned model finds
+those kernels, or donors of their structure. Each layer is timed with
 `runner.bench.bench_artifact` under the given protocol. Its record (with the protocol, the
 trials per layer, and the model and input size the configs were sampled from) is appended and
 fsynced before the next config starts: a crash loses nothing measured, and a rerun skips every
@@ -28,7 +30,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from tqdm import tqdm
 
@@ -94,14 +96,15 @@ class Source:
 def measure_layer(config: LayerConfig, device: Device, preset: Any, database_dir: Path,
                   trials_per_layer: int, protocol: TimingProtocol, scratch: Path,
                   source: Source = Source()) -> tuple[MeasurementRecord, float]:
-    """Export, compile and bench one config; its record and the seconds spent tuning."""
+    """Export, compile (from the database: `tune_layers` ran first; a kernel it did not cover
+    gets a transferred schedule, never a search) and bench one config; its record and the
+    seconds spent tuning."""
     from compile.api import compile_model
     from runner.bench import bench_artifact
 
     model, _ = export_layer(config, scratch / "layer.onnx")
     result = compile_model(model, scratch / "artifact", preset, database_dir=database_dir,
-                           trials=0, trials_per_task=trials_per_layer, device=device,
-                           kernel_library=False)
+                           trials=0, device=device, kernel_library=False)
     bench = bench_artifact(result.artifact, device, protocol)
     tvm_version, edgeseg_version = installed_versions()
     record = MeasurementRecord(
@@ -115,13 +118,19 @@ def measure_layer(config: LayerConfig, device: Device, preset: Any, database_dir
 
 def tune_layers(configs: Sequence[LayerConfig], device: Device, preset: Any, database_dir: Path,
                 trials_per_layer: int, progress: bool = True) -> tuple[float, dict[str, int]]:
-    """Tune the kernels of all `configs` into the database in ONE MetaSchedule run: its seconds,
-    and the trials spent on each config's kernels (by config key).
+    """Tune the anchor kernels of all `configs` into the database in ONE MetaSchedule run, then
+    give every other kernel a schedule transferred from them: its seconds, and the trials spent
+    on each config's kernels (by config key).
 
-    A tuning run has a fixed cost (task contexts, builder workers, cost model: 5-30 s here)
-    that per-layer runs would pay for every layer. Kernels shared by several layers are tuned
-    once. Records are committed as they are measured, so a crash loses none; the per-layer
-    compiles that follow find their kernels in the database."""
+    Anchors (`anchor_kernels`) are the largest and the smallest kernel of each structure: they
+    get `trials_per_layer` trials each; every other width of that structure takes a schedule
+    transferred from its nearest anchor, as `python -m compile` will give a pruned network's
+    kernels, so what is measured is what a compile builds, and a collection spends its trials on
+    a few kernels instead of a random schedule for each. A tuning run has a fixed cost (task
+    contexts, builder workers, cost model: 5-30 s here) that per-layer runs would pay for every
+    layer; kernels shared by several layers are tuned once. Records are committed as they are
+    measured, so a crash loses none; the per-layer compiles that follow find every kernel in the
+    database."""
     import tvm_ffi
 
     from compile.build import lower
@@ -141,10 +150,33 @@ def tune_layers(configs: Sequence[LayerConfig], device: Device, preset: Any, dat
                 kernel = tvm_ffi.structural_hash(task.dispatched[0])
                 tasks.setdefault(kernel, task)
                 kernels_of.setdefault(config.key, []).append(kernel)
-    report = tune_extracted(list(tasks.values()), preset, lambda: device, database_dir, trials=0,
-                            trials_per_task=trials_per_layer)
-    spent = {kernel: task.trials for kernel, task in zip(tasks, report.tasks)}
-    return report.seconds, {key: sum(spent[k] for k in kernels) for key, kernels in kernels_of.items()}
+    anchors = anchor_kernels(tasks)
+    report = tune_extracted([tasks[k] for k in anchors], preset, lambda: device, database_dir,
+                            trials=0, trials_per_task=trials_per_layer)
+    rest = [k for k in tasks if k not in set(anchors)]
+    transfer = tune_extracted([tasks[k] for k in rest], preset, lambda: device, database_dir, trials=0)
+    log.info("%d kernels: %d anchors tuned (%d trials), %d of the other %d transferred from them",
+             len(tasks), len(anchors), report.trials, transfer.count("transferred"), len(rest))
+    spent = {kernel: task.trials for kernel, task in zip(anchors, report.tasks)}
+    return (report.seconds + transfer.seconds,
+            {key: sum(spent.get(k, 0) for k in kernels) for key, kernels in kernels_of.items()})
+
+
+def anchor_kernels(tasks: Mapping[int, Any]) -> list[int]:
+    """The kernels worth tuning: per structure (`compile.workload_structure`), the one with the
+    most work and the one with the least (two ends to transfer from), by key of `tasks`."""
+    from compile.transfer import work
+    from compile.workload_structure import structure_key
+
+    by_structure: dict[str, list[tuple[float, int]]] = {}
+    for kernel, task in tasks.items():
+        mod = task.dispatched[0]
+        by_structure.setdefault(structure_key(mod), []).append((work(mod), kernel))
+    anchors: list[int] = []
+    for members in by_structure.values():
+        members.sort()
+        anchors.extend(dict.fromkeys([members[-1][1], members[0][1]]))  # one if they are the same
+    return anchors
 
 
 def _check_settings(trials_per_layer: int, protocol: TimingProtocol, out: Path,
