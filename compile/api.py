@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from compile.build import (
+    LoweringOptions,
     apply_database,
     build_kernels,
     build_model,
@@ -76,6 +77,7 @@ def compile_model(
     export: str = "so",
     trials_per_task: int | None = None,
     kernel_library: bool = True,
+    fast_math: bool = True,
 ) -> CompileResult:
     """Compile `model_path` for `preset`, tuning on `device` (the embedded farm when None).
 
@@ -83,7 +85,9 @@ def compile_model(
     database lacks. `kernel_library=False` skips kernels.so (per-kernel timing) and halves the
     build for callers that only time the whole model (latency collection). `runtime` (threads, core affinity, phone preset) goes into the manifest for the runner to
     apply on the device; `export="tar"` writes object files for linking elsewhere instead of
-    shared libraries.
+    shared libraries. `fast_math=False` keeps libm's erf/exp/tanh and the exact softmax
+    (compile/fast_math.py: fast math changes the GELU and softmax kernels, so their workloads,
+    and a tuning database keyed on them, differ between the two settings).
     """
     if export == "so":
         check_linker(preset)
@@ -96,7 +100,8 @@ def compile_model(
         )
     with tempfile.TemporaryDirectory(prefix="edgeseg-compile-") as scratch:
         model = load_model(Path(model_path), input_shapes, Path(scratch))
-        lowered = lower(model.mod, preset)
+        options = LoweringOptions(fast_math=fast_math)
+        lowered = lower(model.mod, preset, options)
         with ExitStack() as stack:
             def tuning_device() -> Device:
                 return device or stack.enter_context(embedded_device(preset))
@@ -111,7 +116,7 @@ def compile_model(
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir.parent))
         try:
             _write_artifact(staging, model, preset, tuned, status, report, db, runtime or {}, export,
-                            kernel_library)
+                            kernel_library, options)
             if out_dir.exists():
                 shutil.rmtree(out_dir)
             staging.rename(out_dir)
@@ -149,7 +154,8 @@ def embedded_device(preset: TargetPreset):
     return use_device(None, None, emulate=emulate)
 
 
-def _write_artifact(folder, model, preset, tuned, status, report, db, runtime, export, kernel_library) -> None:
+def _write_artifact(folder, model, preset, tuned, status, report, db, runtime, export, kernel_library,
+                    options: LoweringOptions) -> None:
     def write(lib: Any, name: str) -> None:
         if export == "tar":
             export_objects(lib, folder / name.replace(".so", ".tar"))
@@ -187,4 +193,5 @@ def _write_artifact(folder, model, preset, tuned, status, report, db, runtime, e
         tuning=summary,
         runtime=runtime,
         library_format=export,
+        lowering=options.to_dict(),
     )

@@ -9,6 +9,7 @@ because untuned CPU code is naive (no parallelism, no vectorization).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -23,10 +24,28 @@ from runner.errors import EdgesegError
 logger = logging.getLogger(__name__)
 
 
-def lower(mod: Any, preset: TargetPreset) -> Any:
-    """Legalize and fuse: the tuning tasks exist only after this."""
+@dataclasses.dataclass(frozen=True)
+class LoweringOptions:
+    """Graph passes run before legalize + fuse; recorded in the artifact's manifest.json.
+
+    `fast_math`: erf/exp/tanh/softmax in their fast approximate forms (compile/fast_math.py).
+    """
+
+    fast_math: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def lower(mod: Any, preset: TargetPreset, options: LoweringOptions = LoweringOptions()) -> Any:
+    """The graph passes `options` asks for, then legalize and fuse: the tuning tasks exist only after this."""
+    from compile.fast_math import fast_math
+
+    passes = []
+    if options.fast_math:
+        passes.append(fast_math())
     with preset.target():
-        return relax.get_pipeline("zero")(mod)
+        return relax.get_pipeline("zero")(tvm.transform.Sequential(passes)(mod))
 
 
 def _prim_funcs(mod: Any) -> dict[str, Any]:

@@ -22,6 +22,9 @@ HELP = {
     "device": "phone preset (s21-snapdragon, s21-exynos): target CPU, threads and big-core pinning",
     "cc": "cross compiler that links linux-arm64 libraries (default: aarch64-linux-gnu-gcc)",
     "export": "so: shared libraries the runner can run; tar: object files to link elsewhere",
+    "no_fast_math": "keep libm's erf/exp/tanh and the exact softmax (default: their fast approximate forms, "
+    "~1e-6 off, vectorised; fast math changes the GELU/softmax kernels' workload hashes, so a database "
+    "tuned with the other setting re-tunes those kernels)",
 }
 
 
@@ -44,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mcpu", default=None, help=HELP["mcpu"])
     p.add_argument("--cc", default=None, help=HELP["cc"])
     p.add_argument("--export", choices=("so", "tar"), default="so", help=HELP["export"])
+    p.add_argument("--no-fast-math", dest="fast_math", action="store_false", help=HELP["no_fast_math"])
     p.add_argument("--seed", type=int, default=0, help="tuning seed")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
     return p
@@ -114,6 +118,7 @@ def _run(args: argparse.Namespace) -> int:
         runtime=runtime,
         export=args.export,
         trials_per_task=args.trials_per_task,
+        fast_math=args.fast_math,
     )
     _render(result, preset.name)
     return 0
