@@ -1,4 +1,4 @@
-"""compile's graph passes before legalization: fast math, and the bad-input errors of folding.
+"""compile's graph passes before legalization: fast math.
 
 Every build here is untuned (`tvm.compile` of the lowered module, run on this CPU): the passes
 change what is computed, not how it is scheduled, so the numbers are what these tests check.
@@ -92,3 +92,4 @@ def test_cli_no_fast_math_reaches_compile_model(tmp_path, monkeypatch):
         with pytest.raises(SystemExit):
             main([str(path), "--target", "host", "--trials", "0", "-o", str(tmp_path / "o"), *argv])
         assert calls[-1]["fast_math"] is expected
+
