@@ -156,7 +156,7 @@ def _onnxruntime_rejects(model_path: Path, model: Any, err: Exception) -> Edgese
         f"{where}: {message}",
         "Fix that node in the exporter (give the operator the input types and shapes the ONNX "
         "operator spec allows, e.g. a Cast to float before an Add with a float tensor; "
-        "onnx.checker.check_model(model, full_check=True) shows the same error), "
+        "onnx.checker.check_model(model, full_check=True) finds many such errors), "
         "or export a torch.export .pt2 file and compile that instead.",
     )
 
