@@ -78,6 +78,7 @@ def compile_model(
     trials_per_task: int | None = None,
     kernel_library: bool = True,
     fast_math: bool = True,
+    rewrite_decoder: bool = False,
 ) -> CompileResult:
     """Compile `model_path` for `preset`, tuning on `device` (the embedded farm when None).
 
@@ -88,6 +89,9 @@ def compile_model(
     shared libraries. `fast_math=False` keeps libm's erf/exp/tanh and the exact softmax
     (compile/fast_math.py: fast math changes the GELU and softmax kernels, so their workloads,
     and a tuning database keyed on them, differ between the two settings).
+    `rewrite_decoder=True` merges a SegFormer all-MLP decoder's projections into its fuse conv
+    (compile/rewrites.py; exact up to float rounding, about half of segformer-b0's FLOPs); off by
+    default because the latency model's layer description still prices the unrewritten decoder.
     """
     if export == "so":
         check_linker(preset)
@@ -100,7 +104,7 @@ def compile_model(
         )
     with tempfile.TemporaryDirectory(prefix="edgeseg-compile-") as scratch:
         model = load_model(Path(model_path), input_shapes, Path(scratch))
-        options = LoweringOptions(fast_math=fast_math)
+        options = LoweringOptions(fast_math=fast_math, rewrite_decoder=rewrite_decoder)
         lowered = lower(model.mod, preset, options)
         with ExitStack() as stack:
             def tuning_device() -> Device:
