@@ -25,6 +25,13 @@ NCHW, N(HW)C, NC(HW), (HW)C and NHWC), matmuls and 1x1 convs with constant weigh
 multiplies of per-channel constants, to an NCHW tensor of that stage. The trace stops at a value
 other nodes also use, so everything it replaces becomes dead. A graph without that structure is
 returned unchanged.
+
+Measured here (untuned host builds, seeded random input, 64 px, worst absolute difference of the
+rewritten build from the unrewritten one / from ONNX Runtime or PyTorch): segformer-b0 (ours,
+random weights, outputs up to 0.42) 2.8e-7 / 2.7e-7 from ONNX and 2.4e-7 / 3.3e-7 from .pt2; the
+tests' independent Hugging-Face-style token decoder 6.0e-8 / 6.0e-8 both ways. FLOPs (TVM's
+count of the lowered kernels times their calls): segformer-b0 0.260 G -> 0.126 G at 64 px,
+4.37 G -> 2.23 G at 256 px.
 """
 
 from __future__ import annotations
