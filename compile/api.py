@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from compile.build import (
+    LoweringOptions,
     apply_database,
     build_kernels,
     build_model,
@@ -78,16 +79,24 @@ def compile_model(
     trials_per_task: int | None = None,
     kernel_library: bool = True,
     transfer_candidates: int = DEFAULT_CANDIDATES,
+    fast_math: bool = True,
+    rewrite_decoder: bool = False,
 ) -> CompileResult:
     """Compile `model_path` for `preset`, tuning on `device` (the embedded farm when None).
 
     `trials_per_task`, when given, replaces `trials` by that many trials per kernel without a
-    tuned record (transferred ones included). `kernel_library=False` skips kernels.so (per-kernel timing) and halves the
-    build for callers that only time the whole model (latency collection).
-    `transfer_candidates`: donor schedules measured per kernel the database lacks (0: no
-    transfer; `compile.transfer`). `runtime` (threads, core affinity, phone preset) goes into
-    the manifest for the runner to apply on the device; `export="tar"` writes object files for
-    linking elsewhere instead of shared libraries.
+    tuned record (transferred ones included). `kernel_library=False` skips kernels.so
+    (per-kernel timing) and halves the build for callers that only time the whole model
+    (latency collection). `transfer_candidates`: donor schedules measured per kernel the
+    database lacks (0: no transfer; `compile.transfer`). `runtime` (threads, core affinity,
+    phone preset) goes into the manifest for the runner to apply on the device; `export="tar"`
+    writes object files for linking elsewhere instead of shared libraries. `fast_math=False`
+    keeps libm's erf/exp/tanh and the exact softmax (compile/fast_math.py: fast math changes the
+    GELU and softmax kernels, so their workloads, and a tuning database keyed on them, differ
+    between the two settings). `rewrite_decoder=True` merges a SegFormer all-MLP decoder's
+    projections into its fuse conv (compile/rewrites.py; exact up to float rounding, about half
+    of segformer-b0's FLOPs); off by default because the latency model's layer description
+    still prices the unrewritten decoder.
     """
     if export == "so":
         check_linker(preset)
@@ -100,7 +109,8 @@ def compile_model(
         )
     with tempfile.TemporaryDirectory(prefix="edgeseg-compile-") as scratch:
         model = load_model(Path(model_path), input_shapes, Path(scratch))
-        lowered = lower(model.mod, preset)
+        options = LoweringOptions(fast_math=fast_math, rewrite_decoder=rewrite_decoder)
+        lowered = lower(model.mod, preset, options)
         with ExitStack() as stack:
             def tuning_device() -> Device:
                 return device or stack.enter_context(embedded_device(preset))
@@ -116,7 +126,7 @@ def compile_model(
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir.parent))
         try:
             _write_artifact(staging, model, preset, tuned, status, report, db, runtime or {}, export,
-                            kernel_library)
+                            kernel_library, options)
             if out_dir.exists():
                 shutil.rmtree(out_dir)
             staging.rename(out_dir)
@@ -160,7 +170,8 @@ def embedded_device(preset: TargetPreset):
     return use_device(None, None, emulate=emulate)
 
 
-def _write_artifact(folder, model, preset, tuned, status, report, db, runtime, export, kernel_library) -> None:
+def _write_artifact(folder, model, preset, tuned, status, report, db, runtime, export, kernel_library,
+                    options: LoweringOptions) -> None:
     def write(lib: Any, name: str) -> None:
         if export == "tar":
             export_objects(lib, folder / name.replace(".so", ".tar"))
@@ -198,4 +209,5 @@ def _write_artifact(folder, model, preset, tuned, status, report, db, runtime, e
         tuning=summary,
         runtime=runtime,
         library_format=export,
+        lowering=options.to_dict(),
     )

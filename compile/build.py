@@ -9,6 +9,7 @@ because untuned CPU code is naive (no parallelism, no vectorization).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -23,10 +24,54 @@ from runner.errors import EdgesegError
 logger = logging.getLogger(__name__)
 
 
-def lower(mod: Any, preset: TargetPreset) -> Any:
-    """Legalize and fuse: the tuning tasks exist only after this."""
-    with preset.target():
-        return relax.get_pipeline("zero")(mod)
+@dataclasses.dataclass(frozen=True)
+class LoweringOptions:
+    """Graph passes run before legalize + fuse; recorded in the artifact's manifest.json.
+
+    `fast_math`: erf/exp/tanh/softmax in their fast approximate forms (compile/fast_math.py).
+    `rewrite_decoder`: the all-MLP decoder's projections merged into its fuse conv
+    (compile/rewrites.py); off by default while the latency model prices the decoder unrewritten.
+    """
+
+    fast_math: bool = True
+    rewrite_decoder: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def lower(mod: Any, preset: TargetPreset, options: LoweringOptions = LoweringOptions()) -> Any:
+    """The graph passes `options` asks for, then legalize and fuse: the tuning tasks exist only after this."""
+    from compile.fast_math import fast_math
+    from compile.rewrites import rewrite_decoder
+
+    def legalize_and_fuse(graph: Any) -> Any:
+        with preset.target():
+            passes = [fast_math()] if options.fast_math else []
+            return relax.get_pipeline("zero")(tvm.transform.Sequential(passes)(graph))
+
+    if not options.rewrite_decoder:
+        return legalize_and_fuse(mod)
+    rewritten, decoders = rewrite_decoder(mod)
+    lowered = legalize_and_fuse(rewritten)
+    if decoders:
+        before = model_flops(legalize_and_fuse(mod))
+        logger.info("decoder rewrite: model FLOPs %.4g G -> %.4g G (-%.1f%%; TVM's count of the lowered kernels "
+                    "times their calls)", before / 1e9, model_flops(lowered) / 1e9,
+                    100 * (1 - model_flops(lowered) / before))  # fmt: skip
+    else:
+        logger.warning("--rewrite-decoder: no all-MLP decoder (1x1 projections, resize, concat, 1x1 fuse) "
+                       "found in the model; it is compiled as it is.")
+    return lowered
+
+
+def model_flops(lowered: Any) -> float:
+    """FLOPs of one run: TVM's estimate of each kernel times how often `main` calls it."""
+    from tvm.s_tir.analysis import estimate_tir_flops
+
+    funcs = _prim_funcs(lowered)
+    return sum(float(estimate_tir_flops(tvm.IRModule({"main": funcs[name]}))) * calls
+               for name, calls in _call_counts(lowered).items())  # fmt: skip
 
 
 def _prim_funcs(mod: Any) -> dict[str, Any]:

@@ -28,6 +28,12 @@ HELP = {
     "export": "so: shared libraries the runner can run; tar: object files to link elsewhere",
     "transfer_candidates": "kernels the database lacks take a schedule transferred from a tuned kernel of the same "
                            "structure: how many donors' schedules to measure per kernel (default 3; 0: no transfer)",
+    "no_fast_math": "keep libm's erf/exp/tanh and the exact softmax (default: their fast approximate forms, "
+    "~1e-6 off, vectorised; fast math changes the GELU/softmax kernels' workload hashes, so a database "
+    "tuned with the other setting re-tunes those kernels)",
+    "rewrite_decoder": "merge a SegFormer all-MLP decoder's projections into its fuse conv (exact up to float "
+    "rounding, ~half of segformer-b0's FLOPs); off by default: the latency model's layer description "
+    "(prune) still prices the unrewritten decoder, so a pruned budget does not account for it",
 }
 
 
@@ -51,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mcpu", default=None, help=HELP["mcpu"])
     p.add_argument("--cc", default=None, help=HELP["cc"])
     p.add_argument("--export", choices=("so", "tar"), default="so", help=HELP["export"])
+    p.add_argument("--no-fast-math", dest="fast_math", action="store_false", help=HELP["no_fast_math"])
+    p.add_argument("--rewrite-decoder", action="store_true", help=HELP["rewrite_decoder"])
     p.add_argument("--seed", type=int, default=0, help="tuning seed")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
     return p
@@ -127,6 +135,8 @@ def _run(args: argparse.Namespace) -> int:
         export=args.export,
         trials_per_task=args.trials_per_task,
         transfer_candidates=args.transfer_candidates,
+        fast_math=args.fast_math,
+        rewrite_decoder=args.rewrite_decoder,
     )
     _render(result, preset.name)
     return 0

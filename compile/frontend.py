@@ -129,9 +129,36 @@ def fold_constants(model_path: Path, inputs: tuple[TensorSpec, ...], out_path: P
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     options.optimized_model_filepath = str(out_path)
-    ort.InferenceSession(str(fixed), options, providers=["CPUExecutionProvider"])
-    fixed.unlink()
+    try:
+        ort.InferenceSession(str(fixed), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime's pybind errors (Fail, InvalidGraph, ...) share no base
+        raise _onnxruntime_rejects(model_path, model, err) from err
+    finally:
+        fixed.unlink()
     return out_path
+
+
+def _onnxruntime_rejects(model_path: Path, model: Any, err: Exception) -> EdgesegError:
+    """ONNX Runtime refused to load the graph: name the node it blames, as the importer's errors do."""
+    message = str(err).splitlines()[0] if str(err) else type(err).__name__
+    message = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : (Load model from \S+ failed:)?", "", message).strip()
+    blamed = re.search(r"(?:in node|Node) \(([^)]*)\)", message)
+    nodes = {n.name: n for n in model.graph.node}
+    if blamed and blamed.group(1) in nodes:
+        node = nodes[blamed.group(1)]
+        where = f"node '{node.name}' ({node.op_type}, inputs {list(node.input)})"
+    elif blamed:
+        where = f"node '{blamed.group(1)}'"
+    else:
+        where = "a node it does not name"
+    return EdgesegError(
+        f"ONNX Runtime, which folds the constants of {model_path.name} before TVM imports it, rejects "
+        f"{where}: {message}",
+        "Fix that node in the exporter (give the operator the input types and shapes the ONNX "
+        "operator spec allows, e.g. a Cast to float before an Add with a float tensor; "
+        "onnx.checker.check_model(model, full_check=True) finds many such errors), "
+        "or export a torch.export .pt2 file and compile that instead.",
+    )
 
 
 def _load_onnx(path: Path, shapes: dict[str | None, tuple[int, ...]], work_dir: Path) -> ImportedModel:

@@ -122,6 +122,8 @@ class Manifest:
     # from a phone preset; `runner bench` applies it unless --threads overrides.
     runtime: dict = field(default_factory=dict)
     library_format: str = "so"  # "tar": object files to link elsewhere, not runnable as is
+    # The graph passes compile ran before legalization: {"fast_math": true, ...}
+    lowering: dict = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Manifest:
@@ -137,6 +139,7 @@ class Manifest:
             tuning=dict(data.get("tuning", {})),
             runtime=dict(data.get("runtime", {})),
             library_format=str(data.get("library_format", "so")),
+            lowering=dict(data.get("lowering", {})),
         )
 
     def to_dict(self) -> dict:
@@ -229,6 +232,7 @@ def write_manifest(
     tuning: Mapping[str, Any] | None = None,
     runtime: Mapping[str, Any] | None = None,
     library_format: str = "so",
+    lowering: Mapping[str, Any] | None = None,
 ) -> Manifest:
     """Write manifest.json last, with the sha256 of every file now in `folder` (recursively)."""
     folder = Path(folder)
@@ -251,6 +255,7 @@ def write_manifest(
         tuning=dict(tuning or {}),
         runtime=dict(runtime or {}),
         library_format=library_format,
+        lowering=dict(lowering or {}),
     )
     (folder / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
     return manifest

@@ -54,6 +54,26 @@ def test_unsupported_op_is_named(tmp_path):
         load_model(export_onnx(CeluNet(), tmp_path / "celu.onnx"), None, tmp_path / "w")
 
 
+def test_a_graph_onnxruntime_rejects_names_the_node_and_a_fix(tmp_path):
+    """An Add of a float input and an int64 constant: valid protobuf, refused by ONNX Runtime."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["input", "offset"], ["output"], name="bad_add")], "bad",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor("offset", TensorProto.INT64, [1, 4], [1, 2, 3, 4])],
+    )  # fmt: skip
+    path = tmp_path / "bad.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    with pytest.raises(EdgesegError) as caught:
+        load_model(path, None, tmp_path / "w")
+    assert "node 'bad_add' (Add" in caught.value.problem and "int64" in caught.value.problem
+    assert "Cast" in caught.value.fix and "ONNXRuntimeError" not in caught.value.problem
+    assert not list((tmp_path / "w").glob("*.fixed.onnx"))  # the scratch copy is cleaned up
+
+
 def test_dynamic_input_needs_shape(tmp_path):
     path = export_onnx(TinyConvNet(), tmp_path / "dyn.onnx", dynamic_batch=True)
     with pytest.raises(EdgesegError, match="dynamic shape.*--input-shape"):

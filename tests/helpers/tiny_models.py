@@ -39,6 +39,25 @@ class TinyAttention(nn.Module):
         return (tokens + out).transpose(1, 2).reshape(b, c, h, w)
 
 
+class TinyMixFFN(nn.Module):
+    """Patch embedding + SegFormer's Mix-FFN (Linear, depthwise 3x3, GELU, Linear): GELU is erf in ONNX."""
+
+    def __init__(self, dim: int = 16, hidden: int = 32):
+        super().__init__()
+        self.embed = nn.Conv2d(3, dim, 4, stride=4)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.dw = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embed(x)
+        b, c, h, w = x.shape
+        tokens = self.fc1(x.flatten(2).transpose(1, 2))
+        mixed = self.dw(tokens.transpose(1, 2).reshape(b, -1, h, w)).flatten(2).transpose(1, 2)
+        out = self.fc2(nn.functional.gelu(mixed))
+        return (out + x.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(b, c, h, w)
+
+
 class CeluNet(nn.Module):
     """Uses CELU, an ONNX operator TVM 0.27's importer does not convert."""
 
