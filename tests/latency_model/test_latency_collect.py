@@ -81,3 +81,21 @@ def test_collecting_with_another_setting_into_the_same_file_is_refused(collected
         collect([L.LayerNorm(4, 4, 12)], host_farm.device, preset, data, work / "db",
                 trials_per_layer=0, protocol=FAST, progress=False)
     assert len(read_records(data)) == 2  # nothing measured, nothing written
+
+
+def test_widths_between_the_anchors_get_transferred_schedules(host_farm, tmp_path):
+    """Three widths of one conv: the widest and the narrowest are tuned, the middle one is
+    measured with a schedule transferred from them, as a pruned network's compile would get."""
+    from compile.database import open_database
+
+    widths = [L.ConvNormAct(8, 8, 8, c, 1) for c in (4, 12, 24)]
+    preset = resolve_target("host")
+    report = collect(widths, host_farm.device, preset, tmp_path / "data.jsonl", tmp_path / "db",
+                     trials_per_layer=1, protocol=FAST, progress=False)
+    trials = {r.config.cout: r.tuning_trials for r in report.measured}
+    assert trials[4] >= 1 and trials[24] >= 1 and trials[12] == 0
+    db = open_database(tmp_path / "db", preset.target())
+    kinds = [(db.provenance(w.mod, preset.target()) or {}).get("kind", "tuned")
+             for w in {str(r.workload.mod): r.workload for r in db.get_all_tuning_records()}.values()]
+    assert kinds.count("transferred") == 1 and kinds.count("tuned") == 2
+    assert all(0 < r.median_ms < 100 for r in report.measured)
