@@ -1,0 +1,174 @@
+"""Schedule transfer after a latency collection, against tuning from scratch.
+
+A collection (`latency_model.collect.tune_layers`: segformer-b0's layers, unpruned and
+`--samples` random pruned variants, anchors tuned with `--trials-per-layer` trials each, the
+other kernels transferred from them) fills a scratch database. Then one pruned variant drawn
+with another seed (its layer configs mostly never collected) is compiled twice:
+- after the collection, with `trials=0`: every kernel the database lacks takes a transferred
+  schedule;
+- from scratch, into an empty database, with `--scratch-factor` x the collection's trials per
+  task for every kernel.
+It reports, for each build, the kernels by schedule source (exact, transferred, tuned, untuned),
+the compile's wall time, the numeric check against ONNX Runtime, and the latency over RPC
+(both builds timed in interleaved rounds); and, over every transferred kernel (the collection's
+and the variant's), its GFLOP/s against its donor's, both timed in one batch.
+
+    PYTHONPATH=. python bench/schedule_transfer.py [--input-size 64 --samples 2 \\
+        --trials-per-layer 1 --scratch-factor 8] [-o bench/results/schedule_transfer.json]
+
+Everything runs in a scratch folder; the device's own database is never read or written.
+Run it alone: every timing here is of this machine's CPU, shared with nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from compile.api import compile_model
+from compile.database import open_database
+from compile.targets import resolve_target
+from latency_model.collect import tune_layers
+from latency_model.model_variants import build_variants
+from latency_model.sampling import layer_configs, sample_kept
+from prune.describe import describe_model
+from runner.bench import bench_artifact
+from runner.cli_support import setup_logging
+from runner.device import HOST_KEY
+from runner.farm import use_device
+from runner.timing import TimingProtocol
+
+log = logging.getLogger("bench.schedule_transfer")
+
+
+def _relative_speeds(database: Path, target) -> list[float]:
+    """Every transferred record's GFLOP/s against its donor's, from its provenance."""
+    db = open_database(database, target)
+    workloads = {str(r.workload.mod): r.workload for r in db.get_all_tuning_records()}.values()
+    provenances = (db.provenance(w.mod, target) for w in workloads)
+    return [p["relative_speed"] for p in provenances if p and p.get("kind") == "transferred"]
+
+
+def _summary(values: list[float]) -> dict:
+    if not values:
+        return {"count": 0}
+    ordered = sorted(values)
+    quartiles = statistics.quantiles(ordered, n=4) if len(ordered) > 1 else [ordered[0]] * 3
+    return {"count": len(ordered), "median": round(statistics.median(ordered), 3),
+            "q1": round(quartiles[0], 3), "q3": round(quartiles[2], 3),
+            "min": round(ordered[0], 3), "max": round(ordered[-1], 3),
+            "share_at_least_0.9": round(sum(v >= 0.9 for v in ordered) / len(ordered), 3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="segformer-b0", help="model whose layers the collection samples")
+    parser.add_argument("--input-size", type=int, default=64, help="input size (px)")
+    parser.add_argument("--samples", type=int, default=2, help="random pruned variants of the collection")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed of the collection")
+    parser.add_argument("--variant-seed", type=int, default=1000, help="seed of the pruned variant compiled")
+    parser.add_argument("--trials-per-layer", type=int, default=1, help="trials per anchor kernel")
+    parser.add_argument("--scratch-factor", type=int, default=8,
+                        help="from-scratch trials per kernel, as a multiple of --trials-per-layer")
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved timing rounds of both builds")
+    parser.add_argument("--repeat", type=int, default=10, help="timed runs per round")
+    parser.add_argument("--warmup", type=int, default=3, help="discarded warm-up runs per round")
+    parser.add_argument("-o", "--out", type=Path, default=Path("bench/results/schedule_transfer.json"))
+    args = parser.parse_args()
+    setup_logging(False)
+    preset = resolve_target("host")
+    target = preset.target()
+    description = describe_model(args.model, args.input_size)
+    kept = sample_kept(description, args.samples, args.seed)
+    configs = layer_configs(description, kept)
+    load_before = os.getloadavg()
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="edgeseg-transfer-") as scratch, use_device(None, HOST_KEY) as device:
+        scratch = Path(scratch)
+        (variant,) = build_variants(args.model, args.input_size, 1, args.variant_seed, scratch)
+        collected = {c.key for c in configs}
+        new_configs = sum(c.key not in collected for c in variant.configs)
+        log.info("collection: %d layer configs; the variant has %d, %d never collected", len(configs),
+                 len(variant.configs), new_configs)
+        collection_started = time.monotonic()
+        tune_layers(configs, device, preset, scratch / "collection", args.trials_per_layer)
+        collection_seconds = time.monotonic() - collection_started
+        shutil.copytree(scratch / "collection", scratch / "after-collection")
+        builds, walls = {}, {}
+        for name, trials_per_task in (("after-collection", None),
+                                      ("from-scratch", args.scratch_factor * args.trials_per_layer)):
+            log.info("compiling the variant %s", name)
+            build_started = time.monotonic()
+            builds[name] = compile_model(variant.model_path, scratch / f"artifact-{name}", preset,
+                                         database_dir=scratch / name, trials=0,
+                                         trials_per_task=trials_per_task, device=device)
+            walls[name] = time.monotonic() - build_started
+        protocol = TimingProtocol(warmup=args.warmup, repeat=args.repeat)
+        timings = {name: [] for name in builds}
+        checks = {}
+        for _ in range(args.rounds):  # interleaved: drift on this machine hits both builds alike
+            for name, build in builds.items():
+                result = bench_artifact(build.artifact, device, protocol, check=name not in checks)
+                checks.setdefault(name, result.check.passed)
+                timings[name].extend(result.timing.samples_ms)
+        speeds = _relative_speeds(scratch / "after-collection", target)
+    rows = {}
+    for name, build in builds.items():
+        samples = sorted(timings[name])
+        rows[name] = {
+            "sources": build.tuning.to_dict()["sources"], "kernels": build.kernels_total,
+            "untuned": build.untuned, "search_trials": build.tuning.trials,
+            "compile_wall_seconds": round(walls[name], 1), "tuning_seconds": round(build.tuning.seconds, 1),
+            "transfer_seconds": round(build.tuning.transfer_seconds, 1), "check_passed": checks[name],
+            "median_ms": round(statistics.median(samples), 4), "min_ms": round(samples[0], 4),
+            "max_ms": round(samples[-1], 4), "runs": len(samples),
+        }  # fmt: skip
+    after, fresh = rows["after-collection"], rows["from-scratch"]
+    result = {
+        "what": "a pruned variant compiled after a latency collection (trials 0, schedule transfer) vs "
+                "tuned from scratch",
+        "collection": {"model": args.model, "input_size": args.input_size, "samples": args.samples,
+                       "seed": args.seed, "layer_configs": len(configs),
+                       "trials_per_anchor_kernel": args.trials_per_layer,
+                       "seconds": round(collection_seconds, 1)},
+        "variant": {"seed": args.variant_seed, "layer_configs": len(variant.configs),
+                    "never_collected": new_configs},
+        "from_scratch_trials_per_task": args.scratch_factor * args.trials_per_layer,
+        "protocol": f"{protocol.describe()}; {args.rounds} interleaved rounds per build, median of all runs",
+        "rows": rows,
+        "compile_time_ratio": round(after["compile_wall_seconds"] / fresh["compile_wall_seconds"], 3),
+        "latency_ratio_after_over_scratch": round(after["median_ms"] / fresh["median_ms"], 3),
+        "transferred_vs_donor_gflops": _summary(speeds),
+        "goals": {
+            "zero_untuned_and_check": after["untuned"] == 0 and after["check_passed"],
+            "compile_time_at_most_10pct": after["compile_wall_seconds"] <= 0.1 * fresh["compile_wall_seconds"],
+            "latency_no_worse_than_scratch": after["median_ms"] <= fresh["median_ms"],
+            "median_transfer_at_least_90pct_of_donor": bool(speeds) and statistics.median(speeds) >= 0.9,
+        },
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                    "load_average_before": [round(x, 2) for x in load_before],
+                    "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
+        "wall_seconds": round(time.monotonic() - started, 1),
+    }  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    for name, row in rows.items():
+        print(f"{name:17s} {row['sources']}, {row['search_trials']} search trials, compile {row['compile_wall_seconds']:.0f} s, "
+              f"check {'passed' if row['check_passed'] else 'FAILED'}, median {row['median_ms']:.3f} ms over "
+              f"{row['runs']} runs (min {row['min_ms']:.3f}, max {row['max_ms']:.3f})")
+    print(f"collection {collection_seconds:.0f} s over {len(configs)} layer configs; compile time after/scratch "
+          f"{result['compile_time_ratio']:.2f}; latency after/scratch {result['latency_ratio_after_over_scratch']:.2f}; "
+          f"transferred kernels vs donors (GFLOP/s ratio): {result['transferred_vs_donor_gflops']}")
+    print(f"goals: {result['goals']}; {result['protocol']}; wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
