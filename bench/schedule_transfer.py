@@ -1,8 +1,9 @@
 """Schedule transfer after a latency collection, against tuning from scratch.
 
 A collection (`latency_model.collect.tune_layers`: segformer-b0's layers, unpruned and
-`--samples` random pruned variants, anchors tuned with `--trials-per-layer` trials each, the
-other kernels transferred from them) fills a scratch database. Then one pruned variant drawn
+`--samples` random pruned variants, and the unpruned network's own kernels; anchors tuned with
+`--trials-per-layer` trials each, the other kernels transferred from them) fills a scratch
+database. Then one pruned variant drawn
 with another seed (its layer configs mostly never collected) is compiled twice:
 - after the collection, with `trials=0`: every kernel the database lacks takes a transferred
   schedule;
@@ -40,6 +41,8 @@ from latency_model.collect import tune_layers
 from latency_model.model_variants import build_variants
 from latency_model.sampling import layer_configs, sample_kept
 from prune.describe import describe_model
+from prune.export import export_onnx
+from prune.models import create_model
 from runner.bench import bench_artifact
 from runner.cli_support import setup_logging
 from runner.device import HOST_KEY
@@ -95,11 +98,14 @@ def main() -> None:
         scratch = Path(scratch)
         (variant,) = build_variants(args.model, args.input_size, 1, args.variant_seed, scratch)
         collected = {c.key for c in configs}
-        new_configs = sum(c.key not in collected for c in variant.configs)
-        log.info("collection: %d layer configs; the variant has %d, %d never collected", len(configs),
-                 len(variant.configs), new_configs)
+        variant_configs = {c.key for c in variant.configs}
+        new_configs = len(variant_configs - collected)
+        log.info("collection: %d layer configs and the unpruned network's kernels; the variant has %d layer "
+                 "configs, %d never collected", len(configs), len(variant_configs), new_configs)
+        unpruned = export_onnx(create_model(args.model), args.input_size, scratch / "unpruned.onnx")
         collection_started = time.monotonic()
-        tune_layers(configs, device, preset, scratch / "collection", args.trials_per_layer)
+        tune_layers(configs, device, preset, scratch / "collection", args.trials_per_layer,
+                    networks=[unpruned])
         collection_seconds = time.monotonic() - collection_started
         shutil.copytree(scratch / "collection", scratch / "after-collection")
         builds, walls = {}, {}
@@ -139,7 +145,7 @@ def main() -> None:
                        "seed": args.seed, "layer_configs": len(configs),
                        "trials_per_anchor_kernel": args.trials_per_layer,
                        "seconds": round(collection_seconds, 1)},
-        "variant": {"seed": args.variant_seed, "layer_configs": len(variant.configs),
+        "variant": {"seed": args.variant_seed, "layer_configs": len(variant_configs),
                     "never_collected": new_configs},
         "from_scratch_trials_per_task": args.scratch_factor * args.trials_per_layer,
         "protocol": f"{protocol.describe()}; {args.rounds} interleaved rounds per build, median of all runs",

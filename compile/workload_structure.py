@@ -4,8 +4,8 @@ Two kernels have the same *structure* when their TIR is the same but for its num
 (buffer shapes, loop extents, constant indices, and the constants that follow from them, such
 as an attention scale): a pruned width, another input size, or the same block in another model.
 A schedule tuned for one is a good start for the other once its tile sizes are refitted
-(`compile.transfer`). The structure key is a hash of the TVMScript text with every number
-blanked, so it is stable across processes and stored beside each workload; the extents
+(`compile.transfer`). The structure key is a hash of the TVMScript text with its parameters
+renamed by position and every number blanked, so it is stable across processes and stored beside each workload; the extents
 (the parameters' shapes, in order) say how far apart two workloads of one structure are.
 """
 
@@ -29,9 +29,15 @@ def _main(mod: Any) -> Any:
 
 
 def structure_key(mod: Any) -> str:
-    """A hash of the workload's TIR with its numbers blanked (16 hex digits)."""
-    text = _NUMBER.sub("#", _main(mod).script())
-    return hashlib.sha1(text.encode()).hexdigest()[:16]
+    """A hash of the workload's TIR with its parameters renamed by position and its numbers
+    blanked (16 hex digits). Parameters, and the blocks and buffers named after them, carry the
+    names of the Relax variables that fed them (`lv31`, `lv31_sum`), which say where a layer sits
+    in a model, not what its kernel does."""
+    func = _main(mod)
+    text = func.script()
+    for position, param in enumerate(func.params):  # also the blocks named after them (lv31_sum)
+        text = re.sub(rf"(?<![A-Za-z0-9_]){re.escape(str(param.name))}(?![A-Za-z0-9])", f"arg_{position}", text)
+    return hashlib.sha1(_NUMBER.sub("#", text).encode()).hexdigest()[:16]
 
 
 def extents(mod: Any) -> tuple[int, ...]:
@@ -45,3 +51,9 @@ def shape_distance(a: Sequence[int], b: Sequence[int]) -> float:
     if len(a) != len(b):
         return math.inf
     return sum(abs(math.log(max(x, 1) / max(y, 1))) for x, y in zip(a, b))
+
+
+def block_names(mod: Any) -> list[str]:
+    """The workload's block names in program order: two workloads of one structure have their
+    blocks in the same order, so a trace's blocks map by position."""
+    return re.findall(r'T\.sblock\("([^"]*)"', _main(mod).script())

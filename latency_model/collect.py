@@ -117,7 +117,8 @@ def measure_layer(config: LayerConfig, device: Device, preset: Any, database_dir
 
 
 def tune_layers(configs: Sequence[LayerConfig], device: Device, preset: Any, database_dir: Path,
-                trials_per_layer: int, progress: bool = True) -> tuple[float, dict[str, int]]:
+                trials_per_layer: int, progress: bool = True,
+                networks: Sequence[Path] = ()) -> tuple[float, dict[str, int]]:
     """Tune the anchor kernels of all `configs` into the database in ONE MetaSchedule run, then
     give every other kernel a schedule transferred from them: its seconds, and the trials spent
     on each config's kernels (by config key).
@@ -130,7 +131,9 @@ def tune_layers(configs: Sequence[LayerConfig], device: Device, preset: Any, dat
     contexts, builder workers, cost model: 5-30 s here) that per-layer runs would pay for every
     layer; kernels shared by several layers are tuned once. Records are committed as they are
     measured, so a crash loses none; the per-layer compiles that follow find every kernel in the
-    database."""
+    database. `networks` (model files) add their kernels to the pool: a whole network fuses a few
+    kernels across layer boundaries (the decoder's resizes with their concat) that no layer alone
+    has, and a pruned network's compile needs donors for those too."""
     import tvm_ffi
 
     from compile.build import lower
@@ -150,6 +153,10 @@ def tune_layers(configs: Sequence[LayerConfig], device: Device, preset: Any, dat
                 kernel = tvm_ffi.structural_hash(task.dispatched[0])
                 tasks.setdefault(kernel, task)
                 kernels_of.setdefault(config.key, []).append(kernel)
+        for network in networks:
+            lowered = lower(load_model(Path(network), None, Path(scratch)).mod, preset)
+            for task in ms.relax_integration.extract_tasks(lowered, preset.target()):
+                tasks.setdefault(tvm_ffi.structural_hash(task.dispatched[0]), task)
     anchors = anchor_kernels(tasks)
     report = tune_extracted([tasks[k] for k in anchors], preset, lambda: device, database_dir,
                             trials=0, trials_per_task=trials_per_layer)

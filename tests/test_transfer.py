@@ -161,3 +161,37 @@ def test_a_transfer_that_fails_the_numeric_check_is_discarded(donor_database, ho
                            device=host_farm.device)
     assert result.untuned == 3 and result.tuning.count("transferred") == 0
     assert "fails the numeric check; discarded" in caplog.text
+
+
+def test_kernels_named_after_other_variables_share_a_structure_and_replay():
+    """A LayerNorm's blocks are named after its input variable (`x_sum`, `lv1_sum`): the same
+    kernel deeper in a model is still the same structure, and a trace's blocks are renamed."""
+    import tvm
+    from tvm import relax
+    from tvm.s_tir import meta_schedule as ms
+
+    from compile.transfer import rename_blocks
+    from compile.workload_structure import block_names, structure_key
+
+    x = relax.Var("x", relax.TensorType((1, 64, 32), "float32"))
+    builder = relax.BlockBuilder()
+    with builder.function("main", [x]):
+        with builder.dataflow():
+            norm = builder.emit(relax.op.nn.layer_norm(x, relax.const(np.ones(32, "float32")),
+                                                       relax.const(np.zeros(32, "float32")), axes=[-1]))
+            wide = builder.emit(relax.op.matmul(norm, relax.const(np.ones((32, 48), "float32"))))
+            out = builder.emit_output(builder.emit(relax.op.nn.layer_norm(
+                wide, relax.const(np.ones(48, "float32")), relax.const(np.zeros(48, "float32")), axes=[-1])))
+        builder.emit_func_output(out)
+    target = tvm.target.Target({"kind": "llvm", "num-cores": 2})
+    with target:
+        lowered = relax.get_pipeline("zero")(builder.get())
+    norms = [t.dispatched[0] for t in ms.relax_integration.extract_tasks(lowered, target)
+             if t.task_name.startswith("layer_norm")]
+    first, second = norms
+    assert structure_key(first) == structure_key(second)
+    assert block_names(first) != block_names(second)
+    trace, posts = _sampled_trace(first, target)
+    assert replay(trace, second, posts) is None  # the donor's block names are not the kernel's
+    sch = replay(rename_blocks(trace, first, second), second, posts)
+    assert sch is not None and outputs_match(sch.mod, second)
