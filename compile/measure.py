@@ -21,7 +21,7 @@ from compile.builder import PooledBuilder
 from compile.targets import TargetPreset
 from runner.device import HOST_KEY, Device
 from runner.emulator import EMULATED_KEY
-from runner.session import check_tracker, wait_for_device
+from runner.session import check_tracker
 
 logger = logging.getLogger(__name__)
 
@@ -60,9 +60,12 @@ class MeasureAlone(PyRunner):
         return [_Finished(future.result()) for future in self.runner.run(runner_inputs)]
 
 
+EVALUATOR = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20, enable_cpu_cache_flush=False)
+
+
 def device_runner(device: Device, alone: bool = False) -> Any:
-    """MetaSchedule's RPC runner for `device`: how tuning and transfer time a candidate;
-    `alone`: wrapped in `MeasureAlone`."""
+    """MetaSchedule's RPC runner for `device`: how tuning times a candidate (a session per
+    candidate); `alone`: wrapped in `MeasureAlone`."""
     runner = ms.runner.RPCRunner(
         ms.runner.RPCConfig(
             tracker_host=device.tracker.host,
@@ -70,48 +73,10 @@ def device_runner(device: Device, alone: bool = False) -> Any:
             tracker_key=device.key,
             session_timeout_sec=120,
         ),
-        ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20, enable_cpu_cache_flush=False),
+        EVALUATOR,
         f_alloc_argument=alloc_arguments_from_host,
     )
     return MeasureAlone(runner) if alone else runner
-
-
-def measure_schedules(schedules: Sequence[Any], target: Any, preset: TargetPreset,
-                      device: Device) -> list[float | None]:
-    """Build every schedule, then time each on `device`: seconds per call, None when its build
-    or run failed. All builds finish before the first timing starts, so on a device that is
-    also the build machine no timing shares the cores with a build."""
-    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
-    from tvm.s_tir.meta_schedule.builder import BuilderInput
-    from tvm.s_tir.meta_schedule.runner import RunnerInput
-
-    builder = PooledBuilder(preset)
-    try:
-        built = builder.build([BuilderInput(s.mod, target) for s in schedules])
-    finally:
-        builder.shutdown()
-    runnable = [i for i, b in enumerate(built) if b.error_msg is None]
-    for i, b in enumerate(built):
-        if b.error_msg is not None:
-            logger.debug("candidate %d did not build: %s", i, b.error_msg)
-    inputs = [RunnerInput(built[i].artifact_path, preset.device_type,
-                          ArgInfo.from_prim_func(schedules[i].mod["main"])) for i in runnable]
-    seconds: list[float | None] = [None] * len(schedules)
-    if not inputs:
-        return seconds
-    check_tracker(device.tracker)
-    wait_for_device(device, timeout_s=60)
-    runner = device_runner(device)
-    try:
-        for i, future in zip(runnable, runner.run(inputs)):
-            result = future.result()
-            if result.error_msg is None and result.run_secs:
-                seconds[i] = float(sum(float(s) for s in result.run_secs) / len(result.run_secs))
-            else:
-                logger.debug("candidate %d did not run: %s", i, result.error_msg)
-    finally:
-        close_runner(runner)
-    return seconds
 
 
 def close_runner(runner: Any) -> None:
@@ -119,6 +84,50 @@ def close_runner(runner: Any) -> None:
     it fails with 'cannot join current thread')."""
     inner = runner.runner if isinstance(runner, MeasureAlone) else runner
     inner.pool.shutdown()
+
+
+def measure_schedules(schedules: Sequence[Any], target: Any, preset: TargetPreset,
+                      device: Device) -> list[float | None]:
+    """Build every schedule, then time each on `device` with tuning's evaluator settings:
+    seconds per call, None when its build or run failed. All builds finish before the first
+    timing starts (no timing shares the cores with a build), and every candidate is timed in
+    ONE session: a session per candidate, as MetaSchedule's runner opens, costs more than
+    timing a small kernel."""
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+    from tvm.s_tir.meta_schedule.builder import BuilderInput
+    from tvm.s_tir.meta_schedule.runner.utils import run_evaluator_common
+
+    from runner.session import open_session
+
+    builder = PooledBuilder(preset)
+    try:
+        built = builder.build([BuilderInput(s.mod, target) for s in schedules])
+    finally:
+        builder.shutdown()
+    seconds: list[float | None] = [None] * len(schedules)
+    runnable = []
+    for i, b in enumerate(built):
+        if b.error_msg is None:
+            runnable.append(i)
+        else:
+            logger.debug("candidate %d did not build: %s", i, b.error_msg)
+    if not runnable:
+        return seconds
+    check_tracker(device.tracker)
+    with open_session(device) as remote:
+        dev = remote.device(preset.device_type, 0)
+        for i in runnable:
+            try:
+                remote.upload(built[i].artifact_path, f"candidate-{i}.so")
+                module = remote.load_module(f"candidate-{i}.so")
+                info = [a.as_json() for a in ArgInfo.from_prim_func(schedules[i].mod["main"])]
+                args = alloc_arguments_from_host(remote, dev, info, 1)
+                costs = run_evaluator_common(module, dev, EVALUATOR, args)
+                seconds[i] = sum(costs) / len(costs)
+                del module, args
+            except Exception as error:  # noqa: BLE001 - a candidate that fails to run is skipped
+                logger.debug("candidate %d did not run: %s", i, error)
+    return seconds
 
 
 def alloc_arguments_from_host(session, device, args_info, alloc_repeat):

@@ -177,6 +177,10 @@ def postprocessors(mod: Any, target: Any) -> list[Any]:
     """The target's MetaSchedule postprocessors, initialised as tuning initialises them."""
     from tvm.s_tir import meta_schedule as ms
 
+    from compile.intrinsics import register_for
+
+    register_for(target.kind.name)  # a TuneContext would otherwise import every GPU intrinsic
+
     context = ms.TuneContext(mod=mod, target=target, space_generator=ms.space_generator.PostOrderApply(),
                              task_name="transfer", rand_state=1, num_threads=1)  # fmt: skip
     return list(context.space_generator.postprocs)
