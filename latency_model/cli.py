@@ -133,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def describe(name: str, input_size: int, unit: int = 8):
     """The model description of a named model (only a command line composes prune and
-    latency_model; `latency_model.model_variants` is validate's share of that)."""
+    latency_model; `prune.variants` and `prune.alignment` are validate's and alignment's)."""
     from prune.describe import describe_model
 
     return describe_model(name, input_size, unit=unit)
@@ -232,7 +232,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from compile.targets import resolve_target
-    from latency_model.model_variants import build_variants
+    from prune.variants import build_variants
     from latency_model.predictor import Predictor
     from latency_model.validate import validate_variants
     from runner.farm import use_device

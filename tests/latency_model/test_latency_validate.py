@@ -20,9 +20,8 @@ from latency_model import layers as L
 from latency_model.collect import collect_adaptive
 from latency_model.description import Group, LayerSlot, ModelDescription
 from latency_model.layer_modules import build_layer
-from latency_model.model_variants import first_units_plan
-from latency_model.predictor import Predictor
 from latency_model.cli import describe, main
+from latency_model.predictor import Predictor
 from latency_model.records import read_records
 from latency_model.sampling import layer_configs, sample_kept
 from latency_model.validate import (
@@ -31,6 +30,7 @@ from latency_model.validate import (
     leave_one_out_overhead,
     validate_variants,
 )
+from prune.variants import first_units_plan
 from runner.errors import EdgesegError
 from runner.timing import TimingProtocol
 
