@@ -1,7 +1,8 @@
-"""The direction of dependency, `runner <- compile <- latency_model <- prune` (ARCHITECTURE.md):
+"""The shape of the code base: the direction of dependency, `runner <- compile <- latency_model <- prune` (ARCHITECTURE.md):
 no module imports a package above its own, at module level or inside a function. The one
 exception is a command line (`cli.py`, `__main__.py`) of `latency_model`, which may look a model
-up by name and call the composition that lives in `prune`."""
+up by name and call the composition that lives in `prune`. And the test tier's list of
+end-to-end tests (tests/conftest.py) names tests that exist."""
 
 from __future__ import annotations
 
@@ -42,3 +43,15 @@ def test_the_check_sees_function_local_imports(tmp_path):
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from prune.models import create_model\n")
     assert ("prune", 2) in imported_roots(module)
+
+
+def test_every_test_the_tier_lists_as_end_to_end_exists():
+    from helpers.tiers import END_TO_END_TESTS
+
+    tests = Path(__file__).resolve().parent
+    missing = []
+    for file, names in END_TO_END_TESTS.items():
+        tree = ast.parse((tests / file).read_text())
+        defined = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+        missing += [f"{file}::{name}" for name in sorted(names - defined)]
+    assert not missing, "renamed or removed; update END_TO_END_TESTS in tests/helpers/tiers.py: " + ", ".join(missing)
