@@ -195,7 +195,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _auto_unit(settings: PruneSettings) -> int:
     """The channel unit the settings' device predictor says pays off (logged with its table)."""
-    from prune.alignment import model_alignment
+    from prune.auto_unit import model_alignment
     from prune.train import load_cost
 
     if settings.predictor == FLOPS:

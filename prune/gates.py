@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prune.groups import Group
+from prune.groups import PruneGroup
 from runner.errors import EdgesegError
 
 
@@ -76,7 +76,7 @@ class Gates(nn.Module):
     """Scores for every unit of `groups`; `attach(model)` makes the masks act on the model.
     `select` (optional) chooses the kept units from the scores instead of the sign threshold."""
 
-    def __init__(self, groups: Sequence[Group], config: GateConfig = GateConfig(), select: Select | None = None) -> None:
+    def __init__(self, groups: Sequence[PruneGroup], config: GateConfig = GateConfig(), select: Select | None = None) -> None:
         super().__init__()
         if not groups:
             raise EdgesegError(

@@ -42,15 +42,15 @@ from tqdm import tqdm
 from latency_model.budget import LatencyBudget, LatencyTableSource
 from prune.checkpoint import load_checkpoint, save_checkpoint
 from prune.data import build_dataset, inner_outer_split
-from prune.describe import build_priced_groups, check_describable, describe, prunable_groups
+from prune.describe import build_priced_groups, check_describable, describe_network, prunable_groups
 from prune.export import export_onnx
 from prune.flops_cost import FlopsCost
-from prune.groups import Group, GroupSet
+from prune.groups import GroupSet, Plan, PruneGroup
 from prune.metrics import ConfusionMatrix
 from prune.models import create_model, save_weights
 from prune.plots import plot_curves
 from prune.search import BilevelSearch
-from prune.selection import Plan, full_plan, kept_counts, magnitude_plan, predicted_ms, uniform_plan
+from prune.selection import full_plan, kept_counts, magnitude_plan, predicted_ms, uniform_plan
 from prune.settings import DENSE, FLOPS, PruneSettings, as_they_ran
 from prune.shared_training import SharedTraining
 from prune.shrink import shrink
@@ -102,7 +102,7 @@ def build_budget(settings: PruneSettings, model: nn.Module,
     or FLOPs table). Its groups to gate: `prunable_groups(group_set, budget.description)`."""
     check_describable(model, settings.model)
     group_set = build_priced_groups(model, settings.input_size, settings.unit)
-    return group_set, LatencyBudget(describe(model, group_set, settings.input_size), cost or load_cost(settings))
+    return group_set, LatencyBudget(describe_network(model, group_set, settings.input_size), cost or load_cost(settings))
 
 
 def deployment(settings: PruneSettings, cost: LatencyTableSource) -> dict[str, str | None]:
@@ -154,7 +154,7 @@ class _Data:
         return itertools.chain.from_iterable(itertools.repeat(loader))
 
 
-def evaluate(model: nn.Module, dataset: Dataset, num_classes: int, batch_size: int) -> float:
+def evaluate_miou(model: nn.Module, dataset: Dataset, num_classes: int, batch_size: int) -> float:
     """mIoU over `dataset`."""
     was_training = model.training
     model.eval()
@@ -207,7 +207,7 @@ class _Run:
     """One run's loops and the history they record (steps and epoch summaries)."""
 
     def __init__(self, settings: PruneSettings, target_ms: float | None, out: Path, data: _Data, budget: LatencyBudget,
-                 groups: list[Group], state: dict[str, Any] | None, progress: bool,
+                 groups: list[PruneGroup], state: dict[str, Any] | None, progress: bool,
                  on_epoch_end: EpochHook | None, shared_training: SharedTraining | None = None) -> None:
         self.settings, self.out, self.data, self.budget, self.groups = settings, out, data, budget, groups
         self.target_ms = target_ms  # None: the dense reference, no budget
@@ -347,7 +347,7 @@ class _Run:
             self._end_epoch("finetune", epoch, model, parts, ms, plan)
 
     def _miou(self, model: nn.Module) -> float:
-        return evaluate(model, self.data.val, self.data.num_classes, self.settings.batch_size)
+        return evaluate_miou(model, self.data.val, self.data.num_classes, self.settings.batch_size)
 
     def finish(self, model: nn.Module, plan: Plan, deployed_on: Mapping[str, str | None]) -> PruneResult:
         s = self.settings
