@@ -269,23 +269,6 @@ def _join(parent: str, child: str) -> str:
     return f"{parent}.{child}" if parent else child
 
 
-def describe(group_set: GroupSet) -> list[dict[str, Any]]:
-    """A JSON-able summary of the groups: name, kind, width, unit, units and member modules."""
-    return [
-        {
-            "name": g.name,
-            "kind": g.kind,
-            "width": g.width,
-            "unit": g.unit,
-            "units": g.num_units,
-            "producers": [m.module for m in g.producers],
-            "consumers": [m.module for m in g.consumers],
-        }
-        for g in group_set.groups
-    ]
-
-
-
 def tie(group_set: GroupSet, names: list[str] | tuple[str, ...]) -> GroupSet:
     """`group_set` with the groups `names` (same kind, width and unit) replaced by one group
     named `names[0]` whose unit k is unit k of each: one gate keeps or drops them together
