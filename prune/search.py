@@ -42,12 +42,9 @@ class BilevelSearch:
         self.settings, self.groups, self.budget, self.target_ms = settings, list(groups), budget, target_ms
         self.projection = (BudgetProjection(self.groups, budget, target_ms) if settings.hard_mask == "projection"
                            else None)
-        self.gates = Gates(self.groups, GateConfig(init_score=settings.gate_init), select=self.projection)
+        self.gates = Gates(self.groups, GateConfig.from_settings(settings), select=self.projection)
         self.gates.attach(model)
-        self.optimizer = BilevelOptimizer(model, self.gates, seg_loss, BilevelConfig(
-            method=settings.implicit_gradient, inner_lr=settings.lr, outer_lr=settings.outer_lr,
-            weight_decay_lambda=settings.decay("search"), implicit_scale=settings.implicit_scale, neumann_steps=settings.neumann_steps,
-            neumann_alpha=settings.neumann_alpha))
+        self.optimizer = BilevelOptimizer(model, self.gates, seg_loss, BilevelConfig.from_settings(settings))
         self.weight = BudgetWeight(BudgetWeightConfig(budget=target_ms))
         self.penalty = self.weight.penalty_fn(self.expected_ms)
         self.total_steps = settings.epochs * settings.search_steps
