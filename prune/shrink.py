@@ -19,7 +19,7 @@ tracing the same architecture yields the same group names. Plans made on tied gr
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
