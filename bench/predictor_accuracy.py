@@ -35,7 +35,7 @@ from compile.targets import resolve_target
 from latency_model import layers as L
 from latency_model.collect import collect
 from latency_model.description import Group, LayerSlot, ModelDescription
-from latency_model.evaluate import evaluate
+from latency_model.evaluate import evaluate_predictor
 from latency_model.predictor import train_predictor
 from latency_model.records import read_records
 from latency_model.sampling import layer_configs, sample_kept
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     predictor = train_predictor(records, out / "predictor", seed=args.seed)
     held = [r for r in records if r.key in predictor.holdout_keys]
     train = [r for r in records if r.key not in predictor.holdout_keys]
-    evaluation = evaluate(predictor, held, out_dir=out, baseline_records=train)
+    evaluation = evaluate_predictor(predictor, held, out_dir=out, baseline_records=train)
     result = {
         "what": "per-layer latency predictor on held-out layer configs vs a FLOPs-linear "
                 "baseline fitted on the training configs",

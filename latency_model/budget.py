@@ -17,20 +17,15 @@ vanishes, the pruner keeps at least that many units (the top-scored ones) of eve
 from __future__ import annotations
 
 import functools
-import hashlib
 import itertools
-import json
 import logging
 import math
-import os
-from pathlib import Path
 from typing import Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
 
 from latency_model.description import ModelDescription
-from latency_model.features import FEATURE_SCHEMA_VERSION
 from latency_model.layers import LayerConfig
 from runner.errors import EdgesegError
 
@@ -41,8 +36,6 @@ MAX_CELLS = 2_000_000
 
 class LatencyTableSource(Protocol):
     """What the budget needs of a predictor (`predictor.Predictor` is one)."""
-
-    fingerprint: str
 
     def predict_ms(self, configs: Sequence[LayerConfig]) -> np.ndarray: ...
 
@@ -104,20 +97,10 @@ def kept_count_distribution(unit_probs: torch.Tensor, grid: Sequence[int]) -> to
 class LatencyBudget:
     """Expected model latency (ms) as a differentiable function of kept-count distributions."""
 
-    def __init__(self, description: ModelDescription, predictor: LatencyTableSource,
-                 cache_dir: str | os.PathLike | None = None) -> None:
+    def __init__(self, description: ModelDescription, predictor: LatencyTableSource) -> None:
         self.description = description
         self._groups = {g.name: g for g in description.groups}
-        self.cache_key = hashlib.sha256(
-            f"{predictor.fingerprint}|{description.fingerprint()}|{FEATURE_SCHEMA_VERSION}"
-            .encode()).hexdigest()
-        cache = Path(cache_dir) / f"budget-{self.cache_key[:20]}.json" if cache_dir else None
-        tables = self._read_cache(cache) if cache else None
-        if tables is None:
-            tables = self._fill(predictor)
-            if cache:
-                self._write_cache(cache, tables)
-        self._merged = self._merge(tables)
+        self._merged = self._merge(self._fill(predictor))
         self._prepared: dict[tuple[torch.dtype, torch.device], list] = {}
         self._grid_position = {g.name: {value: i for i, value in enumerate(g.grid)} for g in description.groups}
 
@@ -140,29 +123,6 @@ class LatencyBudget:
         return [np.array([predicted[c.key] for c in cells], dtype=np.float64)
                 .reshape([len(self._groups[g].grid) for g in axes])
                 for cells, axes in zip(cells_per_slot, self._axes())]
-
-    def _read_cache(self, path: Path) -> list[np.ndarray] | None:
-        if not path.exists():
-            return None
-        try:
-            data = json.loads(path.read_text())
-            tables = [np.asarray(t, dtype=np.float64) for t in data["tables"]]
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            log.warning("ignoring unreadable latency table cache %s: %s", path, err)
-            return None
-        shapes = [tuple(len(self._groups[g].grid) for g in axes) for axes in self._axes()]
-        if data.get("key") != self.cache_key or [t.shape for t in tables] != shapes:
-            log.warning("ignoring latency table cache %s: made for something else", path)
-            return None
-        return tables
-
-    def _write_cache(self, path: Path, tables: list[np.ndarray]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"key": self.cache_key,
-                                   "slots": [s.label for s in self.description.slots],
-                                   "tables": [t.tolist() for t in tables]}))
-        os.replace(tmp, path)
 
     def _merge(self, tables: list[np.ndarray]) -> dict[tuple[str, ...], np.ndarray]:
         """Sum the tables of slots over the same groups (axes sorted by group name)."""

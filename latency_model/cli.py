@@ -131,14 +131,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_main(lambda: body(args), args.verbose)
 
 
-def describe(name: str, input_size: int, unit: int = 8):
-    """The model description of a named model (only a command line composes prune and
-    latency_model; `latency_model.model_variants` is validate's share of that)."""
-    from prune.describe import describe_model
-
-    return describe_model(name, input_size, unit=unit)
-
-
 def _device_key(args: argparse.Namespace) -> str:
     from runner.errors import EdgesegError
 
@@ -155,12 +147,13 @@ def _collect(args: argparse.Namespace) -> int:
     from compile.targets import resolve_target
     from latency_model.collect import Source, collect, collect_adaptive
     from latency_model.sampling import layer_configs, sample_kept
+    from prune.describe import describe_model  # the command line composes the two packages
     from runner.farm import use_device
     from runner.workspace import device_dir, tuning_database_dir
 
     key = _device_key(args)
     preset = resolve_target(args.target)
-    description = describe(args.model, args.input_size, args.unit)
+    description = describe_model(args.model, args.input_size, unit=args.unit)
     out = args.out or device_dir(key, preset.name) / "dataset.jsonl"
     common: dict[str, Any] = dict(preset=preset, out=out, protocol=_protocol(args),
                                   database_dir=tuning_database_dir(key, preset.name),
@@ -200,7 +193,7 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from latency_model.evaluate import evaluate
+    from latency_model.evaluate import evaluate_predictor
     from latency_model.predictor import Predictor
     from latency_model.records import read_records
     from runner.errors import EdgesegError
@@ -216,7 +209,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         baseline = [r for r in records if r.key not in predictor.holdout_keys] or None
         records = held
     out_dir = args.plot.parent if args.plot else None
-    report = evaluate(predictor, records, out_dir=out_dir, baseline_records=baseline)
+    report = evaluate_predictor(predictor, records, out_dir=out_dir, baseline_records=baseline)
     if args.plot and report.plot and Path(report.plot) != args.plot:
         Path(report.plot).replace(args.plot)
         report = replace(report, plot=str(args.plot))
@@ -232,7 +225,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from compile.targets import resolve_target
-    from latency_model.model_variants import build_variants
+    from prune.variants import build_variants
     from latency_model.predictor import Predictor
     from latency_model.validate import validate_variants
     from runner.farm import use_device
@@ -261,7 +254,7 @@ def _alignment(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from latency_model.predictor import Predictor
-    from prune.alignment import model_alignment
+    from prune.auto_unit import model_alignment
 
     predictor = Predictor.load(args.predictor)
     _warn_if_made_otherwise(predictor.manifest, args.model, args.input_size)

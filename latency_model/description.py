@@ -16,7 +16,6 @@ written beside the model code (in `prune/`).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -180,11 +179,6 @@ class ModelDescription:
             raise _bad_description(f"A model description lacks a field or has a wrong one: "
                                    f"{err!r}.") from err
         return cls(groups, slots)
-
-    def fingerprint(self) -> str:
-        """sha256 of the canonical JSON: names this description in cache file names."""
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()
 
     def save(self, path: str | os.PathLike) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")

@@ -97,7 +97,7 @@ class EvaluationReport:
         return "\n".join(rows)
 
 
-def evaluate(predictor: Predictor, records: Sequence[MeasurementRecord],
+def evaluate_predictor(predictor: Predictor, records: Sequence[MeasurementRecord],
              out_dir: str | os.PathLike | None = None,
              baseline_records: Sequence[MeasurementRecord] | None = None) -> EvaluationReport:
     """Evaluate `predictor` on `records` (from its own device and target, else EdgesegError);

@@ -168,13 +168,6 @@ class MeasurementLog(JsonLinesLog[MeasurementRecord]):
     def __init__(self, path: str | os.PathLike) -> None:
         super().__init__(path, RECORD)
 
-    def measured_keys(self, device_key: str | None = None,
-                      target_preset: str | None = None) -> set[str]:
-        """Config keys already measured (on that device and target preset, when given)."""
-        return {r.key for r in self.read()
-                if (device_key is None or r.device_key == device_key)
-                and (target_preset is None or r.target_preset == target_preset)}
-
     def append(self, record: MeasurementRecord) -> None:
         self.append_dict(record.to_dict())
 

@@ -46,6 +46,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from prune.gates import Gates
+from prune.settings import PruneSettings, default
 from runner.errors import EdgesegError
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
@@ -55,16 +56,25 @@ METHODS = ("first_order", "neumann")
 
 @dataclass(frozen=True)
 class BilevelConfig:
-    """Settings of the bi-level optimiser (see the module docstring for the symbols)."""
+    """Settings of the bi-level optimiser (see the module docstring for the symbols). A run
+    makes it with `from_settings`; the defaults are the run's (`prune.settings.default`), so a
+    config made by hand differs from a run's only where it says so."""
 
-    method: str = "first_order"
-    inner_lr: float = 0.01
-    inner_momentum: float = 0.9
-    weight_decay_lambda: float = 1e-3  # λ: the inner objective's ridge term (BiP's value; a run passes its own)
-    outer_lr: float = 0.05  # Adam on the scores
-    neumann_steps: int = 5  # K
-    neumann_alpha: float = 0.01  # α
-    implicit_scale: float | None = None  # first_order: factor of the IG product; None = 1/λ
+    method: str = default("implicit_gradient")
+    inner_lr: float = default("lr")
+    inner_momentum: float = 0.9  # not a run setting
+    weight_decay_lambda: float = default("weight_decay")  # λ: the inner objective's ridge term
+    outer_lr: float = default("outer_lr")  # Adam on the scores
+    neumann_steps: int = default("neumann_steps")  # K
+    neumann_alpha: float = default("neumann_alpha")  # α
+    implicit_scale: float | None = default("implicit_scale")  # first_order: factor of the IG product; None = 1/λ
+
+    @classmethod
+    def from_settings(cls, settings: PruneSettings) -> BilevelConfig:
+        """The optimiser of a run's search: λ is the search phase's weight decay."""
+        return cls(method=settings.implicit_gradient, inner_lr=settings.lr, outer_lr=settings.outer_lr,
+                   weight_decay_lambda=settings.decay("search"), implicit_scale=settings.implicit_scale,
+                   neumann_steps=settings.neumann_steps, neumann_alpha=settings.neumann_alpha)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:

@@ -11,8 +11,7 @@ from torch import nn
 
 from latency_model.description import Group, LayerSlot
 from latency_model.layers import LayerConfig
-from prune.groups import Group as PruneGroup
-from prune.groups import GroupSet
+from prune.groups import GroupSet, PruneGroup
 
 
 class Binder:

@@ -11,13 +11,14 @@ import dataclasses
 import logging
 import os
 import sys
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 from runner.cli_support import run_main, setup_logging
 from runner.errors import EdgesegError
-from prune.settings import BUDGET_SIGNALS, DENSE, FLOPS, HARD_MASKS, IMPLICIT_GRADIENTS, METHODS, PruneSettings
+from prune.settings import (BUDGET_SIGNALS, DENSE, FLOPS, HARD_MASKS, IMPLICIT_GRADIENTS, METHODS, PruneSettings,
+                            default)
 
-DEFAULTS = PruneSettings(budget_ms=1.0)
 AUTO = "auto"
 log = logging.getLogger(__name__)
 
@@ -59,88 +60,99 @@ def _unit(text: str) -> int | str:
     return text if text == AUTO else _positive(int)(text)
 
 
+@dataclass(frozen=True)
+class Flag:
+    """How a setting of `PruneSettings` is given on the command line. Its default is the
+    setting's own (`prune.settings.default`), written into the help wherever it says {default};
+    a bool setting is a switch."""
+
+    help: str
+    type: Callable[[str], Any] | None = None
+    flag: str | None = None  # default: --the-setting-name
+    metavar: str | None = None
+    choices: tuple[str, ...] | None = None
+    budget: bool = False  # one of the mutually exclusive budget flags
+
+
+# Every setting of a run, in the order of --help (settings left out: NOT_FLAGS).
+FLAGS: dict[str, Flag] = {
+    "model": Flag("registry model (default {default})"),
+    "data": Flag("synthetic, synthetic-hard (40 classes: long tail, thin and small objects, context and "
+                 "texture pairs), ade20k:PATH or cityscapes:PATH (default {default})"),
+    "predictor": Flag("latency predictor folder (latency_model train), or 'flops' for nominal ms proportional "
+                      "to FLOPs (default {default})"),
+    "budget_ms": Flag("latency budget of the pruned model, ms", _positive(float), budget=True),
+    "fps": Flag("frame-rate target (budget 1000/FPS ms)", _positive(float), budget=True),
+    "budget_fraction": Flag("budget as a fraction of the unpruned network's predicted latency (0.5: half)",
+                            _positive(float), metavar="F", budget=True),
+    "input_size": Flag("square input size in pixels, a multiple of 32 (default {default})", _positive(int)),
+    "method": Flag("default {default}; dense: no pruning, the unpruned network trained with the same schedule "
+                   "(the reference; takes no budget, writes weights.safetensors for --weights)", choices=METHODS),
+    "epochs": Flag("epochs of search and of fine-tuning; a checkpoint after each (default {default})",
+                   _positive(int)),
+    "search_steps": Flag("search (or baseline training) steps per epoch (default {default})", _count),
+    "finetune_steps": Flag("fine-tuning steps per epoch (default {default})", _count),
+    "batch_size": Flag("training batch: the weights' batch in every step (default {default})", _positive(int)),
+    "outer_batch_size": Flag("bilevel: held-out batch of each gate-score update; small, since the scores are "
+                             "few and it sets the search's extra cost over plain training (default {default})",
+                             _positive(int), metavar="N"),
+    "outer_every": Flag("bilevel: update the gate scores (and the budget weight) every K steps; the other steps "
+                        "update the weights alone (default {default})", _positive(int), metavar="K"),
+    "unit": Flag("channels per prunable unit, the device's alignment, or 'auto': the coarsest step the predictor "
+                 "says gives nothing up (python -m latency_model alignment) (default {default})", _unit),
+    "lr": Flag("weight learning rate (default {default})", _positive(float)),
+    "weight_decay": Flag("SGD weight decay of every method's training steps (plain training, the bi-level search's "
+                         "inner step, where it is lambda, and the fine-tuning) (default {default})", _nonnegative),
+    "search_weight_decay": Flag("a weight decay for the search phase alone (bi-level inner step or baseline "
+                                "training), e.g. 1e-3 for BiP's lambda (default: --weight-decay)", _nonnegative,
+                                metavar="DECAY"),
+    "outer_lr": Flag("gate score learning rate, bilevel (default {default})", _positive(float)),
+    "budget_signal": Flag("bilevel: the latency the budget weight reacts to: the hard network's (what would be "
+                          "deployed) or the expected one under the keep probabilities (moves with every score "
+                          "step) (default {default})", choices=BUDGET_SIGNALS),
+    "hard_mask": Flag("bilevel: the network the search trains: the best-scoring units that fit the budget "
+                      "(projection, narrowed from the unpruned network over the first half) or those whose score "
+                      "is above zero (threshold) (default {default})", choices=HARD_MASKS),
+    "implicit_gradient": Flag("bilevel: BiP's first-order implicit gradient (one backward per split), or a Neumann "
+                              "series of --neumann-steps Hessian-vector products (default {default})",
+                              choices=IMPLICIT_GRADIENTS),
+    "neumann_steps": Flag("Hessian-vector products of the Neumann series (default {default})", _count, metavar="K"),
+    "neumann_alpha": Flag("step of the Neumann series, below 2 / the largest Hessian eigenvalue (default {default})",
+                          _positive(float)),
+    "weights": Flag("local checkpoint of the unpruned model"),
+    "pretrained_backbone": Flag("start the backbone from timm's ImageNet weights, if they are in the local Hugging "
+                                "Face cache (nothing is downloaded)"),
+    "device": Flag("device key the pruned network is for; a predictor made for another is refused (default: the "
+                   "predictor's)", metavar="KEY"),
+    "target": Flag("target preset the pruned network will be compiled for (python -m compile --target); a "
+                   "predictor made for another is refused (default: the predictor's)", metavar="PRESET"),
+    "seed": Flag("default {default}", int),
+    "num_classes": Flag("synthetic data: number of classes; synthetic-hard has its own 40 (default {default})",
+                        _positive(int), flag="--classes", metavar="CLASSES"),
+    "train_scenes": Flag("synthetic data: training scenes (default 2000)", _positive(int)),
+    "val_scenes": Flag("synthetic data: validation scenes (default 200)", _positive(int)),
+}
+# Settings a Python caller (or a bench) sets; the command line runs with their defaults.
+NOT_FLAGS = ("gate_init", "implicit_scale")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    d = DEFAULTS
     parser = argparse.ArgumentParser(
         prog="python -m prune",
         description="Prune a segmentation model to a latency budget (bi-level search with a latency "
         "predictor, or a baseline), fine-tune it, and write model.onnx, pruning.json and curves.png. "
         "Rerun the same command to resume after a crash.")
-    parser.add_argument("--model", default=d.model, help=f"registry model (default {d.model})")
-    parser.add_argument("--data", default=d.data, help="synthetic, synthetic-hard (40 classes: long tail, thin "
-                        "and small objects, context and texture pairs), ade20k:PATH or cityscapes:PATH "
-                        f"(default {d.data})")
-    parser.add_argument("--predictor", default=d.predictor, help="latency predictor folder (latency_model "
-                        f"train), or '{FLOPS}' for nominal ms proportional to FLOPs (default {FLOPS})")
-    budget = parser.add_mutually_exclusive_group()
-    budget.add_argument("--budget-ms", type=_positive(float), help="latency budget of the pruned model, ms")
-    budget.add_argument("--fps", type=_positive(float), help="frame-rate target (budget 1000/FPS ms)")
-    budget.add_argument("--budget-fraction", type=_positive(float), metavar="F",
-                        help="budget as a fraction of the unpruned network's predicted latency (0.5: half)")
-    parser.add_argument("--input-size", type=_positive(int), default=d.input_size,
-                        help=f"square input size in pixels, a multiple of 32 (default {d.input_size})")
-    parser.add_argument("--method", choices=METHODS, default=d.method,
-                        help=f"default {d.method}; dense: no pruning, the unpruned network trained with the same "
-                        "schedule (the reference; takes no budget, writes weights.safetensors for --weights)")
-    parser.add_argument("--epochs", type=_positive(int), default=d.epochs,
-                        help=f"epochs of search and of fine-tuning; a checkpoint after each (default {d.epochs})")
-    parser.add_argument("--search-steps", type=_count, default=d.search_steps,
-                        help=f"search (or baseline training) steps per epoch (default {d.search_steps})")
-    parser.add_argument("--finetune-steps", type=_count, default=d.finetune_steps,
-                        help=f"fine-tuning steps per epoch (default {d.finetune_steps})")
-    parser.add_argument("--batch-size", type=_positive(int), default=d.batch_size,
-                        help=f"training batch: the weights' batch in every step (default {d.batch_size})")
-    parser.add_argument("--outer-batch-size", type=_positive(int), default=d.outer_batch_size, metavar="N",
-                        help="bilevel: held-out batch of each gate-score update; small, since the scores are few "
-                        f"and it sets the search's extra cost over plain training (default {d.outer_batch_size})")
-    parser.add_argument("--outer-every", type=_positive(int), default=d.outer_every, metavar="K",
-                        help="bilevel: update the gate scores (and the budget weight) every K steps; the other "
-                        f"steps update the weights alone (default {d.outer_every})")
-    parser.add_argument("--unit", type=_unit, default=d.unit,
-                        help="channels per prunable unit, the device's alignment, or 'auto': the coarsest step the "
-                        f"predictor says gives nothing up (python -m latency_model alignment) (default {d.unit})")
-    parser.add_argument("--lr", type=_positive(float), default=d.lr, help=f"weight learning rate (default {d.lr})")
-    parser.add_argument("--weight-decay", type=_nonnegative, default=d.weight_decay,
-                        help="SGD weight decay of every method's training steps (plain training, the bi-level "
-                        f"search's inner step, where it is lambda, and the fine-tuning) (default {d.weight_decay})")
-    parser.add_argument("--search-weight-decay", type=_nonnegative, default=None, metavar="DECAY",
-                        help="a weight decay for the search phase alone (bi-level inner step or baseline training), "
-                        "e.g. 1e-3 for BiP's lambda (default: --weight-decay)")
-    parser.add_argument("--outer-lr", type=_positive(float), default=d.outer_lr,
-                        help=f"gate score learning rate, bilevel (default {d.outer_lr})")
-    parser.add_argument("--budget-signal", choices=BUDGET_SIGNALS, default=d.budget_signal,
-                        help="bilevel: the latency the budget weight reacts to: the hard network's (what would be "
-                        "deployed) or the expected one under the keep probabilities (moves with every score step) "
-                        f"(default {d.budget_signal})")
-    parser.add_argument("--hard-mask", choices=HARD_MASKS, default=d.hard_mask,
-                        help="bilevel: the network the search trains: the best-scoring units that fit the budget "
-                        "(projection, narrowed from the unpruned network over the first half) or those whose score "
-                        f"is above zero (threshold) (default {d.hard_mask})")
-    parser.add_argument("--implicit-gradient", choices=IMPLICIT_GRADIENTS, default=d.implicit_gradient,
-                        help="bilevel: BiP's first-order implicit gradient (one backward per split), or a Neumann "
-                        f"series of --neumann-steps Hessian-vector products (default {d.implicit_gradient})")
-    parser.add_argument("--neumann-steps", type=_count, default=d.neumann_steps, metavar="K",
-                        help=f"Hessian-vector products of the Neumann series (default {d.neumann_steps})")
-    parser.add_argument("--neumann-alpha", type=_positive(float), default=d.neumann_alpha,
-                        help="step of the Neumann series, below 2 / the largest Hessian eigenvalue "
-                        f"(default {d.neumann_alpha})")
-    parser.add_argument("--weights", default=None, help="local checkpoint of the unpruned model")
-    parser.add_argument("--pretrained-backbone", action="store_true",
-                        help="start the backbone from timm's ImageNet weights, if they are in the local Hugging Face "
-                        "cache (nothing is downloaded)")
-    parser.add_argument("--device", default=None, metavar="KEY",
-                        help="device key the pruned network is for; a predictor made for another is refused "
-                        "(default: the predictor's)")
-    parser.add_argument("--target", default=None, metavar="PRESET",
-                        help="target preset the pruned network will be compiled for (python -m compile --target); "
-                        "a predictor made for another is refused (default: the predictor's)")
-    parser.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
-    parser.add_argument("--classes", type=_positive(int), default=d.num_classes,
-                        help=f"synthetic data: number of classes; synthetic-hard has its own 40 (default {d.num_classes})")
-    parser.add_argument("--train-scenes", type=_positive(int), default=None,
-                        help="synthetic data: training scenes (default 2000)")
-    parser.add_argument("--val-scenes", type=_positive(int), default=None,
-                        help="synthetic data: validation scenes (default 200)")
+    budget = None
+    for name, flag in FLAGS.items():
+        value = default(name)
+        options: dict[str, Any] = {"dest": name, "help": flag.help.format(default=value)}
+        if isinstance(value, bool):
+            options["action"] = "store_true"
+        else:
+            options.update(default=value, type=flag.type, metavar=flag.metavar, choices=flag.choices)
+        if flag.budget:
+            budget = budget or parser.add_mutually_exclusive_group()
+        (budget if flag.budget else parser).add_argument(flag.flag or "--" + name.replace("_", "-"), **options)
     parser.add_argument("--shared-training", metavar="DIR", default=None,
                         help="uniform/magnitude/dense: share the plain training of the unpruned network with other "
                         "runs of the same settings but another method or budget, through DIR (trained once)")
@@ -162,17 +174,8 @@ def _run(args: argparse.Namespace) -> int:
     from prune.shared_training import SharedTraining
     from prune.train import run_pruning
 
-    settings = PruneSettings(
-        model=args.model, data=args.data, predictor=args.predictor, budget_ms=args.budget_ms, fps=args.fps,
-        budget_fraction=args.budget_fraction,
-        input_size=args.input_size, method=args.method, epochs=args.epochs, search_steps=args.search_steps,
-        finetune_steps=args.finetune_steps, batch_size=args.batch_size,
-        outer_batch_size=args.outer_batch_size, outer_every=args.outer_every, unit=1 if args.unit == AUTO else args.unit, lr=args.lr, outer_lr=args.outer_lr,
-        weight_decay=args.weight_decay, search_weight_decay=args.search_weight_decay,
-        budget_signal=args.budget_signal, hard_mask=args.hard_mask, implicit_gradient=args.implicit_gradient,
-        neumann_steps=args.neumann_steps, neumann_alpha=args.neumann_alpha,
-        weights=args.weights, pretrained_backbone=args.pretrained_backbone, device=args.device, target=args.target, seed=args.seed, num_classes=args.classes, train_scenes=args.train_scenes,
-        val_scenes=args.val_scenes)
+    values = {name: getattr(args, name) for name in FLAGS}
+    settings = PruneSettings(**{**values, "unit": 1 if args.unit == AUTO else args.unit})
     if args.unit == AUTO:
         settings = dataclasses.replace(settings, unit=_auto_unit(settings))
     shared = SharedTraining(args.shared_training) if args.shared_training else None
@@ -195,7 +198,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _auto_unit(settings: PruneSettings) -> int:
     """The channel unit the settings' device predictor says pays off (logged with its table)."""
-    from prune.alignment import model_alignment
+    from prune.auto_unit import model_alignment
     from prune.train import load_cost
 
     if settings.predictor == FLOPS:

@@ -1,6 +1,6 @@
 """The bridge between the pruner and the latency model: a model as a `ModelDescription`.
 
-`describe(model, group_set, input_size)` walks a SegFormer-style model (a timm `pvt_v2` or
+`describe_network(model, group_set, input_size)` walks a SegFormer-style model (a timm `pvt_v2` or
 `efficientvit_mit` backbone with `features_only`, the all-MLP decoder of
 `prune.models.decoder`) and writes every layer as a `latency_model.layers` config whose widths
 are read from the modules, so the same function describes the unpruned and the shrunk model.
@@ -31,8 +31,7 @@ from latency_model.layers import (Attention, ConvNormAct, DecoderFuse, DecoderPr
                                   PatchEmbed, Upsample)
 from prune.binding import Binder, slot
 from prune.describe_efficientvit import Stage, efficientvit_slots, is_efficientvit
-from prune.groups import GroupSet, build_groups, tie
-from prune.groups import Group as PruneGroup
+from prune.groups import GroupSet, PruneGroup, build_groups, tie
 from prune.models import SegmentationModel, create_model
 from prune.models.decoder import MLPDecoder
 from runner.errors import EdgesegError
@@ -42,7 +41,7 @@ def describe_model(name: str, input_size: int, unit: int = 8, num_classes: int =
     """The description of registry model `name` at `input_size` x `input_size` (unpruned)."""
     model = create_model(name, num_classes=num_classes)
     check_describable(model, name)
-    return describe(model, build_priced_groups(model, input_size, unit), input_size)
+    return describe_network(model, build_priced_groups(model, input_size, unit), input_size)
 
 
 def build_priced_groups(model: nn.Module, input_size: int, unit: int) -> GroupSet:
@@ -58,7 +57,7 @@ def build_priced_groups(model: nn.Module, input_size: int, unit: int) -> GroupSe
     return tie(group_set, owners)
 
 
-def describe(model: nn.Module, group_set: GroupSet, input_size: int) -> ModelDescription:
+def describe_network(model: nn.Module, group_set: GroupSet, input_size: int) -> ModelDescription:
     """Every layer of `model` at `input_size` x `input_size` as a slot bound to `group_set`'s groups."""
     check_describable(model, "this model")
     binder = Binder(model, group_set)
@@ -77,7 +76,7 @@ def prunable_groups(group_set: GroupSet, description: ModelDescription) -> list[
 
 
 def check_describable(model: nn.Module, label: str) -> None:
-    """Raise EdgesegError unless `describe` knows the model's architecture."""
+    """Raise EdgesegError unless `describe_network` knows the model's architecture."""
     backbone = getattr(model, "backbone", None)
     if not isinstance(model, SegmentationModel) or not (is_efficientvit(backbone) or any(
             isinstance(m, pvt_v2.PyramidVisionTransformerStage) for m in backbone.modules())):

@@ -25,7 +25,6 @@ class FlopsCost:
         if not ms_per_gflop > 0:
             raise EdgesegError(f"ms_per_gflop must be > 0, got {ms_per_gflop}.", "Pass a positive scale.")
         self.ms_per_gflop = float(ms_per_gflop)
-        self.fingerprint = f"flops-table:{self.ms_per_gflop!r}"
 
     def predict_ms(self, configs: Sequence[LayerConfig]) -> np.ndarray:
         return np.array([flops(c) * 1e-9 * self.ms_per_gflop for c in configs], dtype=np.float64)

@@ -41,7 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prune.groups import Group
+from prune.groups import PruneGroup
+from prune.settings import PruneSettings, default
 from runner.errors import EdgesegError
 
 
@@ -51,11 +52,16 @@ Select = Callable[[dict[str, torch.Tensor]], dict[str, list[int]]]
 
 @dataclass(frozen=True)
 class GateConfig:
-    """`temperature` T of p = sigmoid(s/T); `init_score` starts every unit kept (p = sigmoid(init/T))."""
+    """`temperature` T of p = sigmoid(s/T); `init_score` starts every unit kept (p = sigmoid(init/T)),
+    by default the run's `gate_init` (`prune.settings.default`)."""
 
     temperature: float = 1.0
-    init_score: float = 3.0
+    init_score: float = default("gate_init")
     straight_through: bool = True
+
+    @classmethod
+    def from_settings(cls, settings: PruneSettings) -> GateConfig:
+        return cls(init_score=settings.gate_init)
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:
@@ -76,7 +82,7 @@ class Gates(nn.Module):
     """Scores for every unit of `groups`; `attach(model)` makes the masks act on the model.
     `select` (optional) chooses the kept units from the scores instead of the sign threshold."""
 
-    def __init__(self, groups: Sequence[Group], config: GateConfig = GateConfig(), select: Select | None = None) -> None:
+    def __init__(self, groups: Sequence[PruneGroup], config: GateConfig = GateConfig(), select: Select | None = None) -> None:
         super().__init__()
         if not groups:
             raise EdgesegError(

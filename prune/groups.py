@@ -2,7 +2,7 @@
 
 `build_groups(model, example_input, unit=8)` traces the model with
 `torch_pruning.DependencyGraph` (Fang et al., "DepGraph", CVPR 2023; VainF/Torch-Pruning v1.6)
-and turns every dependency group into a `Group`: the channels that must be removed together
+and turns every dependency group into a `PruneGroup`: the channels that must be removed together
 because residual additions, concatenations, q/k/v/proj coupling or normalisation tie them.
 Nothing is listed per model. Each group is cut into units, the atoms a gate keeps or drops:
 `unit` consecutive channels for channel groups (the alignment the latency model says pays
@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 PRODUCERS = (nn.Conv1d, nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)
 CONSUMERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
 
+# A pruning result as data (STYLE 10): group name -> the unit indices it keeps. The one `Plan`
+# of the package: selection makes them, shrink cuts them out, checkpoints save them.
+Plan = dict[str, list[int]]
+
 
 @dataclass(frozen=True)
 class Member:
@@ -60,7 +64,7 @@ class Member:
 
 
 @dataclass(frozen=True)
-class Group:
+class PruneGroup:
     """Channels pruned together, cut into `num_units` units of `unit` channels (or one head)."""
 
     name: str
@@ -101,12 +105,12 @@ class GroupSet:
 
     model: nn.Module
     graph: tp.DependencyGraph
-    groups: tuple[Group, ...]
+    groups: tuple[PruneGroup, ...]
     unit: int
     fixed: dict[str, str] = field(default_factory=dict)  # structure -> why it is not gated
-    tied: dict[str, tuple[Group, ...]] = field(default_factory=dict)  # tied group -> the groups it cuts
+    tied: dict[str, tuple[PruneGroup, ...]] = field(default_factory=dict)  # tied group -> the groups it cuts
 
-    def __getitem__(self, name: str) -> Group:
+    def __getitem__(self, name: str) -> PruneGroup:
         for group in self.groups:
             if group.name == name:
                 return group
@@ -140,19 +144,19 @@ def build_groups(
     order = {n: i for i, n in enumerate(names.values())}
 
     untraced = {n: untraced_heads(m) for n, m in model.named_modules() if untraced_heads(m) is not None}
-    groups: list[Group] = []
+    groups: list[PruneGroup] = []
     fixed: dict[str, str] = {}
     for tp_group in graph.get_all_groups(root_module_types=(ops.TORCH_CONV, ops.TORCH_LINEAR)):
         if _inside(graph, tp_group, names, untraced):
             continue
         described = _describe(graph, tp_group, names, order, unit, prune_outputs)
-        if isinstance(described, Group):
+        if isinstance(described, PruneGroup):
             groups.append(described)
         else:
             fixed[described[0]] = described[1]
     for name, slices in untraced.items():
         described = _head_group(name, slices)
-        if isinstance(described, Group):
+        if isinstance(described, PruneGroup):
             groups.append(described)
         else:
             fixed[described[0]] = described[1]
@@ -170,7 +174,7 @@ def _inside(graph, tp_group, names, untraced: dict[str, tuple[HeadSlice, ...]]) 
     return bool(produced) and any(all(p.startswith(f"{a}.") for p in produced) for a in untraced)
 
 
-def _head_group(name: str, slices: tuple[HeadSlice, ...]) -> Group | tuple[str, str]:
+def _head_group(name: str, slices: tuple[HeadSlice, ...]) -> PruneGroup | tuple[str, str]:
     """The head group of an untraced attention from its registry slices (the first is the root)."""
     heads, root = len(slices[0].channels), slices[0]
     if heads < 2:
@@ -182,12 +186,12 @@ def _head_group(name: str, slices: tuple[HeadSlice, ...]) -> Group | tuple[str, 
         for s in slices
     )
     unit = len(root.channels[0])
-    return Group(name=name, kind="heads", root=_join(name, root.layer), width=heads * unit, unit=unit,
+    return PruneGroup(name=name, kind="heads", root=_join(name, root.layer), width=heads * unit, unit=unit,
                  members=members, traced=False)
 
 
-def _describe(graph, tp_group, names, order, unit, prune_outputs) -> Group | tuple[str, str]:
-    """A Group for one torch_pruning group, or (leader name, reason it stays whole)."""
+def _describe(graph, tp_group, names, order, unit, prune_outputs) -> PruneGroup | tuple[str, str]:
+    """A PruneGroup for one torch_pruning group, or (leader name, reason it stays whole)."""
     producers = [
         it.dep.target.module
         for it in tp_group
@@ -236,7 +240,7 @@ def _describe(graph, tp_group, names, order, unit, prune_outputs) -> Group | tup
                 units=tuple(int(r) // group_unit for r in item.root_idxs),
             )
         )
-    group = Group(name=name, kind=kind, root=names[leader], width=width, unit=group_unit, members=tuple(members))
+    group = PruneGroup(name=name, kind=kind, root=names[leader], width=width, unit=group_unit, members=tuple(members))
     if group.num_units < 2:
         return name, f"a single unit (width {width}, unit {group_unit})"
     return group
@@ -265,23 +269,6 @@ def _join(parent: str, child: str) -> str:
     return f"{parent}.{child}" if parent else child
 
 
-def describe(group_set: GroupSet) -> list[dict[str, Any]]:
-    """A JSON-able summary of the groups: name, kind, width, unit, units and member modules."""
-    return [
-        {
-            "name": g.name,
-            "kind": g.kind,
-            "width": g.width,
-            "unit": g.unit,
-            "units": g.num_units,
-            "producers": [m.module for m in g.producers],
-            "consumers": [m.module for m in g.consumers],
-        }
-        for g in group_set.groups
-    ]
-
-
-
 def tie(group_set: GroupSet, names: list[str] | tuple[str, ...]) -> GroupSet:
     """`group_set` with the groups `names` (same kind, width and unit) replaced by one group
     named `names[0]` whose unit k is unit k of each: one gate keeps or drops them together
@@ -291,7 +278,7 @@ def tie(group_set: GroupSet, names: list[str] | tuple[str, ...]) -> GroupSet:
     if len(parts) < 2 or any((p.kind, p.width, p.unit) != (first.kind, first.width, first.unit) for p in parts):
         raise EdgesegError(f"Groups {list(names)} cannot be tied: they need the same kind, width and unit.",
                            "Tie groups of equal layout only.")
-    merged = Group(name=first.name, kind=first.kind, root=first.root, width=first.width, unit=first.unit,
+    merged = PruneGroup(name=first.name, kind=first.kind, root=first.root, width=first.width, unit=first.unit,
                    members=tuple(m for p in parts for m in p.members), traced=first.traced)
     groups = tuple(merged if g.name == first.name else g for g in group_set.groups if g.name not in names[1:])
     return GroupSet(model=group_set.model, graph=group_set.graph, groups=groups, unit=group_set.unit,

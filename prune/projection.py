@@ -23,8 +23,8 @@ from typing import Sequence
 import torch
 
 from latency_model.budget import LatencyBudget
-from prune.groups import Group
-from prune.selection import Plan, fill_to_budget, fit_to_budget, full_plan
+from prune.groups import Plan, PruneGroup
+from prune.selection import fill_to_budget, fit_to_budget, full_plan
 
 RAMP_UNTIL = 0.5  # fraction of the search after which the projection budget is the target
 
@@ -40,7 +40,7 @@ class BudgetProjection:
     decision is cached per budget and score version (it is asked once per forward pass, the
     scores move once per outer step)."""
 
-    def __init__(self, groups: Sequence[Group], budget: LatencyBudget, target_ms: float) -> None:
+    def __init__(self, groups: Sequence[PruneGroup], budget: LatencyBudget, target_ms: float) -> None:
         self.groups, self.budget, self.target_ms = tuple(groups), budget, target_ms
         self.full_ms = budget.full_latency_ms()
         self.budget_ms = self.full_ms

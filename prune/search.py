@@ -23,9 +23,9 @@ from latency_model.budget import LatencyBudget
 from prune.bilevel import BilevelConfig, BilevelOptimizer
 from prune.budget_weight import BudgetWeight, BudgetWeightConfig
 from prune.gates import GateConfig, Gates
-from prune.groups import Group
+from prune.groups import Plan, PruneGroup
 from prune.projection import BudgetProjection
-from prune.selection import Plan, fill_to_budget, fit_to_budget, predicted_ms
+from prune.selection import fill_to_budget, fit_to_budget, predicted_ms
 from prune.settings import PruneSettings
 from prune.steps import seg_loss
 
@@ -37,17 +37,14 @@ SETTLE_FROM = 0.75  # fraction of the search after which the budget weight only 
 class BilevelSearch:
     """Gates on `model`, the bi-level optimiser, the budget weight and the projection of one search."""
 
-    def __init__(self, settings: PruneSettings, model: nn.Module, groups: Sequence[Group], budget: LatencyBudget,
+    def __init__(self, settings: PruneSettings, model: nn.Module, groups: Sequence[PruneGroup], budget: LatencyBudget,
                  target_ms: float) -> None:
         self.settings, self.groups, self.budget, self.target_ms = settings, list(groups), budget, target_ms
         self.projection = (BudgetProjection(self.groups, budget, target_ms) if settings.hard_mask == "projection"
                            else None)
-        self.gates = Gates(self.groups, GateConfig(init_score=settings.gate_init), select=self.projection)
+        self.gates = Gates(self.groups, GateConfig.from_settings(settings), select=self.projection)
         self.gates.attach(model)
-        self.optimizer = BilevelOptimizer(model, self.gates, seg_loss, BilevelConfig(
-            method=settings.implicit_gradient, inner_lr=settings.lr, outer_lr=settings.outer_lr,
-            weight_decay_lambda=settings.decay("search"), implicit_scale=settings.implicit_scale, neumann_steps=settings.neumann_steps,
-            neumann_alpha=settings.neumann_alpha))
+        self.optimizer = BilevelOptimizer(model, self.gates, seg_loss, BilevelConfig.from_settings(settings))
         self.weight = BudgetWeight(BudgetWeightConfig(budget=target_ms))
         self.penalty = self.weight.penalty_fn(self.expected_ms)
         self.total_steps = settings.epochs * settings.search_steps

@@ -25,32 +25,30 @@ import torch
 from torch import nn
 
 from latency_model.budget import LatencyBudget
-from prune.groups import Group
+from prune.groups import Plan, PruneGroup
 
 log = logging.getLogger(__name__)
 
-Plan = dict[str, list[int]]
 
-
-def kept_counts(groups: Sequence[Group], plan: Mapping[str, Sequence[int]]) -> dict[str, int]:
+def kept_counts(groups: Sequence[PruneGroup], plan: Mapping[str, Sequence[int]]) -> dict[str, int]:
     """Kept count per group as the description counts it: heads for heads groups, else channels."""
     return {g.name: _kept_count(g, plan.get(g.name, range(g.num_units))) for g in groups}
 
 
-def _kept_count(group: Group, units: Iterable[int]) -> int:
+def _kept_count(group: PruneGroup, units: Iterable[int]) -> int:
     units = list(units)
     return len(units) if group.kind == "heads" else group.channel_count(units)
 
 
-def full_plan(groups: Sequence[Group]) -> Plan:
+def full_plan(groups: Sequence[PruneGroup]) -> Plan:
     return {g.name: list(range(g.num_units)) for g in groups}
 
 
-def predicted_ms(budget: LatencyBudget, groups: Sequence[Group], plan: Mapping[str, Sequence[int]]) -> float:
+def predicted_ms(budget: LatencyBudget, groups: Sequence[PruneGroup], plan: Mapping[str, Sequence[int]]) -> float:
     return budget.latency_ms(kept_counts(groups, plan))
 
 
-def uniform_plan(groups: Sequence[Group], budget: LatencyBudget, budget_ms: float, steps: int = 200) -> Plan:
+def uniform_plan(groups: Sequence[PruneGroup], budget: LatencyBudget, budget_ms: float, steps: int = 200) -> Plan:
     """The first ceil(r * units) units of every group, for the largest r (of `steps`) that fits."""
     plan = {g.name: [0] for g in groups}
     for i in range(steps, -1, -1):
@@ -62,7 +60,7 @@ def uniform_plan(groups: Sequence[Group], budget: LatencyBudget, budget_ms: floa
     return plan
 
 
-def fit_to_budget(groups: Sequence[Group], importance: Mapping[str, torch.Tensor], plan: Mapping[str, Sequence[int]],
+def fit_to_budget(groups: Sequence[PruneGroup], importance: Mapping[str, torch.Tensor], plan: Mapping[str, Sequence[int]],
                   budget: LatencyBudget, budget_ms: float) -> tuple[Plan, int]:
     """Drop the least important kept units (never a group's last) until the plan fits the
     budget; returns the plan and how many units were dropped. Bisects on the number dropped:
@@ -91,7 +89,7 @@ def fit_to_budget(groups: Sequence[Group], importance: Mapping[str, torch.Tensor
     return without(low), low
 
 
-def fill_to_budget(groups: Sequence[Group], importance: Mapping[str, torch.Tensor], plan: Mapping[str, Sequence[int]],
+def fill_to_budget(groups: Sequence[PruneGroup], importance: Mapping[str, torch.Tensor], plan: Mapping[str, Sequence[int]],
                    budget: LatencyBudget, budget_ms: float) -> tuple[Plan, int]:
     """Add dropped units back, most important first, each only if the plan still fits the
     budget (latency steps with alignment, so a unit that does not fit can be followed by one
@@ -114,12 +112,12 @@ def fill_to_budget(groups: Sequence[Group], importance: Mapping[str, torch.Tenso
     return {name: sorted(units) for name, units in kept.items()}, added
 
 
-def _as_lists(groups: Sequence[Group], importance: Mapping[str, torch.Tensor]) -> dict[str, list[float]]:
+def _as_lists(groups: Sequence[PruneGroup], importance: Mapping[str, torch.Tensor]) -> dict[str, list[float]]:
     """Per-unit importance as floats: indexing a tensor unit by unit costs microseconds a time."""
     return {g.name: importance[g.name].detach().float().tolist() for g in groups}
 
 
-def l1_importance(model: nn.Module, groups: Sequence[Group]) -> dict[str, torch.Tensor]:
+def l1_importance(model: nn.Module, groups: Sequence[PruneGroup]) -> dict[str, torch.Tensor]:
     """Group L1 importance per unit, divided by the group's mean (so groups of different sizes
     compare): every member of the group contributes the L1 norm of the weights that cutting the
     unit removes from it, a producer its output rows (convolution and linear rows, norm and
@@ -149,7 +147,7 @@ def l1_importance(model: nn.Module, groups: Sequence[Group]) -> dict[str, torch.
     return out
 
 
-def magnitude_plan(model: nn.Module, groups: Sequence[Group], budget: LatencyBudget, budget_ms: float) -> Plan:
+def magnitude_plan(model: nn.Module, groups: Sequence[PruneGroup], budget: LatencyBudget, budget_ms: float) -> Plan:
     """L1-magnitude channel pruning at the budget (Li et al., ICLR 2017, ranked across layers), with
     the group importance DepGraph uses for coupled layers (`l1_importance`)."""
     plan, dropped = fit_to_budget(groups, l1_importance(model, groups), full_plan(groups), budget, budget_ms)

@@ -188,6 +188,16 @@ class PruneSettings:
         return dataclasses.asdict(self)
 
 
+def default(name: str) -> Any:
+    """The default of setting `name`. The one place a default of the pruning run lives: the
+    optimiser's and the gates' configs (`BilevelConfig`, `GateConfig`) and the command line read
+    theirs from here."""
+    field = PruneSettings.__dataclass_fields__[name]
+    if field.default is dataclasses.MISSING:
+        raise KeyError(f"setting {name} has no default")
+    return field.default
+
+
 # Settings added after runs were first checkpointed, with what runs did before each existed: a
 # checkpoint (or bench settings file) that does not name one ran with this value, whatever the
 # default is today. (Settings whose absence means None need no entry.) A value that depended on

@@ -5,7 +5,7 @@ and `pruning.json` carries). `shrink` removes every other unit's channels with
 torch_pruning's dependency graph, which edits each coupled layer in place (weights, biases,
 norm statistics, `in_features`/`out_channels`...), then sets the attributes forward code reads
 (`num_heads`) and swaps in the width-agnostic forward of registered attention modules
-(`prune.attention`). Groups the graph cannot cut (`Group.traced` False: the heads of
+(`prune.attention`). Groups the graph cannot cut (`PruneGroup.traced` False: the heads of
 EfficientViT's LiteMLA) are cut member by member from their channel lists: output channels of
 producers (grouped convolutions lose whole groups), input channels of consumers. Groups missing
 from the plan keep every unit.
@@ -19,18 +19,16 @@ tracing the same architecture yields the same group names. Plans made on tied gr
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from prune.attention import adopt_pruned_forwards, head_layout
-from prune.groups import Group, GroupSet, build_groups
+from prune.groups import GroupSet, Plan, PruneGroup, build_groups
 from runner.errors import EdgesegError
 
 log = logging.getLogger(__name__)
-
-Plan = Mapping[str, Sequence[int]]
 
 
 def check_plan(group_set: GroupSet, plan: Plan) -> None:
@@ -82,7 +80,7 @@ def shrink(group_set: GroupSet, plan: Plan) -> nn.Module:
     return model
 
 
-def _cut_members(modules: dict[str, nn.Module], group: Group, kept: set[int]) -> None:
+def _cut_members(modules: dict[str, nn.Module], group: PruneGroup, kept: set[int]) -> None:
     """Keep the channels of the kept units in every member of an untraced group."""
     for member in group.members:
         layer = modules[member.module]

@@ -21,54 +21,51 @@
 
 A checkpoint is written after every epoch; a rerun with the same settings and output folder
 resumes from it (other settings: an error, nothing overwritten).
+
+This file is the orchestration; each job has its own module: the budget and its predictor
+checks (`prune.run_budget`), the data (`prune.run_data`), evaluation (`prune.evaluation`), the
+history and checkpoints (`prune.run_state`), progress and output files (`prune.run_report`), and
+data parallelism (`prune.parallel`).
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
-import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
-from latency_model.budget import LatencyBudget, LatencyTableSource
-from prune.checkpoint import load_checkpoint, save_checkpoint
-from prune.data import build_dataset, inner_outer_split
-from prune.describe import build_priced_groups, check_describable, describe, prunable_groups
-from prune.export import export_onnx
-from prune.flops_cost import FlopsCost
-from prune.groups import Group, GroupSet
-from prune.metrics import ConfusionMatrix
-from prune.models import create_model, save_weights
-from prune.plots import plot_curves
+from latency_model.budget import LatencyBudget
+from prune.checkpoint import load_checkpoint
+from prune.describe import prunable_groups
+from prune.evaluation import evaluate_miou
+from prune.groups import GroupSet, Plan, PruneGroup
+from prune.models import create_model
+from prune.parallel import barrier, check_same_plan, keep_rank0_buffers, rank_and_world
+from prune.run_budget import build_budget, check_feasible, check_predictor_fits, deployment, load_cost
+from prune.run_data import RunData
+from prune.run_report import ONNX, REPORT, build_report, format_ms, progress_bar, show_step, write_outputs
+from prune.run_state import CHECKPOINT, RunState
 from prune.search import BilevelSearch
-from prune.selection import Plan, full_plan, kept_counts, magnitude_plan, predicted_ms, uniform_plan
-from prune.settings import DENSE, FLOPS, PruneSettings, as_they_ran
+from prune.selection import full_plan, magnitude_plan, predicted_ms, uniform_plan
+from prune.settings import PruneSettings, as_they_ran
 from prune.shared_training import SharedTraining
 from prune.shrink import shrink
 from prune.steps import plain_step, sgd
 from runner.errors import EdgesegError
 
+# what other modules and benches import from here
+__all__ = ["PruneResult", "run_pruning", "build_budget", "check_feasible", "check_predictor_fits", "deployment",
+           "load_cost", "prunable_groups", "evaluate_miou"]
+
 log = logging.getLogger(__name__)
 
-CHECKPOINT, REPORT, ONNX, CURVES = "checkpoint.pt", "pruning.json", "model.onnx", "curves.png"
-WEIGHTS = "weights.safetensors"
 EpochHook = Callable[[str, int], None]
-
-
-def _rank_and_world() -> tuple[int, int]:
-    """(rank, world size) under torch.distributed (torchrun), else (0, 1)."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 @dataclass(frozen=True)
@@ -81,89 +78,6 @@ class PruneResult:
     @property
     def onnx(self) -> Path:
         return self.output_dir / ONNX
-
-
-def load_cost(settings: PruneSettings) -> LatencyTableSource:
-    """The FLOPs table, or the predictor folder's predictor (it must fit the model and size)."""
-    if settings.predictor == FLOPS:
-        return FlopsCost()
-    from latency_model.predictor import Predictor
-
-    predictor = Predictor.load(settings.predictor)
-    check_predictor_fits(predictor.manifest, settings)
-    if settings.device is not None or settings.target is not None:
-        predictor.check_compatible(settings.device or predictor.device_key, settings.target or predictor.target_preset)
-    return predictor
-
-
-def build_budget(settings: PruneSettings, model: nn.Module,
-                 cost: LatencyTableSource | None = None) -> tuple[GroupSet, LatencyBudget]:
-    """`model`'s traced groups and its latency budget under `cost` (default: the settings' predictor
-    or FLOPs table). Its groups to gate: `prunable_groups(group_set, budget.description)`."""
-    check_describable(model, settings.model)
-    group_set = build_priced_groups(model, settings.input_size, settings.unit)
-    return group_set, LatencyBudget(describe(model, group_set, settings.input_size), cost or load_cost(settings))
-
-
-def deployment(settings: PruneSettings, cost: LatencyTableSource) -> dict[str, str | None]:
-    """The device key and target preset the budget's latencies are for (a device predictor's own,
-    or the ones the settings name), recorded in pruning.json for `python -m compile` to check."""
-    return {"device": settings.device or getattr(cost, "device_key", None),
-            "target": settings.target or getattr(cost, "target_preset", None)}
-
-
-def check_predictor_fits(manifest: Mapping[str, Any], settings: PruneSettings) -> None:
-    """Refuse a predictor whose manifest names another model or input size (manifests that name
-    neither are accepted: the predictor knows layers, and the budget asks it only about layers)."""
-    for key, ours in (("model", settings.model), ("input_size", settings.input_size)):
-        theirs = manifest.get(key)
-        if theirs is not None and theirs != ours:
-            raise EdgesegError(f"The predictor in {settings.predictor} was made for {key} {theirs!r}, not {ours!r}.",
-                               f"Use a predictor collected for {settings.model} at {settings.input_size} px, "
-                               "or collect and train one for it.")
-
-
-def check_feasible(budget: LatencyBudget, budget_ms: float) -> None:
-    smallest = budget.min_latency_ms()
-    if budget_ms < smallest:
-        raise EdgesegError(
-            f"The budget {budget_ms:.4g} ms is below the smallest reachable latency {smallest:.4g} ms "
-            f"(every group at its smallest width; unpruned: {budget.full_latency_ms():.4g} ms).",
-            f"Pass a budget of at least {smallest:.4g} ms (or a lower --fps).")
-
-
-class _Data:
-    """Training (inner/outer) and validation sets, and seeded loaders per phase and epoch."""
-
-    def __init__(self, settings: PruneSettings) -> None:
-        size, seed = settings.input_size, settings.seed
-        common = {"num_classes": settings.num_classes, "seed": seed}
-        self.train = build_dataset(settings.data, "train", size, length=settings.train_scenes, **common)
-        self.val = build_dataset(settings.data, "val", size, length=settings.val_scenes, **common)
-        self.inner, self.outer = inner_outer_split(self.train, seed=seed)
-        self.num_classes = getattr(self.train, "num_classes", settings.num_classes)
-        self.settings = settings
-
-    def batches(self, dataset: Dataset, tag: int, epoch: int, batch_size: int | None = None) -> Iterator[Any]:
-        """Endless shuffled batches (of `batch_size`, default the settings' batch size), the same
-        for the same (seed, tag, epoch): resumable."""
-        rank = _rank_and_world()[0]  # data parallel: each process its own batches
-        generator = torch.Generator().manual_seed(self.settings.seed * 1_000_003 + tag * 1009 + epoch + rank * 65_537)
-        loader = DataLoader(dataset, batch_size=batch_size or self.settings.batch_size, shuffle=True,
-                            generator=generator)
-        return itertools.chain.from_iterable(itertools.repeat(loader))
-
-
-def evaluate(model: nn.Module, dataset: Dataset, num_classes: int, batch_size: int) -> float:
-    """mIoU over `dataset`."""
-    was_training = model.training
-    model.eval()
-    matrix = ConfusionMatrix(num_classes)
-    with torch.no_grad():
-        for images, labels in DataLoader(dataset, batch_size=batch_size):
-            matrix.update(model(images), labels)
-    model.train(was_training)
-    return matrix.scores().miou
 
 
 def run_pruning(settings: PruneSettings, output_dir: str | os.PathLike, *, progress: bool = True,
@@ -182,7 +96,7 @@ def run_pruning(settings: PruneSettings, output_dir: str | os.PathLike, *, progr
     if state is not None:
         log.info("resuming from %s: %s epoch %d", out / CHECKPOINT, state["phase"], state["epoch"] + 1)
     torch.manual_seed(settings.seed)
-    data = _Data(settings)
+    data = RunData(settings)
     model = create_model(settings.model, num_classes=data.num_classes, weights=settings.weights,
                          pretrained_backbone=settings.pretrained_backbone)
     cost = load_cost(settings)
@@ -204,72 +118,44 @@ def run_pruning(settings: PruneSettings, output_dir: str | os.PathLike, *, progr
 
 
 class _Run:
-    """One run's loops and the history they record (steps and epoch summaries)."""
+    """One run's loops: search, fine-tuning and the end of each epoch; what they record is in
+    `self.record` (`prune.run_state.RunState`)."""
 
-    def __init__(self, settings: PruneSettings, target_ms: float | None, out: Path, data: _Data, budget: LatencyBudget,
-                 groups: list[Group], state: dict[str, Any] | None, progress: bool,
+    def __init__(self, settings: PruneSettings, target_ms: float | None, out: Path, data: RunData,
+                 budget: LatencyBudget, groups: list[PruneGroup], state: dict[str, Any] | None, progress: bool,
                  on_epoch_end: EpochHook | None, shared_training: SharedTraining | None = None) -> None:
         self.settings, self.out, self.data, self.budget, self.groups = settings, out, data, budget, groups
         self.target_ms = target_ms  # None: the dense reference, no budget
-        self.state = state or {}
-        self.steps: list[dict[str, Any]] = list(self.state.get("steps", []))
-        self.epochs: list[dict[str, Any]] = list(self.state.get("epochs", []))
-        self.dropped_to_fit = int(self.state.get("dropped_to_fit", 0))
-        self.added_to_fit = int(self.state.get("added_to_fit", 0))
-        self.searched_ms: float | None = self.state.get("searched_ms")  # bilevel: the search's own network
+        self.record = RunState(settings, out, state)
         self.progress, self.on_epoch_end = progress, on_epoch_end
-        self.rank, self.world = _rank_and_world()
+        self.rank, self.world = rank_and_world()
         self.shared_training = shared_training if self.world == 1 else None
-
-    def _resume(self, phase: str, model: nn.Module, parts: dict[str, Any]) -> int:
-        """Load the checkpoint's states if it is in `phase`; the epoch to start from."""
-        if self.state.get("phase") != phase:
-            return 0
-        model.load_state_dict(self.state["model"])
-        for key, part in parts.items():
-            if key in self.state:  # the checkpoint written at the shrink has no fine-tuning optimizer yet
-                part.load_state_dict(self.state[key])
-        torch.set_rng_state(self.state["rng"])
-        return int(self.state["epoch"])
 
     def _end_epoch(self, phase: str, epoch: int, model: nn.Module, parts: dict[str, Any], ms: float,
                    plan: Plan | None = None) -> None:
         """Evaluate, record, checkpoint. `ms`: the predicted latency of the network at the epoch's end."""
-        if self.world > 1:  # BatchNorm statistics saw each process's own batches: keep rank 0's
-            for buffer in model.buffers():
-                dist.broadcast(buffer, 0)
+        keep_rank0_buffers(model)
         s, miou = self.settings, self._miou(model)
-        losses = [r["loss"] for r in self.steps if (r["phase"], r["epoch"]) == (phase, epoch)]
+        losses = [r["loss"] for r in self.record.steps if (r["phase"], r["epoch"]) == (phase, epoch)]
         summary = {"phase": phase, "epoch": epoch, "miou": miou, "loss": losses[-1] if losses else None,
                    "predicted_ms": ms}
-        self.epochs.append(summary)
+        self.record.epochs.append(summary)
         log.info("%s epoch %d/%d: loss %.4g, mIoU %.4f, predicted %.4g ms (budget %s ms)", phase, epoch + 1,
-                 s.epochs, losses[-1] if losses else float("nan"), miou, ms, _ms(self.target_ms))
-        self._save(phase, epoch + 1, model, parts, plan)
+                 s.epochs, losses[-1] if losses else float("nan"), miou, ms, format_ms(self.target_ms))
+        self.record.save(phase, epoch + 1, model, parts, plan)
         if self.on_epoch_end is not None:
             self.on_epoch_end(phase, epoch)
 
-    def _save(self, phase: str, epoch: int, model: nn.Module, parts: dict[str, Any], plan: Plan | None) -> None:
-        if self.rank:
-            return
-        state = {"settings": self.settings.to_dict(), "phase": phase, "epoch": epoch, "model": model.state_dict(),
-                 "rng": torch.get_rng_state(), "steps": self.steps, "epochs": self.epochs, "plan": plan,
-                 "dropped_to_fit": self.dropped_to_fit, "added_to_fit": self.added_to_fit,
-                 "searched_ms": self.searched_ms}
-        state.update({key: part.state_dict() for key, part in parts.items()})
-        save_checkpoint(self.out / CHECKPOINT, state)
-
     def _bar(self, phase: str, epoch: int, steps: int):
-        return tqdm(range(steps), desc=f"{phase} {epoch + 1}/{self.settings.epochs}", disable=not self.progress or self.rank > 0,
-                    leave=False)
+        return progress_bar(self.settings, phase, epoch, steps, self.progress and self.rank == 0)
 
-    def _postfix(self, bar, loss: float, ms: float) -> None:
-        miou = self.epochs[-1]["miou"] if self.epochs else float("nan")
-        bar.set_postfix(loss=f"{loss:.3f}", mIoU=f"{miou:.3f}", ms=f"{ms:.4g}")
+    def _step_done(self, bar, phase: str, epoch: int, loss: float, ms: float) -> None:
+        self.record.steps.append({"phase": phase, "epoch": epoch, "loss": loss, "predicted_ms": ms})
+        show_step(bar, loss, ms, self.record.epochs)
 
     def search(self, model: nn.Module, group_set: GroupSet) -> Plan:
         """The search phase; shrinks `model` in place and returns the plan."""
-        s = self.settings
+        s, record = self.settings, self.record
         bilevel = s.method == "bilevel"
         if bilevel:
             search = BilevelSearch(s, model, self.groups, self.budget, self.target_ms)
@@ -278,9 +164,10 @@ class _Run:
             optimizer = sgd(model, s.lr, s.decay("search"))
             parts, train, tag = {"optimizer": optimizer}, self.data.train, 2
         full_ms = self.budget.full_latency_ms()
-        first_epoch = self._resume("search", model, parts)
+        first_epoch = record.resume("search", model, parts)
         shared = not bilevel and self.shared_training is not None
-        if shared and first_epoch == 0 and self._load_shared(model):
+        if shared and first_epoch == 0 and record.load_shared(self.shared_training, model):
+            log.info("plain training loaded from %s (trained by an earlier run)", self.shared_training.path(s))
             first_epoch = s.epochs
         for epoch in range(first_epoch, s.epochs):
             batches = self.data.batches(train, tag, epoch)
@@ -293,39 +180,22 @@ class _Run:
                     ms = ms if after is None else after
                 else:
                     loss = plain_step(model, optimizer, next(batches))
-                self.steps.append({"phase": "search", "epoch": epoch, "loss": loss, "predicted_ms": ms})
-                self._postfix(bar, loss, ms)
+                self._step_done(bar, "search", epoch, loss, ms)
             self._end_epoch("search", epoch, model, parts, ms)
             if shared and epoch == s.epochs - 1:
-                self.shared_training.save(s, {"model": model.state_dict(), "rng": torch.get_rng_state(),
-                                              "steps": self.steps, "epochs": self.epochs})
+                record.save_shared(self.shared_training, model)
         if bilevel:
-            plan, self.searched_ms, self.dropped_to_fit, self.added_to_fit = search.finish()
+            plan, record.searched_ms, record.dropped_to_fit, record.added_to_fit = search.finish()
         elif s.method == "uniform":
             plan = uniform_plan(self.groups, self.budget, self.target_ms)
         elif s.method == "magnitude":
             plan = magnitude_plan(model, self.groups, self.budget, self.target_ms)
         else:
             plan = full_plan(self.groups)
-        if self.world > 1:
-            plans: list[Any] = [None] * self.world
-            dist.all_gather_object(plans, plan)
-            if any(p != plan for p in plans):
-                raise RuntimeError("data-parallel processes chose different plans: their gates diverged")
+        check_same_plan(plan)
         shrink(group_set, plan)
-        self._save("finetune", 0, model, {}, plan)
+        record.save("finetune", 0, model, {}, plan)
         return plan
-
-    def _load_shared(self, model: nn.Module) -> bool:
-        """Take the plain training another run stored, if there is one."""
-        stored = self.shared_training.load(self.settings)
-        if stored is None:
-            return False
-        log.info("plain training loaded from %s (trained by an earlier run)", self.shared_training.path(self.settings))
-        model.load_state_dict(stored["model"])
-        torch.set_rng_state(stored["rng"])
-        self.steps, self.epochs = list(stored["steps"]), list(stored["epochs"])
-        return True
 
     def finetune(self, model: nn.Module, plan: Plan) -> None:
         """Fine-tune the shrunk network with the learning rate decayed to zero (cosine): at a
@@ -336,50 +206,27 @@ class _Run:
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, s.epochs * s.finetune_steps))
         parts = {"optimizer": optimizer, "lr_schedule": schedule}
         ms = predicted_ms(self.budget, self.groups, plan)
-        for epoch in range(self._resume("finetune", model, parts), s.epochs):
+        for epoch in range(self.record.resume("finetune", model, parts), s.epochs):
             batches = self.data.batches(self.data.train, 3, epoch)
             bar = self._bar("finetune", epoch, s.finetune_steps)
             for _ in bar:
                 loss = plain_step(model, optimizer, next(batches))
                 schedule.step()
-                self.steps.append({"phase": "finetune", "epoch": epoch, "loss": loss, "predicted_ms": ms})
-                self._postfix(bar, loss, ms)
+                self._step_done(bar, "finetune", epoch, loss, ms)
             self._end_epoch("finetune", epoch, model, parts, ms, plan)
 
     def _miou(self, model: nn.Module) -> float:
-        return evaluate(model, self.data.val, self.data.num_classes, self.settings.batch_size)
+        return evaluate_miou(model, self.data.val, self.data.num_classes, self.settings.batch_size)
 
     def finish(self, model: nn.Module, plan: Plan, deployed_on: Mapping[str, str | None]) -> PruneResult:
         s = self.settings
-        counts = kept_counts(self.groups, plan)
-        report = {
-            "model": s.model, "input_size": s.input_size, "unit": s.unit, "method": s.method, "seed": s.seed,
-            "data": s.data, "num_classes": self.data.num_classes, "predictor": s.predictor,
-            "device": deployed_on["device"], "target": deployed_on["target"],
-            "budget_ms": self.target_ms, "predicted_ms": self.budget.latency_ms(counts),
-            "unpruned_predicted_ms": self.budget.full_latency_ms(),
-            "min_predicted_ms": self.budget.min_latency_ms(),
-            "miou": self.epochs[-1]["miou"],
-            "kept_units": {name: sorted(int(u) for u in units) for name, units in plan.items()},
-            "kept_counts": counts, "full_counts": {g.name: g.full for g in self.budget.description.groups},
-            "searched_ms": self.searched_ms, "dropped_to_fit": self.dropped_to_fit, "added_to_fit": self.added_to_fit,
-            "epochs": self.epochs, "settings": s.to_dict(),
-        }
+        report = build_report(s, self.record, self.budget, self.groups, plan, self.target_ms, self.data.num_classes,
+                              deployed_on)
         if self.rank == 0:  # data parallel: one writer
-            export_onnx(model, s.input_size, self.out / ONNX)
-            if s.method == DENSE:
-                save_weights(model, self.out / WEIGHTS)
-            tmp = self.out / (REPORT + ".tmp")
-            tmp.write_text(json.dumps(report, indent=2) + "\n")
-            os.replace(tmp, self.out / REPORT)
-            plot_curves(self.steps, self.target_ms, self.out / CURVES)
-            save_checkpoint(self.out / CHECKPOINT, {"settings": s.to_dict(), "phase": "done"})
-        if self.world > 1:
-            dist.barrier()
+            write_outputs(self.out, model, s, report, self.record.steps, self.target_ms)
+            self.record.save_done()
+        barrier()
         log.info("%s %s: predicted %.4g ms (budget %s ms, unpruned %.4g ms), mIoU %.4f -> %s", s.method, s.model,
-                 report["predicted_ms"], _ms(self.target_ms), report["unpruned_predicted_ms"], report["miou"], self.out)
+                 report["predicted_ms"], format_ms(self.target_ms), report["unpruned_predicted_ms"], report["miou"],
+                 self.out)
         return PruneResult(self.out, report)
-
-
-def _ms(value: float | None) -> str:
-    return "none" if value is None else f"{value:.4g}"

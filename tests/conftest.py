@@ -1,7 +1,15 @@
-"""Fixtures shared by the tests: one loopback device farm and small real artifacts.
+"""Fixtures shared by the tests: one loopback device farm and small real artifacts, and the
+test tier.
 
 Starting a tracker and a server costs seconds here (each imports TVM), so one farm serves the
 whole session; tests that need their own farm start it themselves.
+
+Tiers: a test is `e2e` if it uses one of `END_TO_END_FIXTURES` (an RPC farm, a compiled
+artifact, a predictor measured on the farm), is marked `slow` or `emulated`, or is listed in
+`helpers.tiers.END_TO_END_TESTS` (it starts processes, compiles, tunes or trains for 2 s or
+more on this machine; listed there rather than marked in place so the test files of other work
+stay untouched, and `test_dependency_direction` checks that every listed test still exists). The unit tests
+alone, `pytest -m "not e2e"`, take under a minute on 2 cores.
 """
 
 from __future__ import annotations
@@ -12,6 +20,24 @@ from pathlib import Path
 import pytest
 
 from helpers.artifacts import AARCH64_CC, AARCH64_TARGET, build_artifact
+from helpers.tiers import END_TO_END_FIXTURES, END_TO_END_TESTS
+
+
+def is_end_to_end(item) -> bool:
+    if END_TO_END_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        return True
+    if item.get_closest_marker("slow") or item.get_closest_marker("emulated"):
+        return True
+    name = getattr(item, "originalname", item.name)
+    return name in END_TO_END_TESTS.get(Path(str(item.fspath)).name, ())
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark `e2e` every test that needs the farm or an artifact, is slow or emulated, or is
+    listed in END_TO_END_TESTS."""
+    for item in items:
+        if is_end_to_end(item):
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import torch
 
 from prune.budget_weight import BudgetWeight, BudgetWeightConfig
 from prune.gates import Gates
-from prune.groups import Group
+from prune.groups import PruneGroup
 from runner.errors import EdgesegError
 
 
@@ -36,7 +36,7 @@ def test_settling_only_raises_the_weight():
 
 def test_closed_loop_lands_at_or_just_under_the_budget():
     """Ten units that each pay for themselves a little; a budget of 5.5 units must end at 5."""
-    group = Group(name="g", kind="channels", root="g", width=10, unit=1, members=())
+    group = PruneGroup(name="g", kind="channels", root="g", width=10, unit=1, members=())
     gates = Gates([group])
     value = torch.linspace(0.02, 0.2, 10)  # how much the "accuracy" wants each unit
     control = BudgetWeight(BudgetWeightConfig(budget=5.5, step_size=0.05, margin=0.02))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from latency_model.layers import Attention, MixFFN, PatchEmbed
-from prune.describe import build_priced_groups, check_describable, describe, describe_model, prunable_groups
+from prune.describe import build_priced_groups, check_describable, describe_model, describe_network, prunable_groups
 from helpers.random_gates import masked_output_and_plan
 from prune.models import create_model
 from prune.shrink import shrink
@@ -21,7 +21,7 @@ def b0():
     torch.manual_seed(0)
     model = create_model("segformer-b0", num_classes=5)
     groups = build_priced_groups(model, SIZE, unit=8)
-    return model, groups, describe(model, groups, SIZE)
+    return model, groups, describe_network(model, groups, SIZE)
 
 
 def test_full_configs_match_the_unpruned_modules(b0):
@@ -59,7 +59,7 @@ def test_shrunk_model_is_described_by_config_at_kept(b0):
         plan[group.name] = units
         kept[group.name] = len(units) if group.kind == "heads" else len(group.channels_of(units))
     shrunk = shrink(groups, plan)
-    again = describe(shrunk, build_priced_groups(shrunk, SIZE, unit=8), SIZE)
+    again = describe_network(shrunk, build_priced_groups(shrunk, SIZE, unit=8), SIZE)
     assert again.full() == original.config_at(kept)
     assert again.full() != original.full()
 
@@ -75,7 +75,7 @@ def test_tied_decoder_projections_shrink_to_what_the_masks_computed():
     model = create_model("segformer-b0", num_classes=5).eval()
     groups = build_priced_groups(model, SIZE, unit=8)
     image = torch.randn(2, 3, SIZE, SIZE)
-    masked, plan = masked_output_and_plan(model, groups, describe(model, groups, SIZE), image)
+    masked, plan = masked_output_and_plan(model, groups, describe_network(model, groups, SIZE), image)
     shrink(groups, plan)
     kept = 8 * len(plan["decoder.proj.0"])
     assert [p.out_channels for p in model.decoder.proj] == [kept] * 4 and kept < 256

@@ -6,7 +6,7 @@ import torch
 
 from latency_model.features import feature_dict
 from latency_model.layers import LiteMLA, MBConv
-from prune.describe import build_priced_groups, describe, prunable_groups
+from prune.describe import build_priced_groups, describe_network, prunable_groups
 from prune.models import create_model
 from prune.selection import kept_counts
 from prune.settings import PruneSettings
@@ -26,7 +26,7 @@ def test_efficientvit_seg_b0_masked_shrunk_and_described():
     torch.manual_seed(0)
     model = randomise_norms(create_model("efficientvit-seg-b0", num_classes=5)).eval()
     groups = build_priced_groups(model, SIZE, unit=8)
-    description = describe(model, groups, SIZE)
+    description = describe_network(model, groups, SIZE)
     # Every traced group is priced: 6 stage widths/hiddens x 2 conv stages, 4 ViT-stage widths and hiddens,
     # 4 LiteMLA head groups, 6 ViT MBConv hiddens, the tied decoder width and the fuse width.
     assert [g.name for g in description.groups] == list(groups.names) and len(groups.names) == 20
@@ -46,7 +46,7 @@ def test_efficientvit_seg_b0_masked_shrunk_and_described():
     kept = kept_counts(prunable_groups(groups, description), plan)
     assert kept != description.full_kept()
     assert _params(description.config_at(kept)) == sum(p.numel() for p in shrunk.parameters())
-    again = describe(shrunk, build_priced_groups(shrunk, SIZE, unit=8), SIZE)
+    again = describe_network(shrunk, build_priced_groups(shrunk, SIZE, unit=8), SIZE)
     assert again.full() == description.config_at(kept)
 
 

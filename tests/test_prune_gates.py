@@ -7,6 +7,7 @@ import torch
 
 from prune.gates import GateConfig, Gates
 from prune.groups import build_groups
+from prune.settings import default
 from prune_tiny_nets import TinySegNet, seg_loss
 from runner.errors import EdgesegError
 
@@ -58,7 +59,8 @@ def test_at_least_one_unit_is_kept(gated):
 def test_keep_probabilities_are_differentiable(gated):
     _, gates = gated
     probs = gates.probabilities()
-    assert torch.allclose(probs["down"], torch.sigmoid(torch.tensor(3.0)).expand(6))
+    start = torch.sigmoid(torch.tensor(default("gate_init")))  # the run's gate_init is the default
+    assert torch.allclose(probs["down"], start.expand(6))
     sum(p.sum() for p in probs.values()).backward()
     assert all(s.grad is not None and s.grad.abs().min() > 0 for s in gates.scores)
 
@@ -91,3 +93,18 @@ def test_attaching_twice_is_an_error(gated):
     model, gates = gated
     with pytest.raises(EdgesegError, match="already attached"):
         gates.attach(model)
+
+
+def test_the_configs_of_a_run_take_their_defaults_and_values_from_its_settings():
+    from prune.bilevel import BilevelConfig
+    from prune.settings import PruneSettings
+
+    settings = PruneSettings(budget_ms=1.0)
+    assert GateConfig.from_settings(settings) == GateConfig()
+    assert BilevelConfig.from_settings(settings) == BilevelConfig()
+    changed = PruneSettings(budget_ms=1.0, gate_init=2.0, outer_lr=0.3, lr=0.2, search_weight_decay=1e-3,
+                            implicit_gradient="neumann", neumann_steps=2, neumann_alpha=0.05, implicit_scale=3.0)
+    assert GateConfig.from_settings(changed).init_score == 2.0
+    assert BilevelConfig.from_settings(changed) == BilevelConfig(
+        method="neumann", inner_lr=0.2, outer_lr=0.3, weight_decay_lambda=1e-3, neumann_steps=2,
+        neumann_alpha=0.05, implicit_scale=3.0)

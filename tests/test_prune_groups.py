@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import timm
 import torch
 
-from prune.groups import build_groups, describe
+from prune.groups import build_groups
 from prune_tiny_nets import TinySegNet
 from runner.errors import EdgesegError
 
@@ -39,12 +37,6 @@ def test_concatenation_maps_each_branch_to_its_offset(tiny_groups):
     assert decoder_channels("branch_left") == tuple(range(0, 16))
     assert decoder_channels("branch_right") == tuple(range(16, 24))
     assert decoder_channels("stem.0") == tuple(range(24, 40))
-
-
-def test_the_summary_is_json(tiny_groups):
-    summary = json.loads(json.dumps(describe(tiny_groups)))
-    assert summary[0]["name"] == "stem.0" and summary[0]["units"] == 4
-    assert "block_b.1" in summary[0]["producers"] and "down" in summary[0]["consumers"]
 
 
 def test_the_output_layer_stays_whole(tiny_groups):

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from latency_model.budget import LatencyBudget
-from prune.describe import build_priced_groups, describe, prunable_groups
+from prune.describe import build_priced_groups, describe_network, prunable_groups
 from prune.flops_cost import FlopsCost
 from prune.gates import Gates
-from prune.groups import Group
+from prune.groups import PruneGroup
 from prune.models import create_model
 from prune.projection import RAMP_UNTIL, BudgetProjection, ramped_budget_ms
 from prune.selection import predicted_ms
@@ -19,7 +19,7 @@ from prune.selection import predicted_ms
 def priced():
     model = create_model("segformer-b0", num_classes=4)
     group_set = build_priced_groups(model, 64, 8)
-    budget = LatencyBudget(describe(model, group_set, 64), FlopsCost())
+    budget = LatencyBudget(describe_network(model, group_set, 64), FlopsCost())
     return model, prunable_groups(group_set, budget.description), budget
 
 
@@ -61,7 +61,7 @@ def test_gates_with_the_projection_keep_the_best_scoring_units_that_fit(priced):
 
 def test_channel_count_is_the_number_of_channels_of_the_units(priced):
     _, groups, _ = priced
-    ragged = Group(name="ragged", kind="channels", root="x", width=20, unit=8, members=())  # last unit: 4 channels
+    ragged = PruneGroup(name="ragged", kind="channels", root="x", width=20, unit=8, members=())  # last unit: 4 channels
     for group in [*groups, ragged]:
         for units in ([], [0], list(range(group.num_units)), list(range(0, group.num_units, 2)), [group.num_units - 1]):
             assert group.channel_count(units) == len(group.channels_of(units))

@@ -8,7 +8,7 @@ import torch
 from prune_tiny_nets import TinySegNet
 
 from latency_model.budget import LatencyBudget
-from prune.describe import build_priced_groups, describe, prunable_groups
+from prune.describe import build_priced_groups, describe_network, prunable_groups
 from prune.flops_cost import FlopsCost
 from prune.models import create_model
 from prune.groups import build_groups
@@ -18,7 +18,7 @@ from prune.selection import fill_to_budget, l1_importance, predicted_ms, uniform
 def test_fill_to_budget_adds_the_most_important_dropped_units_while_the_plan_fits():
     model = create_model("segformer-b0", num_classes=4)
     group_set = build_priced_groups(model, 64, 8)
-    budget = LatencyBudget(describe(model, group_set, 64), FlopsCost())
+    budget = LatencyBudget(describe_network(model, group_set, 64), FlopsCost())
     groups = prunable_groups(group_set, budget.description)
     target = 0.6 * budget.full_latency_ms()
     under = uniform_plan(groups, budget, 0.4 * budget.full_latency_ms())

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from latency_cases import make_record
-from latency_model.cli import describe, main
+from latency_model.cli import main
 from latency_model.records import MeasurementLog
+from prune.describe import describe_model
 from runner.errors import EdgesegError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,10 +75,10 @@ def test_a_predictor_of_another_device_is_refused(data_and_predictor, synthetic_
 
 
 def test_collect_looks_the_model_description_up_by_name(tmp_path, capsys):
-    description = describe("segformer-b0", 64)
+    description = describe_model("segformer-b0", 64)
     assert description.groups and description.slots
     with pytest.raises(EdgesegError, match="segformer-b9"):
-        describe("segformer-b9", 64)
+        describe_model("segformer-b9", 64)
     assert main(["collect", "--model", "segformer-b9", "-o", str(tmp_path / "d.jsonl")]) != 0
     assert "segformer-b9" in capsys.readouterr().err
 

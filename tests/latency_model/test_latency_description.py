@@ -32,14 +32,8 @@ def test_json_round_trip(tmp_path):
     desc = two_layers()
     desc.save(tmp_path / "d.json")
     back = ModelDescription.load(tmp_path / "d.json")
-    assert back == desc and back.fingerprint() == desc.fingerprint()
+    assert back == desc
     assert back.config_at({"mlp": 16}) == desc.config_at({"mlp": 16})
-
-
-def test_fingerprint_changes_with_the_grid():
-    desc = two_layers()
-    other = ModelDescription((Group.aligned("mlp", 64, 8), desc.groups[1]), desc.slots)
-    assert other.fingerprint() != desc.fingerprint()
 
 
 @pytest.mark.parametrize("kept, match", [({"mlp": 40}, "cannot keep 40"),

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from latency_cases import make_record
-from latency_model.evaluate import FlopsBaseline, evaluate
+from latency_model.evaluate import FlopsBaseline, evaluate_predictor
 from latency_model.metrics import compute_metrics
 from latency_model import layers as L
 from runner.errors import EdgesegError
@@ -30,7 +30,7 @@ def test_flops_baseline_is_exact_on_linear_data():
 def test_evaluate_writes_report_and_plot_and_beats_flops(trained_predictor, synthetic_records,
                                                         tmp_path):
     held = [r for r in synthetic_records if r.key in trained_predictor.holdout_keys]
-    report = evaluate(trained_predictor, held, tmp_path)
+    report = evaluate_predictor(trained_predictor, held, tmp_path)
     assert (tmp_path / "scatter.png").stat().st_size > 10_000
     saved = json.loads((tmp_path / "evaluation.json").read_text())
     assert saved["predictor"]["overall"]["n"] == len(held)
@@ -46,4 +46,4 @@ def test_evaluate_writes_report_and_plot_and_beats_flops(trained_predictor, synt
 def test_evaluating_on_another_devices_data_is_an_error(trained_predictor, synthetic_records):
     foreign = [make_record(r.config, device_key="pixel-7") for r in synthetic_records[:20]]
     with pytest.raises(EdgesegError, match="not for 'pixel-7'"):
-        evaluate(trained_predictor, foreign)
+        evaluate_predictor(trained_predictor, foreign)

@@ -31,16 +31,6 @@ def test_append_then_read_round_trips(tmp_path):
             "utc_time", "target_preset"} <= set(line)
 
 
-def test_measured_keys_filter_by_device_and_target(tmp_path):
-    log = MeasurementLog(tmp_path / "data.jsonl")
-    log.append(make_record(ONE_OF_EACH[0], device_key="phone-a"))
-    log.append(make_record(ONE_OF_EACH[1], device_key="phone-b"))
-    log.append(make_record(ONE_OF_EACH[2], device_key="phone-a", target_preset="android-mali"))
-    assert log.measured_keys() == {c.key for c in ONE_OF_EACH[:3]}
-    assert log.measured_keys("phone-a", "host") == {ONE_OF_EACH[0].key}
-    assert MeasurementLog(tmp_path / "absent.jsonl").measured_keys() == set()
-
-
 def test_torn_last_line_is_skipped_with_a_warning_then_cut_before_appending(tmp_path, caplog):
     path = tmp_path / "data.jsonl"
     log = MeasurementLog(path)

@@ -20,9 +20,8 @@ from latency_model import layers as L
 from latency_model.collect import collect_adaptive
 from latency_model.description import Group, LayerSlot, ModelDescription
 from latency_model.layer_modules import build_layer
-from latency_model.model_variants import first_units_plan
+from latency_model.cli import main
 from latency_model.predictor import Predictor
-from latency_model.cli import describe, main
 from latency_model.records import read_records
 from latency_model.sampling import layer_configs, sample_kept
 from latency_model.validate import (
@@ -31,6 +30,8 @@ from latency_model.validate import (
     leave_one_out_overhead,
     validate_variants,
 )
+from prune.describe import describe_model
+from prune.variants import first_units_plan
 from runner.errors import EdgesegError
 from runner.timing import TimingProtocol
 
@@ -125,7 +126,7 @@ def test_validate_command_measures_random_pruned_variants(segformer_b0_predictor
     report = json.loads(capsys.readouterr().out)
     assert [v["name"] for v in report["variants"]] == ["v00", "v01"] and report["resumed"] == 0
     predictor = Predictor.load(segformer_b0_predictor)
-    description = describe("segformer-b0", 64)
+    description = describe_model("segformer-b0", 64)
     full = description.full_kept()
     for variant, onnx in zip(report["variants"], sorted((out / "variants").glob("*.onnx"))):
         assert 0 < variant["measured_ms"] < 10_000 and variant["database_hit_rate"] == 0.0
@@ -154,7 +155,7 @@ def test_validate_refuses_a_predictor_of_another_device_or_target_before_any_wor
 
 
 def test_kept_counts_become_the_first_units_of_each_group():
-    from prune.groups import Group as PruneGroup
+    from prune.groups import PruneGroup
 
     channels = PruneGroup("backbone.stages_0.blocks.0.mlp.fc1", "channels", "x", 64, 8, ())
     heads = PruneGroup("backbone.stages_1.blocks.0.attn", "heads", "x", 64, 32, ())

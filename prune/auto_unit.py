@@ -1,4 +1,5 @@
-"""`--unit auto`: the channel unit of a model's groups, from the device's latency predictor.
+"""`--unit auto` (and `python -m latency_model alignment`): the channel unit of a model's groups, from
+the device's latency predictor.
 
 The model is traced once with one-channel units, so that its description prices every width;
 its channel groups (not attention heads, whose unit is one head) are swept by
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from latency_model.alignment import AlignmentChoice, choose_alignment
 from latency_model.budget import LatencyTableSource
-from prune.describe import build_priced_groups, check_describable, describe, prunable_groups
+from prune.describe import build_priced_groups, check_describable, describe_network, prunable_groups
 from prune.models import create_model
 
 
@@ -20,6 +21,6 @@ def model_alignment(model_name: str, input_size: int, predictor: LatencyTableSou
     model = create_model(model_name, num_classes=num_classes)
     check_describable(model, model_name)
     group_set = build_priced_groups(model, input_size, unit=1)
-    description = describe(model, group_set, input_size)
+    description = describe_network(model, group_set, input_size)
     channel_groups = [g.name for g in prunable_groups(group_set, description) if g.kind != "heads"]
     return choose_alignment(description, predictor, channel_groups)

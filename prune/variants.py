@@ -1,8 +1,8 @@
 """Random pruned variants of a named model, for `python -m latency_model validate`.
 
-The one place where latency_model composes prune: the description, the tied groups, `shrink`
-and the ONNX export are prune's, imported inside `build_variants` only, so the library stays a
-library of layers (ARCHITECTURE: only a command line looks a model up by name).
+A composition of both packages, so it lives in `prune` (the top of the dependency chain, which
+may import `latency_model` freely); `latency_model`'s command line imports it inside its
+`validate` command only, and `latency_model`'s library knows layers, not models (ARCHITECTURE).
 
 Each variant is a kept-count configuration drawn uniformly on the pruning grid
 (`latency_model.sampling.sample_kept`, the unpruned model not included), made real by keeping
@@ -28,9 +28,15 @@ from typing import Any, Mapping, Sequence
 
 from tqdm import tqdm
 
+import torch
+
 from latency_model.description import ModelDescription
 from latency_model.sampling import sample_kept
 from latency_model.validate import Variant
+from prune.describe import build_priced_groups, describe_model, prunable_groups
+from prune.export import export_onnx
+from prune.models import create_model
+from prune.shrink import shrink
 from runner.errors import EdgesegError
 
 log = logging.getLogger(__name__)
@@ -66,13 +72,6 @@ def build_variants(model: str, input_size: int, count: int, seed: int, out_dir: 
                    unit: int = 8, num_classes: int = 150, progress: bool = True) -> list[Variant]:
     """`count` random pruned variants of registry model `model` at `input_size` px, exported to
     ONNX under `out_dir/variants` (existing files are reused)."""
-    import torch
-
-    from prune.describe import build_priced_groups, describe_model, prunable_groups
-    from prune.export import export_onnx
-    from prune.models import create_model
-    from prune.shrink import shrink
-
     description = describe_model(model, input_size, unit=unit, num_classes=num_classes)
     variants = []
     kept_list = sample_kept(description, count, seed, include_full=False)

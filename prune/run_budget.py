@@ -1,0 +1,65 @@
+"""The latency budget of a run: the cost table (a device predictor, checked against the run's
+model, size, device and target, or the FLOPs table), the model's priced groups, and whether the
+budget can be met at all."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from torch import nn
+
+from latency_model.budget import LatencyBudget, LatencyTableSource
+from prune.describe import build_priced_groups, check_describable, describe_network
+from prune.flops_cost import FlopsCost
+from prune.groups import GroupSet
+from prune.settings import FLOPS, PruneSettings
+from runner.errors import EdgesegError
+
+
+def load_cost(settings: PruneSettings) -> LatencyTableSource:
+    """The FLOPs table, or the predictor folder's predictor (it must fit the model and size)."""
+    if settings.predictor == FLOPS:
+        return FlopsCost()
+    from latency_model.predictor import Predictor
+
+    predictor = Predictor.load(settings.predictor)
+    check_predictor_fits(predictor.manifest, settings)
+    if settings.device is not None or settings.target is not None:
+        predictor.check_compatible(settings.device or predictor.device_key, settings.target or predictor.target_preset)
+    return predictor
+
+
+def build_budget(settings: PruneSettings, model: nn.Module,
+                 cost: LatencyTableSource | None = None) -> tuple[GroupSet, LatencyBudget]:
+    """`model`'s traced groups and its latency budget under `cost` (default: the settings' predictor
+    or FLOPs table). Its groups to gate: `prunable_groups(group_set, budget.description)`."""
+    check_describable(model, settings.model)
+    group_set = build_priced_groups(model, settings.input_size, settings.unit)
+    return group_set, LatencyBudget(describe_network(model, group_set, settings.input_size), cost or load_cost(settings))
+
+
+def deployment(settings: PruneSettings, cost: LatencyTableSource) -> dict[str, str | None]:
+    """The device key and target preset the budget's latencies are for (a device predictor's own,
+    or the ones the settings name), recorded in pruning.json for `python -m compile` to check."""
+    return {"device": settings.device or getattr(cost, "device_key", None),
+            "target": settings.target or getattr(cost, "target_preset", None)}
+
+
+def check_predictor_fits(manifest: Mapping[str, Any], settings: PruneSettings) -> None:
+    """Refuse a predictor whose manifest names another model or input size (manifests that name
+    neither are accepted: the predictor knows layers, and the budget asks it only about layers)."""
+    for key, ours in (("model", settings.model), ("input_size", settings.input_size)):
+        theirs = manifest.get(key)
+        if theirs is not None and theirs != ours:
+            raise EdgesegError(f"The predictor in {settings.predictor} was made for {key} {theirs!r}, not {ours!r}.",
+                               f"Use a predictor collected for {settings.model} at {settings.input_size} px, "
+                               "or collect and train one for it.")
+
+
+def check_feasible(budget: LatencyBudget, budget_ms: float) -> None:
+    smallest = budget.min_latency_ms()
+    if budget_ms < smallest:
+        raise EdgesegError(
+            f"The budget {budget_ms:.4g} ms is below the smallest reachable latency {smallest:.4g} ms "
+            f"(every group at its smallest width; unpruned: {budget.full_latency_ms():.4g} ms).",
+            f"Pass a budget of at least {smallest:.4g} ms (or a lower --fps).")

@@ -1,0 +1,31 @@
+"""The test tier (see tests/conftest.py): what makes a test end to end (`e2e`)."""
+
+from __future__ import annotations
+
+# fixtures that start the RPC farm, compile an artifact or measure a predictor on the farm
+END_TO_END_FIXTURES = frozenset({"host_farm", "host_artifact", "aarch64_artifact",
+                                 "artifact_copy", "segformer_b0_predictor"})
+
+# file -> test functions (all their parameters), measured with --durations on 2 cores
+END_TO_END_TESTS = {
+    # the first of these to run pays about a minute of TVM's first design space
+    "test_transfer.py": {"test_a_trace_replays_on_other_extents_and_computes_the_same",
+                         "test_a_trace_of_another_structure_is_skipped_not_raised",
+                         "test_the_numeric_check_sees_a_kernel_that_computes_something_else"},
+    "test_farm.py": {"test_farm_processes_die_with_a_sigkilled_parent",
+                     "test_serve_prints_its_address_registers_and_stops_every_child_on_sigterm",
+                     "test_any_command_stops_its_embedded_farm_on_sigterm"},
+    "test_device_database.py": {"test_two_processes_writing_at_once_lose_no_record"},
+    "test_step_cost_bench.py": {"test_the_step_cost_bench_times_every_step_of_the_real_search"},
+    "test_models.py": {"test_torch_export_program_round_trips"},
+    "test_prune_efficientvit.py": {"test_a_tiny_efficientvit_run_meets_its_budget"},
+    "test_prune_run.py": {
+        "test_torchrun_data_parallel_on_two_gloo_processes",
+        "test_shared_plain_training_gives_what_the_run_own_training_gives",
+        "test_interrupted_run_resumes_from_its_checkpoint_through_the_cli",
+        "test_threshold_mask_and_hard_signal_still_run_and_old_checkpoints_resume_as_they_ran",
+        "test_dense_reference_keeps_every_unit_and_its_weights_start_a_pruning_run",
+        "test_bilevel_search_itself_lands_just_under_the_budget",
+        "test_the_neumann_implicit_gradient_is_a_run_option",
+    },
+}
