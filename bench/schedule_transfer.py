@@ -38,7 +38,7 @@ from compile.api import compile_model
 from compile.database import open_database
 from compile.targets import resolve_target
 from latency_model.collect import tune_layers
-from latency_model.model_variants import build_variants
+from prune.variants import build_variants
 from latency_model.sampling import layer_configs, sample_kept
 from prune.describe import describe_model
 from prune.export import export_onnx

@@ -27,7 +27,7 @@ HELP = {
     "cc": "cross compiler that links linux-arm64 libraries (default: aarch64-linux-gnu-gcc)",
     "export": "so: shared libraries the runner can run; tar: object files to link elsewhere",
     "transfer_candidates": "kernels the database lacks take a schedule transferred from a tuned kernel of the same "
-                           "structure: how many donors' schedules to measure per kernel (default 3; 0: no transfer)",
+                           "structure: how many donors' schedules to measure per kernel",
     "no_fast_math": "keep libm's erf/exp/tanh and the exact softmax (default: their fast approximate forms, "
     "~1e-6 off, vectorised; fast math changes the GELU/softmax kernels' workload hashes, so a database "
     "tuned with the other setting re-tunes those kernels)",
@@ -38,6 +38,7 @@ HELP = {
 
 
 def _parser() -> argparse.ArgumentParser:
+    from compile.transfer import DEFAULT_CANDIDATES  # light: no TVM import
     from runner.device import Tracker
 
     p = argparse.ArgumentParser(prog="python -m compile", description=__doc__)
@@ -48,7 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--trials", type=_non_negative, default=64, help=HELP["trials"])
     budget.add_argument("--trials-per-task", type=_non_negative, default=None, help=HELP["trials_per_task"])
-    p.add_argument("--transfer-candidates", type=_non_negative, default=3, help=HELP["transfer_candidates"])
+    p.add_argument("--transfer-candidates", type=_non_negative, default=DEFAULT_CANDIDATES,
+                   help=HELP["transfer_candidates"] + f" (default {DEFAULT_CANDIDATES}; 0: no transfer)")
     p.add_argument("--tracker", type=Tracker.parse, default=None, help=HELP["tracker"])
     p.add_argument("--key", default=None, help=HELP["key"])
     p.add_argument("--database", type=Path, default=None, help=HELP["database"])

@@ -32,7 +32,7 @@ from compile.workload_structure import block_names, extents, shape_distance, str
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CANDIDATES = 3
+DEFAULT_CANDIDATES = 2
 CHECK_RTOL = 1e-3
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -148,6 +149,8 @@ def _collect(args: argparse.Namespace) -> int:
     from latency_model.collect import Source, collect, collect_adaptive
     from latency_model.sampling import layer_configs, sample_kept
     from prune.describe import describe_model  # the command line composes the two packages
+    from prune.export import export_onnx
+    from prune.models import create_model
     from runner.farm import use_device
     from runner.workspace import device_dir, tuning_database_dir
 
@@ -159,7 +162,12 @@ def _collect(args: argparse.Namespace) -> int:
                                   database_dir=tuning_database_dir(key, preset.name),
                                   trials_per_layer=args.trials_per_layer,
                                   source=Source(args.model, args.input_size))
-    with use_device(args.tracker, key) as device:
+    # The unpruned network's own kernels join the tuning: a few fuse across layers (the
+    # decoder's resizes with their concat), and a pruned network's compile needs their donors.
+    with tempfile.TemporaryDirectory(prefix="edgeseg-collect-") as scratch, \
+            use_device(args.tracker, key) as device:
+        network = export_onnx(create_model(args.model), args.input_size, Path(scratch) / "unpruned.onnx")
+        common["networks"] = [network]
         if args.rounds:
             first, rounds = collect_adaptive(
                 description, device, samples=args.samples, rounds=args.rounds,

@@ -206,8 +206,10 @@ def _check_settings(trials_per_layer: int, protocol: TimingProtocol, out: Path,
 
 def collect(configs: Sequence[LayerConfig], device: Device, preset: Any, out: Path,
             database_dir: Path, trials_per_layer: int, protocol: TimingProtocol,
-            progress: bool = True, source: Source = Source()) -> CollectReport:
-    """Measure every config not yet in `out` for this device key and preset, in order."""
+            progress: bool = True, source: Source = Source(),
+            networks: Sequence[Path] = ()) -> CollectReport:
+    """Measure every config not yet in `out` for this device key and preset, in order;
+    `networks`: whole models whose kernels join the tuning (`tune_layers`)."""
     started = time.monotonic()
     measurements = MeasurementLog(out)
     earlier = [r for r in measurements.read()
@@ -220,7 +222,7 @@ def collect(configs: Sequence[LayerConfig], device: Device, preset: Any, out: Pa
              len(unique) - len(todo), out, len(todo), device, preset.name)
     measured: list[MeasurementRecord] = []
     tuning_seconds, pretuned = tune_layers(todo, device, preset, database_dir, trials_per_layer,
-                                           progress)
+                                           progress, networks if todo else ())
     with tqdm(todo, desc="collect", unit="layer", disable=not progress) as bar:
         for config in bar:
             bar.set_postfix_str(config.kind)
@@ -256,7 +258,8 @@ def collect_adaptive(description: ModelDescription, device: Device, preset: Any,
                      database_dir: Path, trials_per_layer: int, protocol: TimingProtocol,
                      samples: int, rounds: int, predictor_dir: Path, seed: int = 0,
                      neighbours_per_config: int = 2, progress: bool = True,
-                     source: Source = Source()) -> tuple[CollectReport, list[AdaptiveRound]]:
+                     source: Source = Source(),
+                     networks: Sequence[Path] = ()) -> tuple[CollectReport, list[AdaptiveRound]]:
     """The initial sample of `samples` pruned variants (plus the unpruned model), then up to
     `rounds` nn-Meter rounds; each round's predictor is written under `predictor_dir/round-N`.
     Stops early when no held-out config is predicted off by more than 10%."""
@@ -264,7 +267,7 @@ def collect_adaptive(description: ModelDescription, device: Device, preset: Any,
 
     configs = layer_configs(description, sample_kept(description, samples, seed))
     first = collect(configs, device, preset, out, database_dir, trials_per_layer, protocol,
-                    progress, source)
+                    progress, source, networks)
     done: list[AdaptiveRound] = []
     for r in range(1, rounds + 1):
         records = [rec for rec in MeasurementLog(out).read()
