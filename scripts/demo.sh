@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
 # The main job: the whole edgeseg pipeline on the embedded default device, a TVM RPC tracker and
 # server of this CPU on 127.0.0.1 (every measurement is of this CPU, never of a phone):
-#   1. measure segformer-b0's layers over RPC (tuned, into the device's tuning database) and
-#      train the XGBoost latency predictor on them;
+#   1. measure segformer-b0's layers over RPC and train the XGBoost latency predictor on them
+#      (two anchor kernels per structure tuned into the device's tuning database, every other
+#      kernel, and those of the unpruned network, given a schedule transferred from them);
 #   2. train the unpruned network on the synthetic scenes (the dense reference), then prune it
 #      with the bi-level method to half its predicted latency and fine-tune it; the pruned network
 #      has trained twice as many steps as the reference (dense training, then search and
 #      fine-tuning), so a second reference continues the dense one with the same schedule
 #      (unpruned-x2: as many steps as the pruned network, in the same stages, without pruning);
-#   3. compile the three for host, tuned (kernels the collection tuned are reused), and run them
-#      over RPC with a numeric check against ONNX Runtime;
+#   3. compile the three for host with no search (--trials 0: every kernel's schedule is the
+#      collection's, or transferred from it), and run them over RPC with a numeric check
+#      against ONNX Runtime;
 #   4. print the table (mIoU, predicted ms, measured ms, FPS, speed-up; under it what each row
 #      was trained with) and write the plots.
 # A rerun resumes: measured layers, finished training runs and tuned kernels are kept.
 # Knobs (environment): EDGESEG_DEMO_SIZE (input px, default 128), EDGESEG_DEMO_SAMPLES (random
 # pruned variants whose layers are measured besides the unpruned ones, default 2),
-# EDGESEG_DEMO_TRIALS (MetaSchedule trials per tuning task, default 1), EDGESEG_DEMO_STEPS
+# EDGESEG_DEMO_TRIALS (MetaSchedule trials per anchor kernel of the collection, default 1), EDGESEG_DEMO_STEPS
 # (search and fine-tuning steps per epoch, default 40), EDGESEG_DEMO_OUT (default out/pipeline).
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 SIZE="${EDGESEG_DEMO_SIZE:-128}"
@@ -30,7 +32,7 @@ started=$SECONDS
 step() { echo; echo "== [$(( (SECONDS - started) / 60 )) min] $*"; }
 mkdir -p "$OUT/latency"
 
-step "1/5 measure segformer-b0's layers at ${SIZE}px over RPC ($TRIALS trial(s) per tuning task) and train the predictor"
+step "1/5 measure segformer-b0's layers at ${SIZE}px over RPC ($TRIALS trial(s) per anchor kernel, the rest transferred) and train the predictor"
 python -m latency_model collect --model segformer-b0 --input-size "$SIZE" --samples "$SAMPLES" \
     --trials-per-layer "$TRIALS" -o "$OUT/latency/data.jsonl"
 python -m latency_model train "$OUT/latency/data.jsonl" -o "$PREDICTOR"
@@ -47,8 +49,8 @@ step "3/5 (b) the reference with as many steps as the pruned network: the dense 
 python -m prune "${TRAIN[@]}" --method dense --weights "$OUT/unpruned/weights.safetensors" -o "$OUT/unpruned-x2"
 
 for net in unpruned unpruned-x2 pruned; do
-  step "4/5 compile the $net network for host (tuned over RPC) and run it over RPC"
-  python -m compile "$OUT/$net/model.onnx" --target host --trials-per-task "$TRIALS" -o "$OUT/$net/artifact"
+  step "4/5 compile the $net network for host (schedules from the collection: exact or transferred) and run it over RPC"
+  python -m compile "$OUT/$net/model.onnx" --target host --trials 0 -o "$OUT/$net/artifact"
   python -m runner bench "$OUT/$net/artifact" --check --out "$OUT/$net/bench.json"
 done
 
