@@ -143,18 +143,23 @@ def tune_extracted(
     seed: int = 0,
     trials_per_task: int | None = None,
     transfer_candidates: int = DEFAULT_CANDIDATES,
+    transfer_tuned: bool = False,
 ) -> TuningReport:
     """`tune` for MetaSchedule tasks already extracted, possibly from several models (one tuning
-    run for all of them pays the run's fixed cost, seconds per run, once)."""
+    run for all of them pays the run's fixed cost, seconds per run, once). `transfer_tuned`:
+    offer donors' schedules to the kernels that have a record too, the fastest record winning (a
+    kernel's own few trials can be far worse than a neighbour's schedule: one random trial gave
+    segformer-b0's decoder fuse conv 4 GFLOP/s, its transfer from a narrower width 88)."""
     started = time.monotonic()
     target = preset.target()
     db = open_database(database_dir, target)
     had = [db.has_record(t.dispatched[0], target) for t in tasks]
     missing = [i for i, found in enumerate(had) if not found]
+    offered = list(range(len(tasks))) if transfer_tuned else missing
     transfer_seconds = 0.0
-    if missing and transfer_candidates:
+    if offered and transfer_candidates:
         transfer_started = time.monotonic()
-        transfer_tasks([tasks[i] for i in missing], db, target,
+        transfer_tasks([tasks[i] for i in offered], db, target,
                        lambda schedules, tgt: measure_schedules(schedules, tgt, preset, device()),
                        candidates=transfer_candidates, check=not preset.is_gpu)  # fmt: skip
         transfer_seconds = time.monotonic() - transfer_started

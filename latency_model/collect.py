@@ -124,7 +124,8 @@ def tune_layers(configs: Sequence[LayerConfig], device: Device, preset: Any, dat
     on each config's kernels (by config key).
 
     Anchors (`anchor_kernels`) are the largest and the smallest kernel of each structure: they
-    get `trials_per_layer` trials each; every other width of that structure takes a schedule
+    get `trials_per_layer` trials each (the first round half of them, the rest by latency share),
+    then each tries the other anchor's schedule; every other width of that structure takes a schedule
     transferred from its nearest anchor, as `python -m compile` will give a pruned network's
     kernels, so what is measured is what a compile builds, and a collection spends its trials on
     a few kernels instead of a random schedule for each. A tuning run has a fixed cost (task
@@ -160,6 +161,10 @@ def tune_layers(configs: Sequence[LayerConfig], device: Device, preset: Any, dat
     anchors = anchor_kernels(tasks)
     report = tune_extracted([tasks[k] for k in anchors], preset, lambda: device, database_dir,
                             trials=0, trials_per_task=trials_per_layer)
+    # Each anchor also tries its structure's other anchors' schedules: with a few trials a
+    # kernel's own search can land far below its neighbour's.
+    tune_extracted([tasks[k] for k in anchors], preset, lambda: device, database_dir, trials=0,
+                   transfer_tuned=True)
     rest = [k for k in tasks if k not in set(anchors)]
     transfer = tune_extracted([tasks[k] for k in rest], preset, lambda: device, database_dir, trials=0)
     log.info("%d kernels: %d anchors tuned (%d trials), %d of the other %d transferred from them",

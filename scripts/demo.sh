@@ -17,12 +17,12 @@
 # A rerun resumes: measured layers, finished training runs and tuned kernels are kept.
 # Knobs (environment): EDGESEG_DEMO_SIZE (input px, default 128), EDGESEG_DEMO_SAMPLES (random
 # pruned variants whose layers are measured besides the unpruned ones, default 2),
-# EDGESEG_DEMO_TRIALS (MetaSchedule trials per anchor kernel of the collection, default 1), EDGESEG_DEMO_STEPS
+# EDGESEG_DEMO_TRIALS (MetaSchedule trials per anchor kernel of the collection, default 2: the first round takes one each, the second goes by latency share), EDGESEG_DEMO_STEPS
 # (search and fine-tuning steps per epoch, default 40), EDGESEG_DEMO_OUT (default out/pipeline).
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 SIZE="${EDGESEG_DEMO_SIZE:-128}"
 SAMPLES="${EDGESEG_DEMO_SAMPLES:-2}"
-TRIALS="${EDGESEG_DEMO_TRIALS:-1}"
+TRIALS="${EDGESEG_DEMO_TRIALS:-2}"
 STEPS="${EDGESEG_DEMO_STEPS:-40}"
 OUT="${EDGESEG_DEMO_OUT:-out/pipeline}"
 PREDICTOR="$OUT/latency/predictor"

@@ -147,7 +147,26 @@ def _smooth_noise(rng: np.random.Generator, size: int, cells: int, channels: int
     return fine[0].permute(1, 2, 0).numpy()
 
 
-class SyntheticScenes(Dataset):
+class RenderedScenes(Dataset):
+    """A data set of `length` scenes, each rendered from (seed, split, index) by `render`: an RGB
+    float32 HWC array in [0, 1] and an int64 HW label array."""
+
+    length: int
+
+    def render(self, index: int) -> tuple[Array, Array]:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not 0 <= index < self.length:
+            raise IndexError(index)
+        image, label = self.render(index)
+        return normalize(torch.from_numpy(image).permute(2, 0, 1).contiguous() * 255.0), torch.from_numpy(label)
+
+
+class SyntheticScenes(RenderedScenes):
     """`length` scenes of `input_size` x `input_size`; item i is the same for the same seed and split."""
 
     def __init__(self, length: int, input_size: int, num_classes: int = 8, seed: int = 0, split: str = "train") -> None:
@@ -161,15 +180,6 @@ class SyntheticScenes(Dataset):
         self.looks = class_looks(num_classes)
         # texture period: 1/10 of the side, but never finer than 3 pixels (aliasing at tiny sizes)
         self.period = max(3.0, input_size / 10.0)
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if not 0 <= index < self.length:
-            raise IndexError(index)
-        image, label = self.render(index)
-        return normalize(torch.from_numpy(image).permute(2, 0, 1).contiguous() * 255.0), torch.from_numpy(label)
 
     def render(self, index: int) -> tuple[Array, Array]:
         """Scene `index` as an RGB float32 HWC array in [0, 1] and an int64 HW label array."""

@@ -33,13 +33,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
-from prune.data.synthetic import (SPLIT_IDS, Array, _checker, _cross, _diamond, _disc, _dots, _ellipse, _grid,
+from prune.data.synthetic import (SPLIT_IDS, Array, RenderedScenes, _checker, _cross, _diamond, _disc, _dots, _ellipse, _grid,
                                   _hsv_to_rgb, _rectangle, _ring, _rings, _smooth_noise, _solid, _stripes,
                                   _triangle, _zigzag, _blotches, _band)
-from prune.data.transforms import normalize
 
 NUM_CLASSES = 40
 REGIONS = 8  # classes 0..7
@@ -98,7 +95,7 @@ def look_weights(count: int) -> Array:
 REGION_TEXTURES: tuple[Texture, ...] = (_solid, _blotches, _grid, _rings, _stripes, _zigzag, _dots, _checker)
 
 
-class HardSyntheticScenes(Dataset):
+class HardSyntheticScenes(RenderedScenes):
     """`length` scenes of `input_size` x `input_size`, 40 classes; item i is the same for the same
     seed and split (see the module docstring for what they hold)."""
 
@@ -112,15 +109,6 @@ class HardSyntheticScenes(Dataset):
         self.weights = look_weights(len(self.looks))
         self.fine_period = max(3.0, input_size / 24.0)  # texture pairs: fine, never under 3 px
         self.coarse_period = max(6.0, input_size / 8.0)  # regions
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if not 0 <= index < self.length:
-            raise IndexError(index)
-        image, label = self.render(index)
-        return normalize(torch.from_numpy(image).permute(2, 0, 1).contiguous() * 255.0), torch.from_numpy(label)
 
     def _rng(self, index: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, SPLIT_IDS[self.split], index, 1])  # 1: not synthetic's streams

@@ -94,8 +94,15 @@ def test_widths_between_the_anchors_get_transferred_schedules(host_farm, tmp_pat
                      trials_per_layer=1, protocol=FAST, progress=False)
     trials = {r.config.cout: r.tuning_trials for r in report.measured}
     assert trials[4] >= 1 and trials[24] >= 1 and trials[12] == 0
+    from compile.workload_structure import extents, structure_key
+
     db = open_database(tmp_path / "db", preset.target())
-    kinds = [(db.provenance(w.mod, preset.target()) or {}).get("kind", "tuned")
-             for w in {str(r.workload.mod): r.workload for r in db.get_all_tuning_records()}.values()]
-    assert kinds.count("transferred") == 1 and kinds.count("tuned") == 2
+    workloads = {str(r.workload.mod): r.workload for r in db.get_all_tuning_records()}.values()
+    # The conv kernels: input 1x8x8x8, then the weight, whose first extent is the width.
+    convs = [w for w in workloads if extents(w.mod)[:4] == (1, 8, 8, 8)]
+    (key,) = {structure_key(w.mod) for w in convs}
+    searched = db.records_of_structure(key, preset.target(), tuned_only=True)
+    assert sorted(ext[4] for _, _, ext in searched) == [4, 24]  # only the anchors were searched
+    middle = [w for w in workloads if structure_key(w.mod) == key and extents(w.mod)[4] == 12]
+    assert db.provenance(middle[0].mod, preset.target())["kind"] == "transferred"
     assert all(0 < r.median_ms < 100 for r in report.measured)
