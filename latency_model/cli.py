@@ -22,7 +22,11 @@ log = logging.getLogger(__name__)
 HELP = {
     "model": "model name whose prunable layers are sampled (e.g. segformer-b0)",
     "input_size": "square input size in pixels the model runs at",
-    "target": "target preset (see `python -m compile --target help`)",
+    "target": "target preset (see `python -m compile --target help`; default: host, or the --device's CPU)",
+    "device": "phone preset (python -m compile --device help): its target, CPU model and big-core threads, "
+              "as `python -m compile --device` compiles for it",
+    "classes": "class count of the network to be pruned: it sizes the classifier layer measured (150: "
+               "ADE20K, 19: Cityscapes, 40: synthetic-hard; `python -m prune --data synthetic` defaults to 8)",
     "tracker": "RPC tracker HOST:PORT of the device (default: the embedded loopback farm)",
     "key": f"device key at the tracker (default: {HOST_KEY} for the embedded farm)",
     "samples": "random pruned variants whose layers are measured (plus the unpruned model)",
@@ -43,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "of a model on a device (resumable)")
     c.add_argument("--model", required=True, help=HELP["model"])
     c.add_argument("--input-size", type=_count(1), default=512, help=HELP["input_size"])
-    c.add_argument("--target", default="host", help=HELP["target"])
+    c.add_argument("--classes", type=_count(2), default=150, help=HELP["classes"] + " (default 150)")
+    c.add_argument("--target", default=None, help=HELP["target"])
+    c.add_argument("--device", default=None, help=HELP["device"])
     c.add_argument("--tracker", type=Tracker.parse, default=None, help=HELP["tracker"])
     c.add_argument("--key", default=None, help=HELP["key"])
     c.add_argument("--samples", type=_count(0), default=50, help=HELP["samples"])
@@ -83,8 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("predictor", type=Path, help="predictor folder from `train`")
     v.add_argument("--model", required=True, help=HELP["model"])
     v.add_argument("--input-size", type=_count(1), default=512, help=HELP["input_size"])
+    v.add_argument("--classes", type=_count(2), default=150, help=HELP["classes"] + " (default 150)")
     v.add_argument("--variants", type=_count(1), default=20, help="random pruned variants")
-    v.add_argument("--target", default="host", help=HELP["target"])
+    v.add_argument("--target", default=None, help=HELP["target"])
+    v.add_argument("--device", default=None, help=HELP["device"])
     v.add_argument("--tracker", type=Tracker.parse, default=None, help=HELP["tracker"])
     v.add_argument("--key", default=None, help=HELP["key"])
     v.add_argument("--trials-per-task", type=_count(0), default=0,
@@ -144,8 +152,20 @@ def _device_key(args: argparse.Namespace) -> str:
     return args.key or HOST_KEY
 
 
-def _collect(args: argparse.Namespace) -> int:
+def _preset(args: argparse.Namespace) -> tuple[Any, int | None]:
+    """The target preset measured and the threads to time with: a phone preset's (as `python -m
+    compile --device` builds for it and `runner bench` runs it, so layers and networks share one
+    tuning database and one thread pool), or `--target`'s with the device's default threads."""
+    from compile.devices import resolve_phone
     from compile.targets import resolve_target
+
+    if args.device:
+        preset, runtime = resolve_phone(args.device).resolve(args.target)
+        return preset, runtime["threads"]
+    return resolve_target(args.target or "host"), None
+
+
+def _collect(args: argparse.Namespace) -> int:
     from latency_model.collect import Source, collect, collect_adaptive
     from latency_model.sampling import layer_configs, sample_kept
     from prune.describe import describe_model  # the command line composes the two packages
@@ -155,18 +175,20 @@ def _collect(args: argparse.Namespace) -> int:
     from runner.workspace import device_dir, tuning_database_dir
 
     key = _device_key(args)
-    preset = resolve_target(args.target)
-    description = describe_model(args.model, args.input_size, unit=args.unit)
+    preset, threads = _preset(args)
+    description = describe_model(args.model, args.input_size, unit=args.unit, num_classes=args.classes)
     out = args.out or device_dir(key, preset.name) / "dataset.jsonl"
     common: dict[str, Any] = dict(preset=preset, out=out, protocol=_protocol(args),
                                   database_dir=tuning_database_dir(key, preset.name),
                                   trials_per_layer=args.trials_per_layer,
-                                  source=Source(args.model, args.input_size))
+                                  source=Source(args.model, args.input_size, args.classes),
+                                  threads=threads)
     # The unpruned network's own kernels join the tuning: a few fuse across layers (the
     # decoder's resizes with their concat), and a pruned network's compile needs their donors.
     with tempfile.TemporaryDirectory(prefix="edgeseg-collect-") as scratch, \
             use_device(args.tracker, key) as device:
-        network = export_onnx(create_model(args.model), args.input_size, Path(scratch) / "unpruned.onnx")
+        network = export_onnx(create_model(args.model, num_classes=args.classes), args.input_size,
+                              Path(scratch) / "unpruned.onnx")
         common["networks"] = [network]
         if args.rounds:
             first, rounds = collect_adaptive(
@@ -232,7 +254,6 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from compile.targets import resolve_target
     from prune.variants import build_variants
     from latency_model.predictor import Predictor
     from latency_model.validate import validate_variants
@@ -241,15 +262,16 @@ def _validate(args: argparse.Namespace) -> int:
 
     predictor = Predictor.load(args.predictor)
     key = _device_key(args)
-    preset = resolve_target(args.target)
+    preset, threads = _preset(args)
     predictor.check_compatible(key, preset.name)  # before any model is built or device asked
     protocol = _protocol(args)
-    _warn_if_made_otherwise(predictor.manifest, args.model, args.input_size, protocol)
-    variants = build_variants(args.model, args.input_size, args.variants, args.seed, args.out)
+    _warn_if_made_otherwise(predictor.manifest, args.model, args.input_size, protocol, args.classes)
+    variants = build_variants(args.model, args.input_size, args.variants, args.seed, args.out,
+                              num_classes=args.classes)
     with use_device(args.tracker, key) as device:
         report = validate_variants(predictor, variants, device, preset,
                                    tuning_database_dir(key, preset.name),
-                                   args.trials_per_task, protocol, out_dir=args.out)
+                                   args.trials_per_task, protocol, out_dir=args.out, threads=threads)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
@@ -277,10 +299,11 @@ def _alignment(args: argparse.Namespace) -> int:
 
 
 def _warn_if_made_otherwise(manifest: dict[str, Any], model: str, input_size: int,
-                            protocol: Any = None) -> None:
+                            protocol: Any = None, num_classes: int | None = None) -> None:
     """A predictor of another model, size or protocol can be asked (that is a question worth
     asking), but the answer is about that mismatch too: say so. No protocol: not compared."""
-    ours = {"model": model, "input_size": input_size, "protocol": protocol.to_dict() if protocol else None}
+    ours = {"model": model, "input_size": input_size, "num_classes": num_classes,
+            "protocol": protocol.to_dict() if protocol else None}
     for name, value in ours.items():
         theirs = manifest.get(name)
         if value is not None and theirs is not None and theirs != value:

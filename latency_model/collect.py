@@ -86,33 +86,37 @@ def target_dict(preset: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Source:
-    """The model and input size the configs were sampled from, stored in every record (None:
-    configs that come from no model)."""
+    """The model, input size and class count the configs were sampled from, stored in every
+    record (None: configs that come from no model)."""
 
     model: str | None = None
     input_size: int | None = None
+    num_classes: int | None = None
 
 
 def measure_layer(config: LayerConfig, device: Device, preset: Any, database_dir: Path,
                   trials_per_layer: int, protocol: TimingProtocol, scratch: Path,
-                  source: Source = Source()) -> tuple[MeasurementRecord, float]:
+                  source: Source = Source(), threads: int | None = None) -> tuple[MeasurementRecord, float]:
     """Export, compile (from the database: `tune_layers` ran first; a kernel it did not cover
     gets a transferred schedule, never a search) and bench one config; its record and the
-    seconds spent tuning."""
+    seconds spent tuning. `threads`: the device's thread pool while timing, as the whole
+    network will run (a phone preset's big cores; None: the device's default, as `runner
+    bench` leaves it for a network without a preset)."""
     from compile.api import compile_model
     from runner.bench import bench_artifact
 
     model, _ = export_layer(config, scratch / "layer.onnx")
     result = compile_model(model, scratch / "artifact", preset, database_dir=database_dir,
                            trials=0, device=device, kernel_library=False)
-    bench = bench_artifact(result.artifact, device, protocol)
+    bench = bench_artifact(result.artifact, device, protocol, threads=threads)
     tvm_version, edgeseg_version = installed_versions()
     record = MeasurementRecord(
         config=config, target_preset=preset.name, target=target_dict(preset),
         device_key=device.key, median_ms=bench.timing.median_ms, std_ms=bench.timing.std_ms,
         run_ms=tuple(bench.timing.samples_ms), tvm_version=tvm_version,
         edgeseg_version=edgeseg_version, tuning_trials=result.tuning.trials, protocol=protocol,
-        trials_per_layer=trials_per_layer, model=source.model, input_size=source.input_size)
+        trials_per_layer=trials_per_layer, model=source.model, input_size=source.input_size,
+        num_classes=source.num_classes, threads=bench.threads)
     return record, result.tuning.seconds
 
 
@@ -212,9 +216,10 @@ def _check_settings(trials_per_layer: int, protocol: TimingProtocol, out: Path,
 def collect(configs: Sequence[LayerConfig], device: Device, preset: Any, out: Path,
             database_dir: Path, trials_per_layer: int, protocol: TimingProtocol,
             progress: bool = True, source: Source = Source(),
-            networks: Sequence[Path] = ()) -> CollectReport:
+            networks: Sequence[Path] = (), threads: int | None = None) -> CollectReport:
     """Measure every config not yet in `out` for this device key and preset, in order;
-    `networks`: whole models whose kernels join the tuning (`tune_layers`)."""
+    `networks`: whole models whose kernels join the tuning (`tune_layers`); `threads`: as
+    `measure_layer`."""
     started = time.monotonic()
     measurements = MeasurementLog(out)
     earlier = [r for r in measurements.read()
@@ -233,7 +238,8 @@ def collect(configs: Sequence[LayerConfig], device: Device, preset: Any, out: Pa
             bar.set_postfix_str(config.kind)
             with tempfile.TemporaryDirectory(prefix="edgeseg-collect-") as scratch:
                 record, tuned_s = measure_layer(config, device, preset, database_dir,
-                                                trials_per_layer, protocol, Path(scratch), source)
+                                                trials_per_layer, protocol, Path(scratch), source,
+                                                threads)
             record = replace(
                 record, tuning_trials=(record.tuning_trials or 0) + pretuned.get(config.key, 0))
             measurements.append(record)
@@ -263,8 +269,8 @@ def collect_adaptive(description: ModelDescription, device: Device, preset: Any,
                      database_dir: Path, trials_per_layer: int, protocol: TimingProtocol,
                      samples: int, rounds: int, predictor_dir: Path, seed: int = 0,
                      neighbours_per_config: int = 2, progress: bool = True,
-                     source: Source = Source(),
-                     networks: Sequence[Path] = ()) -> tuple[CollectReport, list[AdaptiveRound]]:
+                     source: Source = Source(), networks: Sequence[Path] = (),
+                     threads: int | None = None) -> tuple[CollectReport, list[AdaptiveRound]]:
     """The initial sample of `samples` pruned variants (plus the unpruned model), then up to
     `rounds` nn-Meter rounds; each round's predictor is written under `predictor_dir/round-N`.
     Stops early when no held-out config is predicted off by more than 10%."""
@@ -272,7 +278,7 @@ def collect_adaptive(description: ModelDescription, device: Device, preset: Any,
 
     configs = layer_configs(description, sample_kept(description, samples, seed))
     first = collect(configs, device, preset, out, database_dir, trials_per_layer, protocol,
-                    progress, source, networks)
+                    progress, source, networks, threads)
     done: list[AdaptiveRound] = []
     for r in range(1, rounds + 1):
         records = [rec for rec in MeasurementLog(out).read()
@@ -293,7 +299,7 @@ def collect_adaptive(description: ModelDescription, device: Device, preset: Any,
             break
         around = neighbour_configs(description, poor, neighbours_per_config, seed=seed + r)
         report = collect(around, device, preset, out, database_dir, trials_per_layer, protocol,
-                         progress, source)
+                         progress, source, threads=threads)
         done.append(AdaptiveRound(r, len(held_configs), len(poor), report,
                                   tuple(c.key for c in poor)))
         if not report.measured:

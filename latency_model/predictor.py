@@ -280,12 +280,14 @@ def train_predictor(records: Sequence[MeasurementRecord], out_dir: str | os.Path
 
 def _shared_origin(records: Sequence[MeasurementRecord]) -> dict[str, Any]:
     """Manifest entries every record agrees on: the timing protocol and trials per layer (one
-    setting, `check_one_setting`), and the model and input size the layers were sampled from
-    (`prune` refuses a predictor made for another). Unknown or mixed values are left out."""
+    setting, `check_one_setting`), and the model, input size and class count the layers were
+    sampled from (`prune` refuses a predictor made for another). Unknown or mixed values are
+    left out."""
     out: dict[str, Any] = {}
     for key, value in (("protocol", lambda r: r.protocol.to_dict() if r.protocol else None),
                        ("trials_per_layer", lambda r: r.trials_per_layer),
-                       ("model", lambda r: r.model), ("input_size", lambda r: r.input_size)):
+                       ("model", lambda r: r.model), ("input_size", lambda r: r.input_size),
+                       ("num_classes", lambda r: r.num_classes), ("threads", lambda r: r.threads)):
         values = {json.dumps(value(r), sort_keys=True) for r in records}
         if len(values) == 1 and (found := json.loads(values.pop())) is not None:
             out[key] = found

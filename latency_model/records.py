@@ -30,7 +30,7 @@ from runner.timing import TimingProtocol
 
 log = logging.getLogger(__name__)
 
-OPTIONAL = ("utc_time", "tuning_trials", "protocol", "trials_per_layer", "model", "input_size")
+OPTIONAL = ("utc_time", "tuning_trials", "protocol", "trials_per_layer", "model", "input_size", "num_classes", "threads")
 
 
 def utc_now() -> str:
@@ -42,8 +42,10 @@ class MeasurementRecord:
     """One layer measured on one device; `runs` is the number of timed repeats in `run_ms`.
 
     `tuning_trials` is what tuning spent on the layer; `trials_per_layer` the budget per tuning
-    task it was collected with. `protocol`, `trials_per_layer`, `model` and `input_size` are
-    None in records written before they were stored."""
+    task it was collected with. `model`, `input_size` and `num_classes` name the network the
+    layers were sampled from (the class count sizes its classifier). `protocol`,
+    `trials_per_layer`, `model`, `input_size` and `num_classes` are None in records written
+    before they were stored, and so is `threads`, the device's thread pool while timing."""
 
     config: LayerConfig
     target_preset: str
@@ -60,6 +62,8 @@ class MeasurementRecord:
     trials_per_layer: int | None = None
     model: str | None = None
     input_size: int | None = None
+    num_classes: int | None = None
+    threads: int | None = None
 
     @property
     def key(self) -> str:
@@ -85,6 +89,8 @@ class MeasurementRecord:
             "trials_per_layer": self.trials_per_layer,
             "model": self.model,
             "input_size": self.input_size,
+            "num_classes": self.num_classes,
+            "threads": self.threads,
             "tvm_version": self.tvm_version,
             "edgeseg_version": self.edgeseg_version,
             "utc_time": self.utc_time,

@@ -155,8 +155,9 @@ def leave_one_out_overhead(measured: np.ndarray, layer_sum: np.ndarray) -> np.nd
 
 
 def measure_variant(variant: Variant, device: Device, preset: Any, database_dir: Path,
-                    trials: int, protocol: TimingProtocol) -> VariantMeasurement:
-    """Compile (tuning `trials` trials per kernel the database lacks) and bench one variant."""
+                    trials: int, protocol: TimingProtocol, threads: int | None = None) -> VariantMeasurement:
+    """Compile (tuning `trials` trials per kernel the database lacks) and bench one variant
+    (`threads`: as `collect.measure_layer`)."""
     from compile.api import compile_model
     from runner.bench import bench_artifact
 
@@ -164,7 +165,7 @@ def measure_variant(variant: Variant, device: Device, preset: Any, database_dir:
         result = compile_model(Path(variant.model_path), Path(scratch) / "artifact", preset,
                                database_dir=database_dir, trials=0, trials_per_task=trials,
                                device=device, kernel_library=False)
-        bench = bench_artifact(result.artifact, device, protocol)
+        bench = bench_artifact(result.artifact, device, protocol, threads=threads)
     tasks = result.tuning.tasks
     return VariantMeasurement(
         name=variant.name, layers=tuple(c.key for c in variant.configs), kept=dict(variant.kept),
@@ -197,9 +198,11 @@ def _earlier(variants: Sequence[Variant], measurements: JsonLinesLog, device: De
 
 def validate_variants(predictor: Predictor, variants: Sequence[Variant], device: Device,
                       preset: Any, database_dir: Path, trials: int, protocol: TimingProtocol,
-                      out_dir: Path | None = None, progress: bool = True) -> ValidationReport:
+                      out_dir: Path | None = None, progress: bool = True,
+                      threads: int | None = None) -> ValidationReport:
     """Compile and bench every variant; compare with the predicted sum of its layers. With
-    `out_dir`: resumable (see the module doc), and the report and plot are written there."""
+    `out_dir`: resumable (see the module doc), and the report and plot are written there.
+    `threads`: as `collect.measure_layer`."""
     if not variants:
         raise EdgesegError("No variants to validate.", "Pass at least one pruned variant.")
     if len({v.name for v in variants}) != len(variants):
@@ -217,7 +220,7 @@ def validate_variants(predictor: Predictor, variants: Sequence[Variant], device:
             measured = done.get(variant.name)
             if measured is None:
                 measured = measure_variant(variant, device, preset, database_dir, trials,
-                                           protocol)
+                                           protocol, threads)
                 if measurements:
                     measurements.append_dict(measured.to_dict())
             taken.append(measured)

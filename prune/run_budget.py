@@ -1,5 +1,5 @@
 """The latency budget of a run: the cost table (a device predictor, checked against the run's
-model, size, device and target, or the FLOPs table), the model's priced groups, and whether the
+model, size, class count, device and target, or the FLOPs table), the model's priced groups, and whether the
 budget can be met at all."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from typing import Any, Mapping
 from torch import nn
 
 from latency_model.budget import LatencyBudget, LatencyTableSource
+from prune.data import data_classes
 from prune.describe import build_priced_groups, check_describable, describe_network
 from prune.flops_cost import FlopsCost
 from prune.groups import GroupSet
@@ -46,14 +47,19 @@ def deployment(settings: PruneSettings, cost: LatencyTableSource) -> dict[str, s
 
 
 def check_predictor_fits(manifest: Mapping[str, Any], settings: PruneSettings) -> None:
-    """Refuse a predictor whose manifest names another model or input size (manifests that name
-    neither are accepted: the predictor knows layers, and the budget asks it only about layers)."""
-    for key, ours in (("model", settings.model), ("input_size", settings.input_size)):
+    """Refuse a predictor whose manifest names another model, input size or class count (the
+    classifier the budget prices); manifests that name none are accepted: the predictor knows
+    layers, and the budget asks it only about layers."""
+    ours = {"model": settings.model, "input_size": settings.input_size,
+            "num_classes": data_classes(settings.data, settings.num_classes)}
+    for key, value in ours.items():
         theirs = manifest.get(key)
-        if theirs is not None and theirs != ours:
-            raise EdgesegError(f"The predictor in {settings.predictor} was made for {key} {theirs!r}, not {ours!r}.",
-                               f"Use a predictor collected for {settings.model} at {settings.input_size} px, "
-                               "or collect and train one for it.")
+        if theirs is not None and theirs != value:
+            raise EdgesegError(f"The predictor in {settings.predictor} was made for {key} {theirs!r}, not {value!r}.",
+                               f"Use a predictor collected for {settings.model} at {settings.input_size} px with "
+                               f"{ours['num_classes']} classes, or collect one: python -m latency_model collect "
+                               f"--model {settings.model} --input-size {settings.input_size} "
+                               f"--classes {ours['num_classes']}, then train.")
 
 
 def check_feasible(budget: LatencyBudget, budget_ms: float) -> None:

@@ -198,14 +198,20 @@ def test_outer_batch_size_and_period_are_honoured_saved_and_fixed_on_resume(tmp_
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
-def test_a_predictor_for_another_model_or_input_size_is_refused():
+def test_a_predictor_for_another_model_input_size_or_class_count_is_refused():
     settings = dataclasses.replace(TINY, predictor="some/folder")
-    check_predictor_fits({"device_key": "s21-cpu"}, settings)  # names neither: accepted
-    check_predictor_fits({"model": "segformer-b0", "input_size": 32}, settings)
+    check_predictor_fits({"device_key": "s21-cpu"}, settings)  # names none: accepted
+    check_predictor_fits({"model": "segformer-b0", "input_size": 32, "num_classes": TINY.num_classes}, settings)
     with pytest.raises(EdgesegError, match="made for model 'segformer-b1'"):
         check_predictor_fits({"model": "segformer-b1", "input_size": 32}, settings)
     with pytest.raises(EdgesegError, match="made for input_size 512, not 32"):
         check_predictor_fits({"model": "segformer-b0", "input_size": 512}, settings)
+    with pytest.raises(EdgesegError, match=f"made for num_classes 150, not {TINY.num_classes}.*--classes"):
+        check_predictor_fits({"model": "segformer-b0", "num_classes": 150}, settings)
+    hard = dataclasses.replace(settings, data="synthetic-hard")  # its own 40 classes, whatever --classes says
+    check_predictor_fits({"num_classes": 40}, hard)
+    with pytest.raises(EdgesegError, match="num_classes 8, not 40"):
+        check_predictor_fits({"num_classes": 8}, hard)
 
 
 def test_prune_refuses_a_predictor_collected_at_another_input_size(segformer_b0_predictor, tmp_path,

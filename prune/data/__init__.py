@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 
 from runner.errors import EdgesegError
 
+from prune.data import ade20k, cityscapes, synthetic_hard
 from prune.data.ade20k import ade20k_dataset
 from prune.data.cityscapes import cityscapes_dataset
 from prune.data.splits import inner_outer_split
@@ -51,6 +52,15 @@ class DataSpec:
         raise EdgesegError(f"unknown data spec {spec!r}.", f"Use one of: {known}.")
 
 
+def data_classes(spec: str | DataSpec, num_classes: int = 8) -> int:
+    """The class count a network trained on `spec` has (`num_classes` counts for `synthetic`
+    alone): it sizes the classifier, so the layers a latency predictor is collected on need it."""
+    spec = spec if isinstance(spec, DataSpec) else DataSpec.parse(spec)
+    fixed = {SYNTHETIC_HARD: synthetic_hard.NUM_CLASSES, "ade20k": ade20k.NUM_CLASSES,
+             "cityscapes": cityscapes.NUM_CLASSES}
+    return fixed.get(spec.kind, num_classes)
+
+
 def build_dataset(
     spec: str | DataSpec,
     split: str,
@@ -83,4 +93,5 @@ def build_dataset(
     return FOLDER_DATA_SETS[spec.kind](spec.root, split, transform)
 
 
-__all__ = ["DataSpec", "HardSyntheticScenes", "SegTransform", "SyntheticScenes", "build_dataset", "inner_outer_split"]
+__all__ = ["DataSpec", "HardSyntheticScenes", "SegTransform", "SyntheticScenes", "build_dataset", "data_classes",
+           "inner_outer_split"]

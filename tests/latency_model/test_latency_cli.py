@@ -86,3 +86,11 @@ def test_collect_looks_the_model_description_up_by_name(tmp_path, capsys):
 def test_key_without_tracker_is_refused(tmp_path, capsys):
     assert main(["collect", "--model", "segformer-b0", "--key", "s21"]) != 0
     assert "--tracker" in capsys.readouterr().err
+
+
+def test_collect_for_a_phone_preset_measures_its_target_and_names_unknown_presets(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("TVM_NDK_CC", raising=False)
+    assert main(["collect", "--model", "segformer-b0", "--device", "pixel-99", "-o", str(tmp_path / "d.jsonl")]) != 0
+    assert "Unknown device preset 'pixel-99'" in capsys.readouterr().err
+    described = describe_model("segformer-b0", 64, num_classes=4)  # --classes sizes the classifier measured
+    assert described.slots != describe_model("segformer-b0", 64).slots
