@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-from runner.cli_support import run_main, setup_logging
+from runner.cli_support import run_main, setup_logging, whole_number
 from runner.device import HOST_KEY, Tracker
 
 log = logging.getLogger(__name__)
@@ -46,17 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
     c = commands.add_parser("collect", parents=[common], help="measure sampled layer configs "
                             "of a model on a device (resumable)")
     c.add_argument("--model", required=True, help=HELP["model"])
-    c.add_argument("--input-size", type=_count(1), default=512, help=HELP["input_size"])
-    c.add_argument("--classes", type=_count(2), default=150, help=HELP["classes"] + " (default 150)")
+    c.add_argument("--input-size", type=whole_number(1), default=512, help=HELP["input_size"])
+    c.add_argument("--classes", type=whole_number(2), default=150, help=HELP["classes"] + " (default 150)")
     c.add_argument("--target", default=None, help=HELP["target"])
     c.add_argument("--device", default=None, help=HELP["device"])
     c.add_argument("--tracker", type=Tracker.parse, default=None, help=HELP["tracker"])
     c.add_argument("--key", default=None, help=HELP["key"])
-    c.add_argument("--samples", type=_count(0), default=50, help=HELP["samples"])
-    c.add_argument("--trials-per-layer", type=_count(0), default=8, help=HELP["trials"])
-    c.add_argument("--rounds", type=_count(0), default=0, help=HELP["rounds"])
+    c.add_argument("--samples", type=whole_number(0), default=50, help=HELP["samples"])
+    c.add_argument("--trials-per-layer", type=whole_number(0), default=8, help=HELP["trials"])
+    c.add_argument("--rounds", type=whole_number(0), default=0, help=HELP["rounds"])
     c.add_argument("--seed", type=int, default=0, help="sampling seed")
-    c.add_argument("--unit", type=_count(1), default=8,
+    c.add_argument("--unit", type=whole_number(1), default=8,
                    help="channel step of the sampled widths (default 8; 1 samples every width, which is what "
                    "`alignment` needs to tell which step pays off)")
     _add_timing(c)
@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "predictor's device, for a model's channel groups (prune --unit auto)")
     a.add_argument("predictor", type=Path, help="predictor folder from `train`")
     a.add_argument("--model", required=True, help=HELP["model"])
-    a.add_argument("--input-size", type=_count(1), default=512, help=HELP["input_size"])
+    a.add_argument("--input-size", type=whole_number(1), default=512, help=HELP["input_size"])
     a.add_argument("--json", action="store_true", help="print the choice as JSON")
 
     t = commands.add_parser("train", parents=[common], help="train an XGBoost predictor")
@@ -88,14 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
                             "measured end to end against the predicted sum")
     v.add_argument("predictor", type=Path, help="predictor folder from `train`")
     v.add_argument("--model", required=True, help=HELP["model"])
-    v.add_argument("--input-size", type=_count(1), default=512, help=HELP["input_size"])
-    v.add_argument("--classes", type=_count(2), default=150, help=HELP["classes"] + " (default 150)")
-    v.add_argument("--variants", type=_count(1), default=20, help="random pruned variants")
+    v.add_argument("--input-size", type=whole_number(1), default=512, help=HELP["input_size"])
+    v.add_argument("--classes", type=whole_number(2), default=150, help=HELP["classes"] + " (default 150)")
+    v.add_argument("--variants", type=whole_number(1), default=20, help="random pruned variants")
     v.add_argument("--target", default=None, help=HELP["target"])
     v.add_argument("--device", default=None, help=HELP["device"])
     v.add_argument("--tracker", type=Tracker.parse, default=None, help=HELP["tracker"])
     v.add_argument("--key", default=None, help=HELP["key"])
-    v.add_argument("--trials-per-task", type=_count(0), default=0,
+    v.add_argument("--trials-per-task", type=whole_number(0), default=0,
                    help="MetaSchedule trials per kernel of a variant that the tuning database "
                    "lacks; 0 (default): build from the database that collect filled, as it is")
     v.add_argument("--seed", type=int, default=0, help="variant sampling seed")
@@ -109,9 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_timing(parser: argparse.ArgumentParser) -> None:
     """The runner's timing protocol flags; collect's defaults are validate's."""
-    parser.add_argument("--warmup", type=_count(0), default=3, help="discarded warm-up runs")
-    parser.add_argument("--repeat", type=_count(1), default=20, help="timed samples")
-    parser.add_argument("--min-repeat-ms", type=_count(0), default=10,
+    parser.add_argument("--warmup", type=whole_number(0), default=3, help="discarded warm-up runs")
+    parser.add_argument("--repeat", type=whole_number(1), default=20, help="timed samples")
+    parser.add_argument("--min-repeat-ms", type=whole_number(0), default=10,
                         help="raise the runs per sample until a sample lasts this long (layers "
                         "of a few microseconds are otherwise timer noise)")
 
@@ -122,14 +122,6 @@ def _protocol(args: argparse.Namespace):
     return TimingProtocol(warmup=args.warmup, repeat=args.repeat, min_repeat_ms=args.min_repeat_ms)
 
 
-def _count(minimum: int):
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{text} is below {minimum}")
-        return value
-
-    return parse
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -302,8 +294,12 @@ def _warn_if_made_otherwise(manifest: dict[str, Any], model: str, input_size: in
                             protocol: Any = None, num_classes: int | None = None) -> None:
     """A predictor of another model, size or protocol can be asked (that is a question worth
     asking), but the answer is about that mismatch too: say so. No protocol: not compared."""
+    from runner.timing import TimingProtocol
+
     ours = {"model": model, "input_size": input_size, "num_classes": num_classes,
             "protocol": protocol.to_dict() if protocol else None}
+    if isinstance(manifest.get("protocol"), dict):  # settings added since it was made take their defaults
+        manifest = {**manifest, "protocol": TimingProtocol(**manifest["protocol"]).to_dict()}
     for name, value in ours.items():
         theirs = manifest.get(name)
         if value is not None and theirs is not None and theirs != value:

@@ -94,6 +94,15 @@ def dataset_from_records(records: Sequence[MeasurementRecord]) -> Dataset:
                    target=dict(first.target))
 
 
+def _without_noisy(records: Sequence[MeasurementRecord]) -> list[MeasurementRecord]:
+    """The records to learn from: those `collect` flagged noisy are left out, by name."""
+    noisy = sorted({r.key for r in records if r.noisy})
+    if noisy:
+        log.warning("leaving %d noisy measurement(s) out of training (their samples spread beyond the "
+                    "protocol's limit twice): %s", len(noisy), ", ".join(noisy))
+    return [r for r in records if not r.noisy]
+
+
 def _canonical(target: Mapping[str, Any]) -> str:
     return json.dumps(target, sort_keys=True, separators=(",", ":"))
 
@@ -246,6 +255,7 @@ def train_predictor(records: Sequence[MeasurementRecord], out_dir: str | os.Path
     if not 0.0 < holdout < 1.0:
         raise EdgesegError(f"holdout must be a fraction in (0, 1), got {holdout}.",
                            "Pass e.g. holdout=0.2.")
+    records = _without_noisy(records)
     data = dataset_from_records(records)
     check_one_setting(records, "the training data")
     if len(data.configs) < MIN_CONFIGS:

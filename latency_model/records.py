@@ -30,7 +30,7 @@ from runner.timing import TimingProtocol
 
 log = logging.getLogger(__name__)
 
-OPTIONAL = ("utc_time", "tuning_trials", "protocol", "trials_per_layer", "model", "input_size", "num_classes", "threads")
+OPTIONAL = ("utc_time", "tuning_trials", "protocol", "trials_per_layer", "model", "input_size", "num_classes", "threads", "noisy")
 
 
 def utc_now() -> str:
@@ -45,7 +45,9 @@ class MeasurementRecord:
     task it was collected with. `model`, `input_size` and `num_classes` name the network the
     layers were sampled from (the class count sizes its classifier). `protocol`,
     `trials_per_layer`, `model`, `input_size` and `num_classes` are None in records written
-    before they were stored, and so is `threads`, the device's thread pool while timing."""
+    before they were stored, and so is `threads`, the device's thread pool while timing.
+    `noisy`: the samples spread beyond the protocol's limit twice (`collect` re-measured once);
+    kept for the record, left out of training."""
 
     config: LayerConfig
     target_preset: str
@@ -64,6 +66,7 @@ class MeasurementRecord:
     input_size: int | None = None
     num_classes: int | None = None
     threads: int | None = None
+    noisy: bool = False
 
     @property
     def key(self) -> str:
@@ -91,6 +94,7 @@ class MeasurementRecord:
             "input_size": self.input_size,
             "num_classes": self.num_classes,
             "threads": self.threads,
+            "noisy": self.noisy,
             "tvm_version": self.tvm_version,
             "edgeseg_version": self.edgeseg_version,
             "utc_time": self.utc_time,

@@ -6,6 +6,8 @@ lazy allocation, CPU frequency ramp-up); then `repeat` samples, each the mean of
 (more when a repeat takes less than `min_repeat_ms`), with `cooldown_ms` of rest between
 samples (thermal throttling on phones). `latency_model` times single layers with this too, and
 benchmarks time host-side peers (ONNX Runtime, PyTorch) with `time_callable` by the same rules.
+A timing whose samples spread by more than `max_spread` (interquartile range over the median)
+is not a figure: `latency_model collect` times it again, then records it as noisy.
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ from runner.errors import EdgesegError
 
 @dataclass(frozen=True)
 class TimingProtocol:
-    """How to time: warm-up calls, samples, calls per sample, and rest between samples."""
+    """How to time: warm-up calls, samples, calls per sample, rest between samples, and the
+    spread above which a timing is noisy."""
 
     warmup: int = 3
     repeat: int = 20
     number: int = 1
     min_repeat_ms: int = 0
     cooldown_ms: int = 0
+    max_spread: float = 0.25
 
     def __post_init__(self) -> None:
         if self.warmup < 0 or self.repeat < 1 or self.number < 1:
@@ -39,6 +43,12 @@ class TimingProtocol:
         if self.min_repeat_ms < 0 or self.cooldown_ms < 0:
             raise EdgesegError(f"timing protocol {self} has a negative duration.",
                                "Pass --min-repeat-ms and --cooldown-ms as 0 or more.")  # fmt: skip
+        if not self.max_spread > 0:
+            raise EdgesegError(f"timing protocol {self} has a spread limit of {self.max_spread}.",
+                               "Pass a positive limit, e.g. 0.25 (interquartile range / median).")
+
+    def is_noisy(self, timing: "Timing") -> bool:
+        return timing.spread > self.max_spread
 
     def describe(self) -> str:
         """One line for reports: how the numbers were taken."""
@@ -88,6 +98,12 @@ class Timing:
     @property
     def max_ms(self) -> float:
         return max(self.samples_ms)
+
+    @property
+    def spread(self) -> float:
+        """Interquartile range over the median: how far apart the samples are (0 for one sample)."""
+        q1, q3 = np.percentile(self.samples_ms, [25, 75])
+        return float((q3 - q1) / self.median_ms) if self.median_ms > 0 else 0.0
 
     @property
     def runs(self) -> int:

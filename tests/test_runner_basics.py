@@ -46,9 +46,18 @@ def test_timing_statistics_follow_the_samples():
     assert timing.p90_ms == pytest.approx(np.percentile([4, 1, 3, 2, 10], 90))
     assert timing.to_dict()["fps"] == timing.fps and timing.to_dict()["runs"] == 5
     assert Timing((2.5,)).std_ms == 0.0
+    assert timing.spread == pytest.approx((4.0 - 2.0) / 3.0)  # interquartile range over the median
 
 
-@pytest.mark.parametrize("bad", [{"repeat": 0}, {"warmup": -1}, {"number": 0}, {"cooldown_ms": -5}])
+def test_a_timing_spread_beyond_the_protocols_limit_is_noisy():
+    steady, bursty = Timing((1.0, 1.01, 0.99, 1.0, 1.02)), Timing((1.0, 1.6, 0.9, 2.0, 1.1))
+    protocol = TimingProtocol()
+    assert not protocol.is_noisy(steady) and protocol.is_noisy(bursty)
+    assert not TimingProtocol(max_spread=2.0).is_noisy(bursty)
+
+
+@pytest.mark.parametrize("bad", [{"repeat": 0}, {"warmup": -1}, {"number": 0}, {"cooldown_ms": -5},
+                                 {"max_spread": 0}])
 def test_timing_protocol_refuses_unusable_settings(bad):
     with pytest.raises(EdgesegError):
         TimingProtocol(**bad)

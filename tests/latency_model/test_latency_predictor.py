@@ -115,10 +115,11 @@ def test_records_of_mixed_timing_settings_are_refused_naming_both(tmp_path):
 
 def test_manifest_names_the_setting_model_and_size_all_records_share(tmp_path):
     records = _with([make_record(c) for c in ONE_OF_EACH], protocol=TimingProtocol(repeat=5),
-                    trials_per_layer=2, model="segformer-b0", input_size=64)
+                    trials_per_layer=2, model="segformer-b0", input_size=64, num_classes=8, threads=2)
     train_predictor(records, tmp_path / "one", seed=0, settings=FAST_GLOBAL)
     manifest = json.loads((tmp_path / "one" / MANIFEST).read_text())
     assert manifest["model"] == "segformer-b0" and manifest["input_size"] == 64
+    assert manifest["num_classes"] == 8 and manifest["threads"] == 2
     assert manifest["trials_per_layer"] == 2 and manifest["protocol"]["repeat"] == 5
     records[0] = dataclasses.replace(records[0], input_size=128)
     train_predictor(records, tmp_path / "two", seed=0, settings=FAST_GLOBAL)
@@ -130,3 +131,11 @@ def test_records_of_an_unknown_setting_only_train(trained_predictor):
     """Files written before settings were stored: one (unknown) setting, nothing claimed."""
     assert not {"protocol", "trials_per_layer", "model", "input_size"} & set(
         trained_predictor.manifest)
+
+
+def test_noisy_measurements_are_left_out_of_training_by_name(tmp_path, caplog):
+    records = [make_record(c) for c in ONE_OF_EACH * 2]  # every config twice
+    noisy = dataclasses.replace(records[0], noisy=True, median_ms=records[0].median_ms * 50)
+    predictor = train_predictor([noisy, *records[1:]], tmp_path, seed=0, settings=FAST_GLOBAL)
+    assert predictor.report["n_records"] == len(records) - 1  # the noisy one is not in the data
+    assert f"noisy measurement(s) out of training" in caplog.text and noisy.key in caplog.text

@@ -142,13 +142,14 @@ def test_records_written_before_settings_were_stored_read_as_unknown(tmp_path):
 def test_settings_model_and_size_round_trip(tmp_path):
     record = dataclasses.replace(make_record(ONE_OF_EACH[0]), protocol=TimingProtocol(
         warmup=2, repeat=7, min_repeat_ms=10), trials_per_layer=8, model="segformer-b0",
-        input_size=64)
+        input_size=64, num_classes=8, threads=2, noisy=True)
     log = MeasurementLog(tmp_path / "data.jsonl")
     log.append(record)
     line = json.loads(log.path.read_text())
     assert line["protocol"] == {"warmup": 2, "repeat": 7, "number": 1, "min_repeat_ms": 10,
-                                "cooldown_ms": 0}
+                                "cooldown_ms": 0, "max_spread": 0.25}
     assert line["trials_per_layer"] == 8 and line["model"] == "segformer-b0"
+    assert line["num_classes"] == 8 and line["threads"] == 2 and line["noisy"] is True
     assert read_records(log.path) == [record]
 
 
