@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from runner.cli_support import run_main, setup_logging
+from runner.cli_support import run_main, setup_logging, whole_number
 
 HELP = {
     "model": "an ONNX file, or a torch.export program saved as .pt2",
@@ -47,15 +47,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help=HELP["device"])
     p.add_argument("--input-shape", type=_shapes, default=None, help=HELP["input_shape"])
     budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--trials", type=_non_negative, default=64, help=HELP["trials"])
-    budget.add_argument("--trials-per-task", type=_non_negative, default=None, help=HELP["trials_per_task"])
-    p.add_argument("--transfer-candidates", type=_non_negative, default=DEFAULT_CANDIDATES,
+    budget.add_argument("--trials", type=whole_number(0), default=64, help=HELP["trials"])
+    budget.add_argument("--trials-per-task", type=whole_number(0), default=None, help=HELP["trials_per_task"])
+    p.add_argument("--transfer-candidates", type=whole_number(0), default=DEFAULT_CANDIDATES,
                    help=HELP["transfer_candidates"] + f" (default {DEFAULT_CANDIDATES}; 0: no transfer)")
     p.add_argument("--tracker", type=Tracker.parse, default=None, help=HELP["tracker"])
     p.add_argument("--key", default=None, help=HELP["key"])
     p.add_argument("--database", type=Path, default=None, help=HELP["database"])
     p.add_argument("-o", "--out", type=Path, default=None, help=HELP["out"])
-    p.add_argument("--threads", type=_non_negative, default=None, help=HELP["threads"])
+    p.add_argument("--threads", type=whole_number(0), default=None, help=HELP["threads"])
     p.add_argument("--mcpu", default=None, help=HELP["mcpu"])
     p.add_argument("--cc", default=None, help=HELP["cc"])
     p.add_argument("--export", choices=("so", "tar"), default="so", help=HELP["export"])
@@ -75,11 +75,6 @@ def _shapes(text: str):
         raise argparse.ArgumentTypeError(str(err)) from err
 
 
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} is negative")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:

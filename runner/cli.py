@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from runner.cli_support import run_main, setup_logging
+from runner.cli_support import run_main, setup_logging, whole_number
 from runner.device import DEFAULT_TRACKER_PORT, HOST_KEY, Tracker
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_port, default=DEFAULT_TRACKER_PORT, help="tracker port")
     serve.add_argument("--key", default=None, help=f"{HELP['key']} (default {HOST_KEY}, "
                        "or emu-arm64 with --emulate)")  # fmt: skip
-    serve.add_argument("--servers", type=_count(0), default=1, help="number of RPC servers")
+    serve.add_argument("--servers", type=whole_number(0), default=1, help="number of RPC servers")
     serve.add_argument("--emulate", choices=EMULATE_CHOICES, help=HELP["emulate"])
 
     devices = commands.add_parser("devices", parents=[common], help="list the keys a tracker "
@@ -64,15 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--key", default=None, help=f"{HELP['key']} (default {HOST_KEY})")
     bench.add_argument("--emulate", choices=EMULATE_CHOICES,
                        help="run on an embedded emulated aarch64 device (no --tracker)")
-    bench.add_argument("--threads", type=_count(1), default=None,
+    bench.add_argument("--threads", type=whole_number(1), default=None,
                        help="threads on the device, pinned to its big cores (default: the "
                        "device's own choice)")  # fmt: skip
-    bench.add_argument("--warmup", type=_count(0), default=3, help="discarded warm-up runs")
-    bench.add_argument("--repeat", type=_count(1), default=20, help="timed samples")
-    bench.add_argument("--number", type=_count(1), default=1, help="runs per sample")
-    bench.add_argument("--min-repeat-ms", type=_count(0), default=0,
+    bench.add_argument("--warmup", type=whole_number(0), default=3, help="discarded warm-up runs")
+    bench.add_argument("--repeat", type=whole_number(1), default=20, help="timed samples")
+    bench.add_argument("--number", type=whole_number(1), default=1, help="runs per sample")
+    bench.add_argument("--min-repeat-ms", type=whole_number(0), default=0,
                        help="raise the runs per sample until a sample lasts this long")
-    bench.add_argument("--cooldown-ms", type=_count(0), default=0,
+    bench.add_argument("--cooldown-ms", type=whole_number(0), default=0,
                        help="rest between samples (thermal throttling)")
     bench.add_argument("--check", action="store_true",
                        help="compare the device's output for the stored reference input with "
@@ -168,15 +168,3 @@ def _port(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1-65534)")
     return int(text)
 
-
-def _count(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = minimum - 1
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= {minimum}")
-        return value
-
-    return parse

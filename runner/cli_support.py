@@ -1,7 +1,9 @@
-"""What every edgeseg command line shares: logging set-up and turning errors into exit codes."""
+"""What every edgeseg command line shares: logging set-up, whole-number flags, and turning errors
+into exit codes."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import signal
 import sys
@@ -9,6 +11,21 @@ import threading
 from typing import Callable
 
 from runner.errors import EdgesegError
+
+
+def whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least `minimum` (counts, trials, runs)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= {minimum}")
+        return value
+
+    return parse
 
 
 def setup_logging(verbose: bool) -> None:
