@@ -27,7 +27,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import shutil
 import statistics
 import tempfile
@@ -45,6 +44,7 @@ from prune.export import export_onnx
 from prune.models import create_model
 from runner.bench import bench_artifact
 from runner.cli_support import setup_logging
+from runner.machine import write_result
 from runner.device import HOST_KEY
 from runner.farm import use_device
 from runner.timing import TimingProtocol
@@ -92,8 +92,7 @@ def main() -> None:
     description = describe_model(args.model, args.input_size)
     kept = sample_kept(description, args.samples, args.seed)
     configs = layer_configs(description, kept)
-    load_before = os.getloadavg()
-    started = time.monotonic()
+    load_before, started = os.getloadavg(), time.monotonic()
     with tempfile.TemporaryDirectory(prefix="edgeseg-transfer-") as scratch, use_device(None, HOST_KEY) as device:
         scratch = Path(scratch)
         (variant,) = build_variants(args.model, args.input_size, 1, args.variant_seed, scratch)
@@ -159,13 +158,8 @@ def main() -> None:
             "latency_no_worse_than_scratch": after["median_ms"] <= fresh["median_ms"],
             "median_transfer_at_least_90pct_of_donor": bool(speeds) and statistics.median(speeds) >= 0.9,
         },
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "load_average_before": [round(x, 2) for x in load_before],
-                    "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
-        "wall_seconds": round(time.monotonic() - started, 1),
     }  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result, load_before, started)
     for name, row in rows.items():
         print(f"{name:17s} {row['sources']}, {row['search_trials']} search trials, compile {row['compile_wall_seconds']:.0f} s, "
               f"check {'passed' if row['check_passed'] else 'FAILED'}, median {row['median_ms']:.3f} ms over "

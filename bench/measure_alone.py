@@ -1,0 +1,131 @@
+"""Tuning whose timings never overlap builds, against MetaSchedule's overlapping runner.
+
+On the embedded device the CPU that times a candidate also builds the next batch. `compile`
+therefore times candidates with `compile.measure.MeasureAlone` on the embedded keys. This
+benchmark tunes the same model twice at the same trials and seed, each into an empty
+database:
+- `alone`: the embedded device under its own key (`host-cpu`), as `compile` does;
+- `overlap`: the same server under another key (`host-overlap`), which `compile` treats as a
+  remote device, so MetaSchedule's RPC runner times while the next batch builds (as before
+  `MeasureAlone`).
+Then it times both builds and ONNX Runtime (same file, same threads) in interleaved rounds. It
+reports each build's median latency, how well MetaSchedule's best times add up to it (the sum
+of best kernel times x calls over the measured latency), and the tuning time.
+
+    PYTHONPATH=. python bench/measure_alone.py [--size 256 --trials 300 --threads 2] \\
+        [-o bench/results/measure_alone.json]
+
+Run it alone: both arms and every timing use this machine's 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from compile.api import compile_model
+from compile.targets import resolve_target
+from runner.bench import bench_artifact
+from runner.cli_support import setup_logging
+from runner.machine import write_result
+from runner.device import HOST_KEY
+from runner.farm import LocalFarm
+from runner.timing import TimingProtocol
+
+OVERLAP_KEY = "host-overlap"  # not an embedded key: compile.measure leaves MetaSchedule's runner as it is
+
+
+def _time_onnxruntime(path: Path, size: int, threads: int, protocol: TimingProtocol) -> list[float]:
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype("float32")
+    from runner.timing import time_callable
+
+    return list(time_callable(lambda: session.run(None, {"input": x}), protocol).samples_ms)
+
+
+def _stats(samples: list[float]) -> dict:
+    ordered = sorted(samples)
+    return {"median_ms": round(statistics.median(ordered), 3), "min_ms": round(ordered[0], 3),
+            "max_ms": round(ordered[-1], 3), "runs": len(ordered)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="segformer-b0")
+    parser.add_argument("--size", type=int, default=256, help="input size (px)")
+    parser.add_argument("--trials", type=int, default=300, help="MetaSchedule trials per arm")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved timing rounds")
+    parser.add_argument("--repeat", type=int, default=10, help="timed runs per round and engine")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("-o", "--out", type=Path, default=Path("bench/results/measure_alone.json"))
+    args = parser.parse_args()
+    setup_logging(False)
+    from prune.export import export_onnx
+    from prune.models import create_model
+    import torch
+
+    preset = resolve_target("host", threads=args.threads)
+    protocol = TimingProtocol(warmup=args.warmup, repeat=args.repeat)
+    load_before, started = os.getloadavg(), time.monotonic()
+    builds, tuning = {}, {}
+    with tempfile.TemporaryDirectory(prefix="edgeseg-alone-") as scratch:
+        scratch = Path(scratch)
+        torch.manual_seed(0)
+        model_path = export_onnx(create_model(args.model, num_classes=150).eval(), args.size, scratch / "model.onnx")
+        for arm, key in (("overlap", OVERLAP_KEY), ("alone", HOST_KEY)):
+            with LocalFarm(key=key) as farm:
+                arm_started = time.monotonic()
+                result = compile_model(model_path, scratch / f"artifact-{arm}", preset, scratch / f"db-{arm}",
+                                       trials=args.trials, device=farm.device, kernel_library=False)
+                builds[arm] = result
+                tuning[arm] = {"trials": result.tuning.trials, "seconds": round(time.monotonic() - arm_started, 1),
+                               "untuned_kernels": result.untuned,
+                               "metaschedule_sum_ms": round(result.tuning.predicted_ms, 3)}
+        samples: dict[str, list[float]] = {"overlap": [], "alone": [], "onnxruntime": []}
+        checks = {}
+        with LocalFarm() as farm:
+            for _ in range(args.rounds):  # interleaved: drift hits every engine alike
+                for arm, result in builds.items():
+                    bench = bench_artifact(result.artifact, farm.device, protocol, threads=args.threads,
+                                           check=arm not in checks)
+                    checks.setdefault(arm, bench.check.passed)
+                    samples[arm].extend(bench.timing.samples_ms)
+                samples["onnxruntime"].extend(_time_onnxruntime(model_path, args.size, args.threads, protocol))
+    rows = {name: _stats(values) for name, values in samples.items()}
+    for arm in builds:
+        rows[arm].update(tuning[arm], check_passed=checks[arm],
+                         metaschedule_sum_over_measured=round(tuning[arm]["metaschedule_sum_ms"]
+                                                              / rows[arm]["median_ms"], 3))
+    ort_ms = rows["onnxruntime"]["median_ms"]
+    result = {
+        "what": f"{args.model} at {args.size} px tuned with {args.trials} trials, timings alone vs overlapping builds",
+        "protocol": f"{protocol.describe()}; {args.rounds} interleaved rounds, median of all runs; "
+                    f"{args.threads} threads for TVM and ONNX Runtime",
+        "rows": rows,
+        "alone_over_overlap": round(rows["alone"]["median_ms"] / rows["overlap"]["median_ms"], 3),
+        "over_onnxruntime": {arm: round(rows[arm]["median_ms"] / ort_ms, 3) for arm in builds},
+    }  # fmt: skip
+    write_result(args.out, result, load_before, started)
+    for name, row in rows.items():
+        extra = (f"; tuned {row['trials']} trials in {row['seconds']:.0f} s, MetaSchedule's sum {row['metaschedule_sum_ms']:.2f} ms "
+                 f"({row['metaschedule_sum_over_measured']:.2f} of measured), check {'passed' if row['check_passed'] else 'FAILED'}"
+                 if name in builds else "")
+        print(f"{name:12s} median {row['median_ms']:8.3f} ms (min {row['min_ms']:.3f}, max {row['max_ms']:.3f}, "
+              f"{row['runs']} runs){extra}")
+    print(f"alone/overlap {result['alone_over_overlap']:.3f}; vs ONNX Runtime {result['over_onnxruntime']}; "
+          f"{result['protocol']}; wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
