@@ -17,7 +17,8 @@ and the variant's), its GFLOP/s against its donor's, both timed in one batch.
     PYTHONPATH=. python bench/schedule_transfer.py [--input-size 64 --samples 2 \\
         --trials-per-layer 1 --scratch-factor 8] [-o bench/results/schedule_transfer.json]
 
-Everything runs in a scratch folder; the device's own database is never read or written.
+Everything runs in a scratch folder (`--work DIR` keeps it: a rerun after a crash skips the
+collection and the builds that finished); the device's own database is never read or written.
 Run it alone: every timing here is of this machine's CPU, shared with nothing else.
 """
 
@@ -32,6 +33,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 from compile.api import compile_model
 from compile.database import open_database
@@ -60,6 +62,43 @@ def _relative_speeds(database: Path, target) -> list[float]:
     return [p["relative_speed"] for p in provenances if p and p.get("kind") == "transferred"]
 
 
+def _finished(marker: Path, work: Callable[[], dict]) -> dict:
+    """`work()`'s result, kept in `marker`: a rerun with the same --work skips what finished."""
+    if marker.is_file():
+        log.info("reusing %s", marker)
+        return json.loads(marker.read_text())
+    result = work()
+    marker.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _collect(args: argparse.Namespace, configs, device, preset, work: Path) -> dict:
+    """The collection's tuning into work/collection."""
+    shutil.rmtree(work / "collection", ignore_errors=True)  # an unfinished one: start it again
+    unpruned = export_onnx(create_model(args.model), args.input_size, work / "unpruned.onnx")
+    collection_started = time.monotonic()
+    tune_layers(configs, device, preset, work / "collection", args.trials_per_layer, networks=[unpruned])
+    return {"seconds": round(time.monotonic() - collection_started, 1)}
+
+
+def _build(model_path: Path, work: Path, name: str, preset, trials_per_task: int | None, device,
+           database_from: Path | None) -> dict:
+    """Compile the variant into work/artifact-NAME from the database work/NAME, made anew (a copy of
+    `database_from`, or empty): its row so far."""
+    shutil.rmtree(work / name, ignore_errors=True)  # what an unfinished build left would shorten this one
+    if database_from is not None:
+        shutil.copytree(database_from, work / name)
+    log.info("compiling the variant %s", name)
+    started = time.monotonic()
+    build = compile_model(model_path, work / f"artifact-{name}", preset, database_dir=work / name, trials=0,
+                          trials_per_task=trials_per_task, device=device)
+    return {"sources": build.tuning.to_dict()["sources"], "kernels": build.kernels_total,
+            "untuned": build.untuned, "search_trials": build.tuning.trials,
+            "compile_wall_seconds": round(time.monotonic() - started, 1),
+            "tuning_seconds": round(build.tuning.seconds, 1),
+            "transfer_seconds": round(build.tuning.transfer_seconds, 1)}
+
+
 def _summary(values: list[float]) -> dict:
     if not values:
         return {"count": 0}
@@ -84,6 +123,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="interleaved timing rounds of both builds")
     parser.add_argument("--repeat", type=int, default=10, help="timed runs per round")
     parser.add_argument("--warmup", type=int, default=3, help="discarded warm-up runs per round")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="keep the databases and builds here: a rerun skips the collection and the builds "
+                        "that finished (default: a fresh temporary folder)")
     parser.add_argument("-o", "--out", type=Path, default=Path("bench/results/schedule_transfer.json"))
     args = parser.parse_args()
     setup_logging(False)
@@ -93,49 +135,36 @@ def main() -> None:
     kept = sample_kept(description, args.samples, args.seed)
     configs = layer_configs(description, kept)
     load_before, started = os.getloadavg(), time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="edgeseg-transfer-") as scratch, use_device(None, HOST_KEY) as device:
-        scratch = Path(scratch)
-        (variant,) = build_variants(args.model, args.input_size, 1, args.variant_seed, scratch)
+    work = args.work or Path(tempfile.mkdtemp(prefix="edgeseg-transfer-"))
+    work.mkdir(parents=True, exist_ok=True)
+    with use_device(None, HOST_KEY) as device:
+        (variant,) = build_variants(args.model, args.input_size, 1, args.variant_seed, work)
         collected = {c.key for c in configs}
         variant_configs = {c.key for c in variant.configs}
         new_configs = len(variant_configs - collected)
         log.info("collection: %d layer configs and the unpruned network's kernels; the variant has %d layer "
                  "configs, %d never collected", len(configs), len(variant_configs), new_configs)
-        unpruned = export_onnx(create_model(args.model), args.input_size, scratch / "unpruned.onnx")
-        collection_started = time.monotonic()
-        tune_layers(configs, device, preset, scratch / "collection", args.trials_per_layer,
-                    networks=[unpruned])
-        collection_seconds = time.monotonic() - collection_started
-        shutil.copytree(scratch / "collection", scratch / "after-collection")
-        builds, walls = {}, {}
-        for name, trials_per_task in (("after-collection", None),
-                                      ("from-scratch", args.scratch_factor * args.trials_per_layer)):
-            log.info("compiling the variant %s", name)
-            build_started = time.monotonic()
-            builds[name] = compile_model(variant.model_path, scratch / f"artifact-{name}", preset,
-                                         database_dir=scratch / name, trials=0,
-                                         trials_per_task=trials_per_task, device=device)
-            walls[name] = time.monotonic() - build_started
+        collection_seconds = _finished(work / "collection.json",
+                                       lambda: _collect(args, configs, device, preset, work))["seconds"]
+        rows = {}
+        for name, trials_per_task, database_from in (
+                ("after-collection", None, work / "collection"),
+                ("from-scratch", args.scratch_factor * args.trials_per_layer, None)):
+            rows[name] = _finished(work / f"build-{name}.json", lambda: _build(
+                variant.model_path, work, name, preset, trials_per_task, device, database_from))
         protocol = TimingProtocol(warmup=args.warmup, repeat=args.repeat)
-        timings = {name: [] for name in builds}
-        checks = {}
-        for _ in range(args.rounds):  # interleaved: drift on this machine hits both builds alike
-            for name, build in builds.items():
-                result = bench_artifact(build.artifact, device, protocol, check=name not in checks)
-                checks.setdefault(name, result.check.passed)
+        timings: dict[str, list[float]] = {name: [] for name in rows}
+        for round_index in range(args.rounds):  # interleaved: drift on this machine hits both builds alike
+            for name, row in rows.items():
+                result = bench_artifact(work / f"artifact-{name}", device, protocol, check=round_index == 0)
+                if result.check is not None:
+                    row["check_passed"] = result.check.passed
                 timings[name].extend(result.timing.samples_ms)
-        speeds = _relative_speeds(scratch / "after-collection", target)
-    rows = {}
-    for name, build in builds.items():
+        speeds = _relative_speeds(work / "after-collection", target)
+    for name, row in rows.items():
         samples = sorted(timings[name])
-        rows[name] = {
-            "sources": build.tuning.to_dict()["sources"], "kernels": build.kernels_total,
-            "untuned": build.untuned, "search_trials": build.tuning.trials,
-            "compile_wall_seconds": round(walls[name], 1), "tuning_seconds": round(build.tuning.seconds, 1),
-            "transfer_seconds": round(build.tuning.transfer_seconds, 1), "check_passed": checks[name],
-            "median_ms": round(statistics.median(samples), 4), "min_ms": round(samples[0], 4),
-            "max_ms": round(samples[-1], 4), "runs": len(samples),
-        }  # fmt: skip
+        row.update(median_ms=round(statistics.median(samples), 4), min_ms=round(samples[0], 4),
+                   max_ms=round(samples[-1], 4), runs=len(samples))
     after, fresh = rows["after-collection"], rows["from-scratch"]
     result = {
         "what": "a pruned variant compiled after a latency collection (trials 0, schedule transfer) vs "
@@ -160,6 +189,8 @@ def main() -> None:
         },
     }  # fmt: skip
     write_result(args.out, result, load_before, started)
+    if args.work is None:
+        shutil.rmtree(work)
     for name, row in rows.items():
         print(f"{name:17s} {row['sources']}, {row['search_trials']} search trials, compile {row['compile_wall_seconds']:.0f} s, "
               f"check {'passed' if row['check_passed'] else 'FAILED'}, median {row['median_ms']:.3f} ms over "

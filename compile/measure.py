@@ -3,8 +3,8 @@
 MetaSchedule's task scheduler sends a batch to the runner and builds the next batch while the
 first is measured. On a device that is also the build machine (the embedded host-cpu device,
 and the emulated aarch64 one, which runs on the same cores) those timings share the CPU with
-the compiler, and the cost model learns from them: `MeasureAlone` returns from `run` only when
-every timing is done, so a timing never overlaps a build. A phone measures on its own cores,
+the compiler, and the cost model learns from them: a `CandidateRunner` with `alone` returns
+from `run` only when every timing is done, so a timing never overlaps a build. A phone measures on its own cores,
 where the overlap costs nothing and saves time, so RPC devices elsewhere keep it.
 """
 
@@ -17,7 +17,7 @@ from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.runner import PyRunner, PyRunnerFuture
 
-from compile.builder import PooledBuilder
+from compile.builder import PooledBuilder, remove_candidate
 from compile.targets import TargetPreset
 from runner.device import HOST_KEY, Device
 from runner.emulator import EMULATED_KEY
@@ -49,15 +49,36 @@ class _Finished(PyRunnerFuture):
 
 
 @derived_object
-class MeasureAlone(PyRunner):
-    """A runner whose `run` waits for its timings, so the scheduler builds only between them."""
+class _RemovedWhenDone(PyRunnerFuture):
+    """A runner future that deletes its candidate's build folder once its timing is in."""
 
-    def __init__(self, runner: Any):
+    def __init__(self, future: Any, artifact_path: str):
         super().__init__()
-        self.runner = runner
+        self._future, self._artifact_path, self._result = future, artifact_path, None
+
+    def done(self) -> bool:
+        return self._result is not None or self._future.done()
+
+    def result(self) -> Any:
+        if self._result is None:
+            self._result = self._future.result()
+            remove_candidate(self._artifact_path)
+        return self._result
+
+
+@derived_object
+class CandidateRunner(PyRunner):
+    """MetaSchedule's runner, with each candidate's build folder deleted once it is timed;
+    `alone`: `run` waits for its timings, so the scheduler builds only between them."""
+
+    def __init__(self, runner: Any, alone: bool):
+        super().__init__()
+        self.runner, self.alone = runner, alone
 
     def run(self, runner_inputs: list[Any]) -> list[Any]:
-        return [_Finished(future.result()) for future in self.runner.run(runner_inputs)]
+        futures = [_RemovedWhenDone(future, inp.artifact_path)
+                   for future, inp in zip(self.runner.run(runner_inputs), runner_inputs)]
+        return [_Finished(future.result()) for future in futures] if self.alone else futures
 
 
 EVALUATOR = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20, enable_cpu_cache_flush=False)
@@ -65,7 +86,7 @@ EVALUATOR = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20, enab
 
 def device_runner(device: Device, alone: bool = False) -> Any:
     """MetaSchedule's RPC runner for `device`: how tuning times a candidate (a session per
-    candidate); `alone`: wrapped in `MeasureAlone`."""
+    candidate), in a `CandidateRunner` (`alone`: timings never overlap builds)."""
     runner = ms.runner.RPCRunner(
         ms.runner.RPCConfig(
             tracker_host=device.tracker.host,
@@ -76,14 +97,13 @@ def device_runner(device: Device, alone: bool = False) -> Any:
         EVALUATOR,
         f_alloc_argument=alloc_arguments_from_host,
     )
-    return MeasureAlone(runner) if alone else runner
+    return CandidateRunner(runner, alone)
 
 
 def close_runner(runner: Any) -> None:
     """Stop the runner's worker pool here, not in a worker thread's garbage collection (where
     it fails with 'cannot join current thread')."""
-    inner = runner.runner if isinstance(runner, MeasureAlone) else runner
-    inner.pool.shutdown()
+    runner.runner.pool.shutdown()
 
 
 def measure_schedules(schedules: Sequence[Any], target: Any, preset: TargetPreset,
@@ -93,11 +113,7 @@ def measure_schedules(schedules: Sequence[Any], target: Any, preset: TargetPrese
     timing starts (no timing shares the cores with a build), and every candidate is timed in
     ONE session: a session per candidate, as MetaSchedule's runner opens, costs more than
     timing a small kernel."""
-    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
     from tvm.s_tir.meta_schedule.builder import BuilderInput
-    from tvm.s_tir.meta_schedule.runner.utils import run_evaluator_common
-
-    from runner.session import open_session
 
     builder = PooledBuilder(preset)
     try:
@@ -113,6 +129,21 @@ def measure_schedules(schedules: Sequence[Any], target: Any, preset: TargetPrese
             logger.debug("candidate %d did not build: %s", i, b.error_msg)
     if not runnable:
         return seconds
+    try:
+        _time_built(schedules, built, runnable, seconds, preset, device)
+    finally:
+        for b in built:
+            remove_candidate(b.artifact_path)
+    return seconds
+
+
+def _time_built(schedules, built, runnable, seconds, preset, device) -> None:
+    """Time the built candidates `runnable` in one session, filling `seconds`."""
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+    from tvm.s_tir.meta_schedule.runner.utils import run_evaluator_common
+
+    from runner.session import open_session
+
     check_tracker(device.tracker)
     with open_session(device) as remote:
         dev = remote.device(preset.device_type, 0)
@@ -127,7 +158,6 @@ def measure_schedules(schedules: Sequence[Any], target: Any, preset: TargetPrese
                 del module, args
             except Exception as error:  # noqa: BLE001 - a candidate that fails to run is skipped
                 logger.debug("candidate %d did not run: %s", i, error)
-    return seconds
 
 
 def alloc_arguments_from_host(session, device, args_info, alloc_repeat):

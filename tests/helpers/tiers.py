@@ -15,6 +15,7 @@ END_TO_END_TESTS = {
     "test_farm.py": {"test_farm_processes_die_with_a_sigkilled_parent",
                      "test_serve_prints_its_address_registers_and_stops_every_child_on_sigterm",
                      "test_any_command_stops_its_embedded_farm_on_sigterm"},
+    "test_pipeline.py": {"test_the_pipeline_runs_end_to_end_on_the_embedded_device_and_a_rerun_skips_every_stage"},
     "test_device_database.py": {"test_two_processes_writing_at_once_lose_no_record"},
     "test_step_cost_bench.py": {"test_the_step_cost_bench_times_every_step_of_the_real_search"},
     "test_models.py": {"test_torch_export_program_round_trips"},

@@ -1,0 +1,3 @@
+from prune.pipeline.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,120 @@
+"""`python -m prune.pipeline`: its stages and their commands, resume, errors before any stage,
+and one tiny real run on the embedded device."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from prune.pipeline.cli import build_parser, main, options_from
+from prune.pipeline.plan import plan_stages
+from prune.pipeline.stages import RECORD, Stage, StageRecord, run_stages
+from runner.errors import EdgesegError
+
+ROOT = str(Path(__file__).resolve().parents[1])
+
+
+def _options(*argv: str, out: str = "runs/x"):
+    return options_from(build_parser().parse_args([*argv, "-o", out]))
+
+
+def _stage(stages, name) -> Stage:
+    return next(s for s in stages if s.name == name)
+
+
+def test_a_phone_behind_a_tracker_reaches_every_stage_that_measures_and_the_data_sizes_the_classifier(monkeypatch):
+    monkeypatch.setenv("TVM_NDK_CC", "/opt/ndk/clang")  # only looked up: nothing links here
+    stages = plan_stages(_options("--data", "synthetic-hard", "--fps", "30", "--device", "s21-snapdragon",
+                                  "--tracker", "10.0.0.2:9190", "--key", "s21", "--unit", "auto"))
+    collect = _stage(stages, "collect").args
+    assert collect[collect.index("--classes") + 1] == "40"  # synthetic-hard's own, not --classes' 8
+    assert collect[collect.index("--unit") + 1] == "1"  # --unit auto reads the alignment of every width
+    for name in ("collect", "compile-pruned"):
+        args = " ".join(_stage(stages, name).args)
+        assert "--device s21-snapdragon" in args and "--tracker 10.0.0.2:9190 --key s21" in args
+    bench = " ".join(_stage(stages, "bench-pruned").args)
+    assert "--tracker 10.0.0.2:9190 --key s21" in bench and "--check" in bench and "--device" not in bench
+    pruned = " ".join(_stage(stages, "pruned").args)
+    assert "--fps 30" in pruned and "--unit auto" in pruned and "--weights runs/x/unpruned/weights.safetensors" in pruned
+    assert [s.name for s in stages][:6] == ["collect", "predictor", "predictor-accuracy", "unpruned", "pruned",
+                                            "unpruned-x2"]
+
+
+def test_bad_device_options_fail_before_any_stage(monkeypatch, tmp_path, capsys):
+    monkeypatch.delenv("TVM_NDK_CC", raising=False)
+    out = tmp_path / "run"
+    cases = {("--target", "android-arm64", "--tracker", "127.0.0.1:9190", "--key", "s21"): "TVM_NDK_CC",
+             ("--target", "linux-arm64"): "no embedded device that measures speed",
+             ("--tracker", "127.0.0.1:9190"): "--tracker and --key go together",
+             ("--target", "android-gameboy"): "android-gameboy",
+             ("--data", "kitti:/x"): "unknown data spec"}
+    for argv, message in cases.items():
+        assert main([*argv, "--budget-fraction", "0.5", "-o", str(out)]) != 0
+        assert message in capsys.readouterr().err
+    assert not out.exists()  # nothing ran, nothing written
+
+
+def _zip_stage(tmp_path: Path, name: str, source: Path, after: tuple[str, ...] = ()) -> Stage:
+    target = tmp_path / f"{name}.zip"
+    return Stage(name, f"zip {source.name}", "zipfile", ("-c", str(target), str(source)), (target,), after=after)
+
+
+def test_a_rerun_skips_finished_stages_and_reruns_a_changed_one_and_what_follows_it(tmp_path):
+    (tmp_path / "a.txt").write_text("a")
+    (tmp_path / "b.txt").write_text("b")
+    first = _zip_stage(tmp_path, "first", tmp_path / "a.txt")
+    second = _zip_stage(tmp_path, "second", tmp_path / "a.txt", after=("first",))
+    lone = _zip_stage(tmp_path, "lone", tmp_path / "a.txt")
+    record = StageRecord.load(tmp_path / RECORD)
+    assert run_stages([first, second, lone], record, say=lambda _: None) == ["first", "second", "lone"]
+    saved = json.loads((tmp_path / RECORD).read_text())["stages"]
+    assert saved["first"]["command"].startswith("python -m zipfile -c") and len(saved["lone"]["load_average_after"]) == 3
+    again = StageRecord.load(tmp_path / RECORD)
+    assert run_stages([first, second, lone], again, say=lambda _: None) == []
+    changed = _zip_stage(tmp_path, "first", tmp_path / "b.txt")  # another command: stale, and so is `second`
+    assert run_stages([changed, second, lone], again, say=lambda _: None) == ["first", "second"]
+    (tmp_path / "lone.zip").unlink()  # an output gone: stale
+    assert run_stages([changed, second, lone], StageRecord.load(tmp_path / RECORD), say=lambda _: None) == ["lone"]
+
+
+def test_a_failing_stage_is_named_and_the_stages_before_it_stay_done(tmp_path):
+    (tmp_path / "a.txt").write_text("a")
+    good = _zip_stage(tmp_path, "good", tmp_path / "a.txt")
+    bad = Stage("bad", "test a missing zip", "zipfile", ("-t", str(tmp_path / "missing.zip")), ())
+    with pytest.raises(EdgesegError, match=r"Stage 2/2 bad failed .*python -m zipfile -t"):
+        run_stages([good, bad], StageRecord.load(tmp_path / RECORD), say=lambda _: None)
+    assert list(json.loads((tmp_path / RECORD).read_text())["stages"]) == ["good"]
+    (tmp_path / RECORD).write_text("{not json")
+    with pytest.raises(EdgesegError, match="not a pipeline record"):
+        StageRecord.load(tmp_path / RECORD)
+
+
+def test_the_pipeline_runs_end_to_end_on_the_embedded_device_and_a_rerun_skips_every_stage(tmp_path):
+    """Tiny scale (32 px, no tuning, a few steps): every stage really runs, as its own process."""
+    env = {**os.environ, "PYTHONPATH": ROOT, "EDGESEG_WORKSPACE": str(tmp_path / "ws")}
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "prune.pipeline", "--input-size", "32", "--classes", "4", "--budget-fraction",
+               "0.6", "--samples", "0", "--trials-per-layer", "0", "--epochs", "1", "--search-steps", "2",
+               "--finetune-steps", "1", "--batch-size", "2", "--train-scenes", "8", "--val-scenes", "2",
+               "--no-long-reference", "--repeat", "3", "--warmup", "1", "-o", str(out)]
+    run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = (out / "report.md").read_text()
+    assert "this machine's CPU, not of a phone" in report and "unpruned" in report and "pruned" in report
+    stages = json.loads((out / RECORD).read_text())["stages"]
+    assert list(stages) == ["collect", "predictor", "predictor-accuracy", "unpruned", "pruned", "compile-unpruned",
+                            "bench-unpruned", "compile-pruned", "bench-pruned"]
+    records = [json.loads(line) for line in (out / "latency" / "data.jsonl").read_text().splitlines()]
+    assert {r["num_classes"] for r in records} == {4}  # the classifier measured is the one pruned
+    rows = json.loads((out / "comparison.json").read_text())["rows"]
+    assert [r["name"] for r in rows] == ["unpruned", "pruned"] and all(r["measured_ms"] > 0 for r in rows)
+    for name in ("unpruned", "pruned"):
+        assert json.loads((out / name / "bench.json").read_text())["check"]["passed"]
+    again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("done before, skipped") == len(stages)
