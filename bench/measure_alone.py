@@ -1,13 +1,13 @@
 """Tuning whose timings never overlap builds, against MetaSchedule's overlapping runner.
 
 On the embedded device the CPU that times a candidate also builds the next batch. `compile`
-therefore times candidates alone (`compile.measure.CandidateRunner`) on the embedded keys. This
+therefore times candidates with `compile.measure.MeasureAlone` on the embedded keys. This
 benchmark tunes the same model twice at the same trials and seed, each into an empty
 database:
 - `alone`: the embedded device under its own key (`host-cpu`), as `compile` does;
 - `overlap`: the same server under another key (`host-overlap`), which `compile` treats as a
   remote device, so MetaSchedule's RPC runner times while the next batch builds (as before
-  timings alone).
+  `MeasureAlone`).
 Then it times both builds and ONNX Runtime (same file, same threads) in interleaved rounds. It
 reports each build's median latency, how well MetaSchedule's best times add up to it (the sum
 of best kernel times x calls over the measured latency), and the tuning time.

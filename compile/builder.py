@@ -67,7 +67,8 @@ class PooledBuilder(PyBuilder):
 
 
 def remove_candidate(artifact_path: str | None) -> None:
-    """Delete a built candidate's folder once it has been timed: a tuning run builds thousands
-    (a day of tuning here left 9,000 folders, 1 GB, in /tmp)."""
+    """Delete a built candidate's folder once it has been timed, as MetaSchedule's measure
+    callbacks do in a search; schedule transfer builds outside a search (a day of collections
+    here left 9,000 such folders, 1 GB, in /tmp)."""
     if artifact_path and Path(artifact_path).parent.name.startswith(BUILD_PREFIX):
         shutil.rmtree(Path(artifact_path).parent, ignore_errors=True)

@@ -3,8 +3,8 @@
 MetaSchedule's task scheduler sends a batch to the runner and builds the next batch while the
 first is measured. On a device that is also the build machine (the embedded host-cpu device,
 and the emulated aarch64 one, which runs on the same cores) those timings share the CPU with
-the compiler, and the cost model learns from them: a `CandidateRunner` with `alone` returns
-from `run` only when every timing is done, so a timing never overlaps a build. A phone measures on its own cores,
+the compiler, and the cost model learns from them: `MeasureAlone` returns from `run` only when
+every timing is done, so a timing never overlaps a build. A phone measures on its own cores,
 where the overlap costs nothing and saves time, so RPC devices elsewhere keep it.
 """
 
@@ -49,36 +49,15 @@ class _Finished(PyRunnerFuture):
 
 
 @derived_object
-class _RemovedWhenDone(PyRunnerFuture):
-    """A runner future that deletes its candidate's build folder once its timing is in."""
+class MeasureAlone(PyRunner):
+    """A runner whose `run` waits for its timings, so the scheduler builds only between them."""
 
-    def __init__(self, future: Any, artifact_path: str):
+    def __init__(self, runner: Any):
         super().__init__()
-        self._future, self._artifact_path, self._result = future, artifact_path, None
-
-    def done(self) -> bool:
-        return self._result is not None or self._future.done()
-
-    def result(self) -> Any:
-        if self._result is None:
-            self._result = self._future.result()
-            remove_candidate(self._artifact_path)
-        return self._result
-
-
-@derived_object
-class CandidateRunner(PyRunner):
-    """MetaSchedule's runner, with each candidate's build folder deleted once it is timed;
-    `alone`: `run` waits for its timings, so the scheduler builds only between them."""
-
-    def __init__(self, runner: Any, alone: bool):
-        super().__init__()
-        self.runner, self.alone = runner, alone
+        self.runner = runner
 
     def run(self, runner_inputs: list[Any]) -> list[Any]:
-        futures = [_RemovedWhenDone(future, inp.artifact_path)
-                   for future, inp in zip(self.runner.run(runner_inputs), runner_inputs)]
-        return [_Finished(future.result()) for future in futures] if self.alone else futures
+        return [_Finished(future.result()) for future in self.runner.run(runner_inputs)]
 
 
 EVALUATOR = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20, enable_cpu_cache_flush=False)
@@ -86,7 +65,8 @@ EVALUATOR = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20, enab
 
 def device_runner(device: Device, alone: bool = False) -> Any:
     """MetaSchedule's RPC runner for `device`: how tuning times a candidate (a session per
-    candidate), in a `CandidateRunner` (`alone`: timings never overlap builds)."""
+    candidate); `alone`: wrapped in `MeasureAlone`. Tuning's default measure callbacks delete each
+    candidate's build folder once it is timed."""
     runner = ms.runner.RPCRunner(
         ms.runner.RPCConfig(
             tracker_host=device.tracker.host,
@@ -97,13 +77,14 @@ def device_runner(device: Device, alone: bool = False) -> Any:
         EVALUATOR,
         f_alloc_argument=alloc_arguments_from_host,
     )
-    return CandidateRunner(runner, alone)
+    return MeasureAlone(runner) if alone else runner
 
 
 def close_runner(runner: Any) -> None:
     """Stop the runner's worker pool here, not in a worker thread's garbage collection (where
     it fails with 'cannot join current thread')."""
-    runner.runner.pool.shutdown()
+    inner = runner.runner if isinstance(runner, MeasureAlone) else runner
+    inner.pool.shutdown()
 
 
 def measure_schedules(schedules: Sequence[Any], target: Any, preset: TargetPreset,

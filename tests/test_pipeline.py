@@ -105,7 +105,7 @@ def test_the_pipeline_runs_end_to_end_on_the_embedded_device_and_a_rerun_skips_e
     run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     report = (out / "report.md").read_text()
-    assert "this machine's CPU, not of a phone" in report and "unpruned" in report and "pruned" in report
+    assert "real measurements of this CPU, not of a phone" in report and "unpruned" in report and "pruned" in report
     stages = json.loads((out / RECORD).read_text())["stages"]
     assert list(stages) == ["collect", "predictor", "predictor-accuracy", "unpruned", "pruned", "compile-unpruned",
                             "bench-unpruned", "compile-pruned", "bench-pruned"]

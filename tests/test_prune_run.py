@@ -221,7 +221,7 @@ def test_prune_refuses_a_predictor_collected_at_another_input_size(segformer_b0_
     assert main(["--predictor", str(segformer_b0_predictor), "--budget-ms", "1", *TINY_ARGS,
                  "-o", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "made for input_size 64, not 32" in err and "collect and train one" in err
+    assert "made for input_size 64, not 32" in err and "python -m latency_model collect --model segformer-b0 --input-size 32" in err
     assert not out.exists()
 
 

@@ -114,7 +114,7 @@ def donor_database(host_farm, tmp_path_factory):
 
 
 def test_a_width_never_tuned_compiles_with_zero_trials_from_transferred_schedules(
-        donor_database, host_farm, tmp_path):
+        donor_database, host_farm, tmp_path, monkeypatch):
     import shutil
 
     from compile.api import compile_model
@@ -126,10 +126,13 @@ def test_a_width_never_tuned_compiles_with_zero_trials_from_transferred_schedule
     db = tmp_path / "db"
     shutil.copytree(donor_database, db)
     model = export_onnx(TinyConvNet(channels=12), tmp_path / "conv12.onnx")
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))  # where the build workers put the candidates
     result = compile_model(model, tmp_path / "artifact", resolve_target("host"), database_dir=db, trials=0,
                            device=host_farm.device)
     assert result.untuned == 0 and result.tuning.trials == 0
     assert result.tuning.count("transferred") == 3
+    assert not list((tmp_path / "tmp").glob("edgeseg-build-*"))  # every candidate built was deleted once timed
     for task in result.tuning.tasks:
         assert task.transfer["donor_extents"] and task.transfer["us"] > 0
         assert 0 < task.transfer["relative_speed"]
