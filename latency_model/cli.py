@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--tracker", type=Tracker.parse, default=None, help=HELP["tracker"])
     c.add_argument("--key", default=None, help=HELP["key"])
     c.add_argument("--samples", type=whole_number(0), default=50, help=HELP["samples"])
+    c.add_argument("--pruned", type=Path, action="append", default=[], metavar="DIR",
+                   help="also measure the layers of the network a `python -m prune` run wrote to DIR (repeatable): "
+                   "the widths its budget priced")
     c.add_argument("--trials-per-layer", type=whole_number(0), default=8, help=HELP["trials"])
     c.add_argument("--rounds", type=whole_number(0), default=0, help=HELP["rounds"])
     c.add_argument("--seed", type=int, default=0, help="sampling seed")
@@ -163,12 +166,19 @@ def _collect(args: argparse.Namespace) -> int:
     from prune.describe import describe_model  # the command line composes the two packages
     from prune.export import export_onnx
     from prune.models import create_model
+    from prune.variants import pruned_kept
+    from runner.errors import EdgesegError
     from runner.farm import use_device
     from runner.workspace import device_dir, tuning_database_dir
 
     key = _device_key(args)
     preset, threads = _preset(args)
     description = describe_model(args.model, args.input_size, unit=args.unit, num_classes=args.classes)
+    if args.rounds and args.pruned:
+        raise EdgesegError("--rounds and --pruned do not combine.",
+                           "Collect the pruned networks' layers in a run without --rounds.")
+    pruned = [pruned_kept(folder, description, args.model, args.input_size, args.classes)
+              for folder in args.pruned]  # checked before any device is asked
     out = args.out or device_dir(key, preset.name) / "dataset.jsonl"
     common: dict[str, Any] = dict(preset=preset, out=out, protocol=_protocol(args),
                                   database_dir=tuning_database_dir(key, preset.name),
@@ -188,8 +198,7 @@ def _collect(args: argparse.Namespace) -> int:
                 predictor_dir=out.parent / "adaptive", seed=args.seed, **common)
             reports = [first, *(r.report for r in rounds)]
         else:
-            configs = layer_configs(description, sample_kept(description, args.samples,
-                                                             args.seed))
+            configs = layer_configs(description, [*sample_kept(description, args.samples, args.seed), *pruned])
             reports = [collect(configs, device, **common)]
     measured = sum(len(r.measured) for r in reports)
     seconds = sum(r.seconds for r in reports)

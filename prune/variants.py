@@ -1,4 +1,5 @@
-"""Random pruned variants of a named model, for `python -m latency_model validate`.
+"""Pruned variants of a named model: random ones for `python -m latency_model validate`, and the
+kept counts of a finished pruning run for `python -m latency_model collect --pruned`.
 
 A composition of both packages, so it lives in `prune` (the top of the dependency chain, which
 may import `latency_model` freely); `latency_model`'s command line imports it inside its
@@ -21,6 +22,7 @@ atomically, and reused by a rerun (an interrupted run re-exports only what is mi
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -90,3 +92,28 @@ def build_variants(model: str, input_size: int, count: int, seed: int, out_dir: 
             log.info("%s: exported %s", name, path)
         variants.append(Variant(name, tuple(description.config_at(kept)), path, dict(kept)))
     return variants
+
+
+def pruned_kept(folder: Path, description: ModelDescription, model: str, input_size: int,
+                num_classes: int) -> dict[str, int]:
+    """The kept counts of the network `python -m prune` wrote to `folder` (its pruning.json),
+    checked against the model, input size and class count being measured and against the
+    description's groups and grid: the layers a collection measures for it are those its budget
+    priced."""
+    path = Path(folder) / "pruning.json"
+    try:
+        report = json.loads(path.read_text())
+        kept = {str(k): int(v) for k, v in report["kept_counts"].items()}
+    except FileNotFoundError:
+        raise EdgesegError(f"{path} does not exist.", "Pass the output folder of a finished `python -m prune` "
+                           "run to --pruned.") from None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
+        raise EdgesegError(f"{path} is not a pruning report ({err}).",
+                           "Pass the output folder of a finished `python -m prune` run to --pruned.") from None
+    ours = {"model": model, "input_size": input_size, "num_classes": num_classes}
+    differ = {k: report.get(k) for k, v in ours.items() if report.get(k) is not None and report.get(k) != v}
+    if differ:
+        raise EdgesegError(f"{path} is a run of {differ}, not of {ours}.",
+                           "Collect with that run's --model, --input-size and --classes.")
+    described = {g.name for g in description.groups}
+    return description.resolve({k: v for k, v in kept.items() if k in described})

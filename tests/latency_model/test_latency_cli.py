@@ -94,3 +94,23 @@ def test_collect_for_a_phone_preset_measures_its_target_and_names_unknown_preset
     assert "Unknown device preset 'pixel-99'" in capsys.readouterr().err
     described = describe_model("segformer-b0", 64, num_classes=4)  # --classes sizes the classifier measured
     assert described.slots != describe_model("segformer-b0", 64).slots
+
+
+def test_collect_pruned_reads_a_pruning_run_and_refuses_another_models(tmp_path, capsys):
+    from prune.variants import pruned_kept
+
+    description = describe_model("segformer-b0", 64, num_classes=8)
+    group = description.groups[0]
+    run = tmp_path / "run"
+    run.mkdir()
+    report = {"model": "segformer-b0", "input_size": 64, "num_classes": 8,
+              "kept_counts": {group.name: group.grid[0], "a.group.the.description.does.not.price": 3}}
+    (run / "pruning.json").write_text(json.dumps(report))
+    kept = pruned_kept(run, description, "segformer-b0", 64, 8)
+    assert kept[group.name] == group.grid[0] and len(kept) == len(description.groups)  # the rest: full
+    with pytest.raises(EdgesegError, match="not of"):
+        pruned_kept(run, description, "segformer-b0", 128, 8)
+    (run / "pruning.json").write_text("{torn")
+    assert main(["collect", "--model", "segformer-b0", "--input-size", "64", "--classes", "8",
+                 "--pruned", str(run), "-o", str(tmp_path / "d.jsonl")]) != 0
+    assert "is not a pruning report" in capsys.readouterr().err
