@@ -28,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.compile_vs_peers import time_onnxruntime
 from compile.api import compile_model
 from compile.targets import resolve_target
 from runner.bench import bench_artifact
@@ -38,19 +39,6 @@ from runner.farm import LocalFarm
 from runner.timing import TimingProtocol
 
 OVERLAP_KEY = "host-overlap"  # not an embedded key: compile.measure leaves MetaSchedule's runner as it is
-
-
-def _time_onnxruntime(path: Path, size: int, threads: int, protocol: TimingProtocol) -> list[float]:
-    import numpy as np
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype("float32")
-    from runner.timing import time_callable
-
-    return list(time_callable(lambda: session.run(None, {"input": x}), protocol).samples_ms)
 
 
 def _stats(samples: list[float]) -> dict:
@@ -101,7 +89,7 @@ def main() -> None:
                                            check=arm not in checks)
                     checks.setdefault(arm, bench.check.passed)
                     samples[arm].extend(bench.timing.samples_ms)
-                samples["onnxruntime"].extend(_time_onnxruntime(model_path, args.size, args.threads, protocol))
+                samples["onnxruntime"].extend(time_onnxruntime(model_path, args.size, args.threads, protocol).samples_ms)
     rows = {name: _stats(values) for name, values in samples.items()}
     for arm in builds:
         rows[arm].update(tuning[arm], check_passed=checks[arm],

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from latency_model.predictor import MANIFEST
 from prune.pipeline.stages import Stage
 from runner.device import Tracker
 
@@ -84,8 +85,7 @@ def plan_stages(options: PipelineOptions) -> list[Stage]:
     out, device, t = options.out, options.device, options.training
     latency = out / "latency"
     data, predictor, scatter = latency / "data.jsonl", latency / "predictor", latency / "scatter.png"
-    unit = t.get("unit")
-    collect_unit = "1" if unit == "auto" else str(unit or 8)  # auto reads the alignment: every width sampled
+    collect_unit = "1" if t["unit"] == "auto" else str(t["unit"])  # auto reads the alignment: every width sampled
     stages = [
         Stage("collect", f"measure {t['model']}'s layers at {t['input_size']} px on the device and tune their "
               "schedules (resumes: measured layers are kept)", "latency_model",
@@ -94,7 +94,7 @@ def plan_stages(options: PipelineOptions) -> list[Stage]:
                "--trials-per-layer", str(options.trials_per_layer), "--unit", collect_unit,
                *device.flags(), "-o", str(data)), (data,)),
         Stage("predictor", "train the XGBoost latency predictor on them", "latency_model",
-              ("train", str(data), "-o", str(predictor)), (predictor / "predictor.json",), after=("collect",)),
+              ("train", str(data), "-o", str(predictor)), (predictor / MANIFEST,), after=("collect",)),
         Stage("predictor-accuracy", "its accuracy on the held-out layers, with the FLOPs line beside it",
               "latency_model", ("evaluate", str(predictor), str(data), "--plot", str(scatter)), (scatter,),
               after=("predictor",)),

@@ -30,7 +30,9 @@ def _device_words(bench: dict[str, Any]) -> str:
 
 
 def _predictor_words(predictor_dir: Path) -> str:
-    path = predictor_dir / "training_report.json"
+    from latency_model.predictor import REPORT as TRAINING_REPORT
+
+    path = predictor_dir / TRAINING_REPORT
     if not path.is_file():
         return "predictor training report missing"
     report = json.loads(path.read_text())
