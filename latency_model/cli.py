@@ -29,7 +29,7 @@ HELP = {
                "ADE20K, 19: Cityscapes, 40: synthetic-hard; `python -m prune --data synthetic` defaults to 8)",
     "tracker": "RPC tracker HOST:PORT of the device (default: the embedded loopback farm)",
     "key": f"device key at the tracker (default: {HOST_KEY} for the embedded farm)",
-    "samples": "random pruned variants whose layers are measured (plus the unpruned model)",
+    "samples": "random pruned variants whose layers are measured (plus the unpruned and the smallest network)",
     "trials": "MetaSchedule trials per tuning task of each layer (0: database only)",
     "rounds": "adaptive rounds: remeasure around configs predicted off by more than 10%%",
     "out": "JSONL file to append to (default: the device's workspace folder/dataset.jsonl)",

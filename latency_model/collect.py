@@ -279,7 +279,7 @@ def collect_adaptive(description: ModelDescription, device: Device, preset: Any,
                      neighbours_per_config: int = 2, progress: bool = True,
                      source: Source = Source(), networks: Sequence[Path] = (),
                      threads: int | None = None) -> tuple[CollectReport, list[AdaptiveRound]]:
-    """The initial sample of `samples` pruned variants (plus the unpruned model), then up to
+    """The initial sample of `samples` pruned variants (plus the unpruned and the smallest network), then up to
     `rounds` nn-Meter rounds; each round's predictor is written under `predictor_dir/round-N`.
     Stops early when no held-out config is predicted off by more than 10%."""
     from latency_model.predictor import MIN_CONFIGS, train_predictor

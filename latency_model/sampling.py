@@ -1,7 +1,8 @@
 """Which layer shapes to measure: samples of a model description on its pruning grid.
 
-`sample_kept` draws kept-count configurations uniformly per group on its grid, plus the
-unpruned one; `layer_configs` turns them into the distinct layer configs to measure. The
+`sample_kept` draws kept-count configurations uniformly per group on its grid, plus the two
+ends of the grid (the unpruned and the smallest network), so that the predictor has seen the
+whole range a search and its budget check read; `layer_configs` turns them into the distinct layer configs to measure. The
 adaptive step of nn-Meter (`neighbour_configs`) resamples around configs the predictor got
 wrong by more than 10%: the same slot with its groups moved a few grid steps. All sampling is
 deterministic for a given seed.
@@ -23,10 +24,12 @@ ADAPTIVE_THRESHOLD = 0.10
 
 
 def sample_kept(description: ModelDescription, n: int, seed: int,
-                include_full: bool = True) -> list[dict[str, int]]:
-    """`n` kept-count dicts, each group uniform on its grid; the unpruned one first if asked."""
+                include_ends: bool = True) -> list[dict[str, int]]:
+    """`n` kept-count dicts, each group uniform on its grid; first, if asked, the unpruned and
+    the smallest network (without the smallest, a collection of the unpruned model alone teaches
+    the predictor nothing about width, and every budget looks infeasible)."""
     rng = np.random.default_rng(seed)
-    out = [description.full_kept()] if include_full else []
+    out = [description.full_kept(), description.minimal_kept()] if include_ends else []
     for _ in range(n):
         out.append({g.name: int(g.grid[rng.integers(len(g.grid))]) for g in description.groups})
     return out

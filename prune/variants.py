@@ -76,7 +76,7 @@ def build_variants(model: str, input_size: int, count: int, seed: int, out_dir: 
     ONNX under `out_dir/variants` (existing files are reused)."""
     description = describe_model(model, input_size, unit=unit, num_classes=num_classes)
     variants = []
-    kept_list = sample_kept(description, count, seed, include_full=False)
+    kept_list = sample_kept(description, count, seed, include_ends=False)
     for index, kept in enumerate(tqdm(kept_list, desc="variants", unit="model",
                                       disable=not progress)):
         name = f"v{index:02d}"

@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     device.add_argument("--key", default=None, help="device key at the tracker (python -m runner devices)")
     collect = parser.add_argument_group("latency collection")
     collect.add_argument("--samples", type=whole_number(0), default=50,
-                         help="random pruned variants whose layers are measured, besides the unpruned ones "
+                         help="random pruned variants whose layers are measured, besides the unpruned and the smallest network "
                          "(default %(default)s)")
     collect.add_argument("--trials-per-layer", type=whole_number(0), default=8,
                          help="MetaSchedule trials per anchor kernel (two per layer structure; the other kernels "

@@ -6,18 +6,18 @@ from latency_model.sampling import (layer_configs, neighbour_configs, poorly_pre
                                     sample_kept)
 
 
-def test_samples_are_deterministic_on_the_grid_and_start_unpruned():
+def test_samples_are_deterministic_on_the_grid_and_start_with_both_ends():
     desc = toy_description()
     a, b = sample_kept(desc, 30, seed=3), sample_kept(desc, 30, seed=3)
     assert a == b and a != sample_kept(desc, 30, seed=4)
-    assert a[0] == desc.full_kept() and len(a) == 31
+    assert a[:2] == [desc.full_kept(), desc.minimal_kept()] and len(a) == 32
     for kept in a:
         assert all(kept[g.name] in g.grid for g in desc.groups)
 
 
 def test_samples_cover_each_grid_roughly_uniformly():
     desc = toy_description()
-    values = [k["heads2"] for k in sample_kept(desc, 400, seed=0, include_full=False)]
+    values = [k["heads2"] for k in sample_kept(desc, 400, seed=0, include_ends=False)]
     counts = np.bincount(values)[1:]
     assert len(counts) == 4 and counts.min() > 60  # 100 expected per value
 
