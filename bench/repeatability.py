@@ -19,7 +19,6 @@ Identical code from one database: any disagreement is the measurement's. Run it 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
@@ -82,7 +81,8 @@ def main() -> None:
     parser.add_argument("--trials-per-layer", type=int, default=1, help="trials per anchor kernel")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=20)
-    parser.add_argument("--min-repeat-ms", type=int, default=10, help="as `latency_model collect`")
+    parser.add_argument("--min-repeat-ms", type=int, default=TimingProtocol().min_repeat_ms,
+                        help="as every command that times")
     parser.add_argument("--network-runs", type=int, default=4, help="benches of each network")
     parser.add_argument("-o", "--out", type=Path, default=Path("bench/results/repeatability.json"))
     args = parser.parse_args()
@@ -91,7 +91,6 @@ def main() -> None:
     description = describe_model(args.model, args.input_size, num_classes=8)
     configs = layer_configs(description, sample_kept(description, args.samples, seed=0))
     protocol = TimingProtocol(warmup=args.warmup, repeat=args.repeat, min_repeat_ms=args.min_repeat_ms)
-    network_protocol = TimingProtocol(warmup=args.warmup, repeat=args.repeat)  # as `runner bench`
     load_before, started = os.getloadavg(), time.monotonic()
     with tempfile.TemporaryDirectory(prefix="edgeseg-repeat-") as scratch, use_device(None, HOST_KEY) as device:
         scratch, db = Path(scratch), Path(scratch) / "db"
@@ -115,14 +114,15 @@ def main() -> None:
         passes = {"back_to_back_a": [time_layer(a) for _, a in layers]}
         passes["back_to_back_b"] = [time_layer(a) for _, a in layers]
         interleaved = [(time_layer(a), time_layer(a)) for _, a in layers]
-        network_medians = {name: [bench_artifact(a, device, network_protocol).timing.median_ms
-                                  for _ in range(args.network_runs)] for name, a in network_artifacts.items()}
+        network_benches = {name: [bench_artifact(a, device, protocol) for _ in range(args.network_runs)]
+                           for name, a in network_artifacts.items()}
+    network_medians = {name: [b.timing.median_ms for b in benches] for name, benches in network_benches.items()}
     kinds = [c.kind for c, _ in layers]
     sizes = [_size_class(s["median"]) for s in passes["back_to_back_a"]]
     result = {
         "what": f"{len(layers)} layer configs of {args.model} at {args.input_size} px and {len(networks)} networks, "
                 "compiled once from one database, timed twice",
-        "layer_protocol": protocol.describe(), "network_protocol": network_protocol.describe(),
+        "protocol": protocol.describe(), "threads": next(iter(network_benches.values()))[0].threads,
         "back_to_back": agreement([(k, s, a, b) for k, s, a, b in
                                    zip(kinds, sizes, passes["back_to_back_a"], passes["back_to_back_b"])]),
         "interleaved": agreement([(k, s, a, b) for k, s, (a, b) in zip(kinds, sizes, interleaved)]),
@@ -131,7 +131,7 @@ def main() -> None:
                      for name, ms in network_medians.items()},
     }  # fmt: skip
     write_result(args.out, result, load_before, started)
-    print(f"{result['what']}; layers: {result['layer_protocol']}")
+    print(f"{result['what']}; layers and networks: {result['protocol']}")
     for order in ("back_to_back", "interleaved"):
         for stat, groups in result[order].items():
             a = groups["all"]

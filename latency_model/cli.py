@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-from runner.cli_support import run_main, setup_logging, whole_number
+from runner.cli_support import add_timing_flags, run_main, setup_logging, timing_protocol, whole_number
 from runner.device import HOST_KEY, Tracker
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--unit", type=whole_number(1), default=8,
                    help="channel step of the sampled widths (default 8; 1 samples every width, which is what "
                    "`alignment` needs to tell which step pays off)")
-    _add_timing(c)
+    add_timing_flags(c)
     c.add_argument("-o", "--out", type=Path, default=None, help=HELP["out"])
 
     a = commands.add_parser("alignment", parents=[common], help="the channel step that pays off on the "
@@ -102,27 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MetaSchedule trials per kernel of a variant that the tuning database "
                    "lacks; 0 (default): build from the database that collect filled, as it is")
     v.add_argument("--seed", type=int, default=0, help="variant sampling seed")
-    _add_timing(v)
+    add_timing_flags(v)
     v.add_argument("-o", "--out", type=Path, required=True,
                    help="folder for the variants' ONNX files, measurements.jsonl (a rerun "
                    "resumes from it), validation.json and validation.png")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
-
-
-def _add_timing(parser: argparse.ArgumentParser) -> None:
-    """The runner's timing protocol flags; collect's defaults are validate's."""
-    parser.add_argument("--warmup", type=whole_number(0), default=3, help="discarded warm-up runs")
-    parser.add_argument("--repeat", type=whole_number(1), default=20, help="timed samples")
-    parser.add_argument("--min-repeat-ms", type=whole_number(0), default=10,
-                        help="raise the runs per sample until a sample lasts this long (layers "
-                        "of a few microseconds are otherwise timer noise)")
-
-
-def _protocol(args: argparse.Namespace):
-    from runner.timing import TimingProtocol
-
-    return TimingProtocol(warmup=args.warmup, repeat=args.repeat, min_repeat_ms=args.min_repeat_ms)
 
 
 
@@ -180,7 +165,7 @@ def _collect(args: argparse.Namespace) -> int:
     pruned = [pruned_kept(folder, description, args.model, args.input_size, args.classes)
               for folder in args.pruned]  # checked before any device is asked
     out = args.out or device_dir(key, preset.name) / "dataset.jsonl"
-    common: dict[str, Any] = dict(preset=preset, out=out, protocol=_protocol(args),
+    common: dict[str, Any] = dict(preset=preset, out=out, protocol=timing_protocol(args),
                                   database_dir=tuning_database_dir(key, preset.name),
                                   trials_per_layer=args.trials_per_layer,
                                   source=Source(args.model, args.input_size, args.classes),
@@ -265,7 +250,7 @@ def _validate(args: argparse.Namespace) -> int:
     key = _device_key(args)
     preset, threads = _preset(args)
     predictor.check_compatible(key, preset.name)  # before any model is built or device asked
-    protocol = _protocol(args)
+    protocol = timing_protocol(args)
     _warn_if_made_otherwise(predictor.manifest, args.model, args.input_size, protocol, args.classes)
     variants = build_variants(args.model, args.input_size, args.variants, args.seed, args.out,
                               num_classes=args.classes)

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from runner.cli_support import run_main, setup_logging, whole_number
+from runner.cli_support import add_timing_flags, run_main, setup_logging, timing_protocol, whole_number
 from runner.device import DEFAULT_TRACKER_PORT, HOST_KEY, Tracker
 
 if TYPE_CHECKING:
@@ -67,13 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=whole_number(1), default=None,
                        help="threads on the device, pinned to its big cores (default: the "
                        "device's own choice)")  # fmt: skip
-    bench.add_argument("--warmup", type=whole_number(0), default=3, help="discarded warm-up runs")
-    bench.add_argument("--repeat", type=whole_number(1), default=20, help="timed samples")
-    bench.add_argument("--number", type=whole_number(1), default=1, help="runs per sample")
-    bench.add_argument("--min-repeat-ms", type=whole_number(0), default=0,
-                       help="raise the runs per sample until a sample lasts this long")
-    bench.add_argument("--cooldown-ms", type=whole_number(0), default=0,
-                       help="rest between samples (thermal throttling)")
+    add_timing_flags(bench)
     bench.add_argument("--check", action="store_true",
                        help="compare the device's output for the stored reference input with "
                        "the stored reference output (non-zero exit on mismatch)")  # fmt: skip
@@ -147,12 +141,9 @@ def _bench(args: argparse.Namespace) -> int:
     from runner.bench import bench_artifact
     from runner.farm import use_device
     from runner.report import render_bench
-    from runner.timing import TimingProtocol
 
-    protocol = TimingProtocol(warmup=args.warmup, repeat=args.repeat, number=args.number,
-                              min_repeat_ms=args.min_repeat_ms, cooldown_ms=args.cooldown_ms)
     with use_device(args.tracker, args.key, emulate=args.emulate) as device:
-        result = bench_artifact(args.artifact, device, protocol, threads=args.threads,
+        result = bench_artifact(args.artifact, device, timing_protocol(args), threads=args.threads,
                                 check=args.check, per_kernel=args.per_kernel, atol=args.atol,
                                 rtol=args.rtol, wait_s=args.wait)  # fmt: skip
     print(render_bench(result))

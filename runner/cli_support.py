@@ -11,6 +11,7 @@ import threading
 from typing import Callable
 
 from runner.errors import EdgesegError
+from runner.timing import TimingProtocol
 
 
 def whole_number(minimum: int) -> Callable[[str], int]:
@@ -26,6 +27,26 @@ def whole_number(minimum: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def add_timing_flags(parser: argparse.ArgumentParser) -> None:
+    """The timing protocol's flags, one set for every command that times (`runner bench`,
+    `latency_model collect/validate`): layers and networks are measured by the same rules."""
+    default = TimingProtocol()
+    parser.add_argument("--warmup", type=whole_number(0), default=default.warmup, help="discarded warm-up runs")
+    parser.add_argument("--repeat", type=whole_number(1), default=default.repeat, help="timed samples")
+    parser.add_argument("--number", type=whole_number(1), default=default.number, help="runs per sample")
+    parser.add_argument("--min-repeat-ms", type=whole_number(0), default=default.min_repeat_ms,
+                        help="raise the runs per sample until a sample lasts this long (a kernel of a few "
+                        "microseconds is otherwise timer noise) (default %(default)s)")
+    parser.add_argument("--cooldown-ms", type=whole_number(0), default=default.cooldown_ms,
+                        help="rest between samples (thermal throttling)")
+
+
+def timing_protocol(args: argparse.Namespace) -> TimingProtocol:
+    """The protocol of the flags `add_timing_flags` added."""
+    return TimingProtocol(warmup=args.warmup, repeat=args.repeat, number=args.number,
+                          min_repeat_ms=args.min_repeat_ms, cooldown_ms=args.cooldown_ms)
 
 
 def setup_logging(verbose: bool) -> None:

@@ -24,12 +24,14 @@ from runner.errors import EdgesegError
 @dataclass(frozen=True)
 class TimingProtocol:
     """How to time: warm-up calls, samples, calls per sample, rest between samples, and the
-    spread above which a timing is noisy."""
+    spread above which a timing is noisy. Samples last at least 10 ms by default, for a layer of
+    tens of microseconds and a whole network alike: one protocol, so that the layers a predictor
+    learns from and the network it predicts are measured the same way."""
 
     warmup: int = 3
     repeat: int = 20
     number: int = 1
-    min_repeat_ms: int = 0
+    min_repeat_ms: int = 10
     cooldown_ms: int = 0
     max_spread: float = 0.25
 

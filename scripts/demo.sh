@@ -6,14 +6,15 @@
 #      device's tuning database, every other kernel, and those of the unpruned network, given a
 #      schedule transferred from them) and train the XGBoost latency predictor on them;
 #   2. train the unpruned network on the synthetic scenes (the dense reference), prune it with the
-#      bi-level method to half its predicted latency and fine-tune it, and train a second
-#      reference as many steps as the pruned network (unpruned-x2);
+#      bi-level method to half its predicted latency and fine-tune it; measure the pruned network's
+#      own layers, retrain the predictor with them and prune again (one refinement round); train a
+#      second reference as many steps as the pruned network (unpruned-x2);
 #   3. compile the three for host with no search (every kernel's schedule is the collection's, or
 #      transferred from it) and run them over RPC with a numeric check against ONNX Runtime;
 #   4. write OUT/report.md: the table, how each figure was measured, the stages' commands.
 # A rerun resumes: finished stages are skipped, and each resumes its own unfinished work.
 # Knobs (environment): EDGESEG_DEMO_SIZE (input px, default 128), EDGESEG_DEMO_SAMPLES (random
-# pruned variants whose layers are measured besides the unpruned ones, default 2),
+# pruned variants whose layers are measured besides the unpruned and smallest network, default 2),
 # EDGESEG_DEMO_TRIALS (MetaSchedule trials per anchor kernel, default 2: the first round takes one
 # each, the second goes by latency share), EDGESEG_DEMO_STEPS (search and fine-tuning steps per
 # epoch, default 40), EDGESEG_DEMO_OUT (default out/pipeline).

@@ -13,6 +13,7 @@ import pytest
 
 from prune.pipeline.cli import build_parser, main, options_from
 from prune.pipeline.plan import plan_stages
+from prune.pipeline.report import measured_layer_sum
 from prune.pipeline.stages import RECORD, Stage, StageRecord, run_stages
 from runner.errors import EdgesegError
 
@@ -41,8 +42,24 @@ def test_a_phone_behind_a_tracker_reaches_every_stage_that_measures_and_the_data
     assert "--tracker 10.0.0.2:9190 --key s21" in bench and "--check" in bench and "--device" not in bench
     pruned = " ".join(_stage(stages, "pruned").args)
     assert "--fps 30" in pruned and "--unit auto" in pruned and "--weights runs/x/unpruned/weights.safetensors" in pruned
-    assert [s.name for s in stages][:6] == ["collect", "predictor", "predictor-accuracy", "unpruned", "pruned",
-                                            "unpruned-x2"]
+    assert [s.name for s in stages][:9] == ["collect", "predictor", "predictor-accuracy", "unpruned", "pruned-round0",
+                                            "refine-1-collect", "refine-1-predictor", "pruned", "unpruned-x2"]
+
+
+def test_each_refinement_round_measures_the_last_rounds_network_and_prunes_with_a_predictor_that_learnt_it():
+    stages = plan_stages(_options("--budget-fraction", "0.5", "--refine-rounds", "2", "--samples", "7"))
+    names = [s.name for s in stages]
+    assert names[4:11] == ["pruned-round0", "refine-1-collect", "refine-1-predictor", "pruned-round1",
+                           "refine-2-collect", "refine-2-predictor", "pruned"]
+    second = " ".join(_stage(stages, "refine-2-collect").args)
+    assert "--pruned runs/x/pruned-round1" in second and "--samples 0" in second and "-o runs/x/latency/data.jsonl" in second
+    assert "--predictor runs/x/latency/predictor-round2" in " ".join(_stage(stages, "pruned").args)
+    assert "--predictor runs/x/latency/predictor " in " ".join(_stage(stages, "pruned-round0").args) + " "
+    # a rerun after a new round-1 predictor redoes the rounds after it, not the first collection
+    assert _stage(stages, "pruned-round1").after == ("refine-1-predictor", "unpruned")
+    assert _stage(stages, "refine-2-collect").after == ("pruned-round1",)
+    no_rounds = [s.name for s in plan_stages(_options("--budget-fraction", "0.5", "--refine-rounds", "0"))]
+    assert "pruned-round0" not in no_rounds and not any(n.startswith("refine") for n in no_rounds)
 
 
 def test_bad_device_options_fail_before_any_stage(monkeypatch, tmp_path, capsys):
@@ -107,8 +124,11 @@ def test_the_pipeline_runs_end_to_end_on_the_embedded_device_and_a_rerun_skips_e
     report = (out / "report.md").read_text()
     assert "real measurements of this CPU, not of a phone" in report and "unpruned" in report and "pruned" in report
     stages = json.loads((out / RECORD).read_text())["stages"]
-    assert list(stages) == ["collect", "predictor", "predictor-accuracy", "unpruned", "pruned", "compile-unpruned",
-                            "bench-unpruned", "compile-pruned", "bench-pruned"]
+    assert list(stages) == ["collect", "predictor", "predictor-accuracy", "unpruned", "pruned-round0",
+                            "refine-1-collect", "refine-1-predictor", "pruned", "compile-unpruned", "bench-unpruned",
+                            "compile-pruned", "bench-pruned"]
+    assert "| 0 | `pruned-round0` | `predictor` |" in report
+    assert measured_layer_sum(out / "pruned-round0", out / "latency" / "data.jsonl") > 0  # every layer it kept
     records = [json.loads(line) for line in (out / "latency" / "data.jsonl").read_text().splitlines()]
     assert {r["num_classes"] for r in records} == {4}  # the classifier measured is the one pruned
     rows = json.loads((out / "comparison.json").read_text())["rows"]

@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("--trials-per-layer", type=whole_number(0), default=8,
                          help="MetaSchedule trials per anchor kernel (two per layer structure; the other kernels "
                          "get transferred schedules) (default %(default)s)")
+    collect.add_argument("--refine-rounds", type=whole_number(0), default=1,
+                         help="rounds of measuring the pruned network's own layers, retraining the predictor with "
+                         "them and pruning again: the search otherwise picks widths the predictor under-prices "
+                         "(default %(default)s)")
     training = parser.add_argument_group("training (python -m prune's settings and defaults)")
     for name in TRAINING:
         flag = FLAGS[name]
@@ -93,7 +97,7 @@ def options_from(args: argparse.Namespace) -> PipelineOptions:
         budget=(budget_name, getattr(args, budget_name)), method=args.method,
         num_classes=data_classes(args.data, args.num_classes), samples=args.samples,
         trials_per_layer=args.trials_per_layer, compile_trials=args.compile_trials, repeat=args.repeat,
-        warmup=args.warmup, long_reference=args.long_reference)
+        warmup=args.warmup, long_reference=args.long_reference, refine_rounds=args.refine_rounds)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -110,7 +114,7 @@ def _run(args: argparse.Namespace) -> int:
     options.out.mkdir(parents=True, exist_ok=True)
     record = StageRecord.load(options.out / RECORD)
     run_stages(plan_stages(options), record)
-    report = write_report(options.out, network_folders(options), record)
+    report = write_report(options, network_folders(options), record)
     print(f"\n{report.read_text()}", file=sys.stdout)
     print(f"report {report}; plots {options.out / 'comparison.png'}, {options.out / 'latency' / 'scatter.png'}")
     return 0

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from prune.compare import render_table, write_comparison
+from prune.pipeline.plan import PipelineOptions, predictor_folder, pruned_folder
 from prune.pipeline.stages import StageRecord
 from runner.device import HOST_KEY
 
@@ -41,8 +42,44 @@ def _predictor_words(predictor_dir: Path) -> str:
             f"(RMSPE {100 * chosen['rmspe']:.1f}%, {report['chosen']} model)")
 
 
-def write_report(out: Path, folders: Sequence[Path], record: StageRecord) -> Path:
-    """Write comparison.json/.png (prune.compare) and report.md into `out`; the report's path."""
+def measured_layer_sum(folder: Path, data: Path) -> float | None:
+    """The sum of the collection's medians over the layers of the network pruned into `folder`,
+    or None if some layer of it was never measured."""
+    from latency_model.records import read_records
+    from prune.describe import describe_model
+    from prune.variants import pruned_kept
+
+    pruning = json.loads((folder / "pruning.json").read_text())
+    model, size, classes = pruning["model"], pruning["input_size"], pruning["num_classes"]
+    description = describe_model(model, size, num_classes=classes)
+    configs = description.config_at(pruned_kept(folder, description, model, size, classes))
+    measured = {r.key: r.median_ms for r in read_records(data)}
+    if any(c.key not in measured for c in configs):
+        return None
+    return sum(measured[c.key] for c in configs)
+
+
+def _round_lines(options: PipelineOptions) -> list[str]:
+    """Each round's pruned network: what its predictor said, and what its own layers measured."""
+    lines = ["## Rounds of pruning", "",
+             "Each round's network is pruned with the predictor of that round; its layers are then measured "
+             "(`collect --pruned`) and the next round's predictor learns from them.", "",
+             "| round | network | predictor | budget ms | predicted ms | its layers measured ms |",
+             "|---|---|---|---|---|---|"]
+    for round_ in range(options.refine_rounds + 1):
+        folder = pruned_folder(options, round_)
+        pruning = json.loads((folder / "pruning.json").read_text())
+        layers = measured_layer_sum(folder, options.out / "latency" / "data.jsonl")
+        lines.append(f"| {round_} | `{folder.name}` | `{predictor_folder(options, round_).name}` | "
+                     f"{pruning['budget_ms']:.2f} | {pruning['predicted_ms']:.2f} | "
+                     f"{'not measured layer by layer' if layers is None else f'{layers:.2f}'} |")
+    return [*lines, ""]
+
+
+def write_report(options: PipelineOptions, folders: Sequence[Path], record: StageRecord) -> Path:
+    """Write comparison.json/.png (prune.compare) and report.md into the pipeline's folder; the
+    report's path."""
+    out = options.out
     comparison = write_comparison(folders, out)
     benches = {f.name: json.loads((f / "bench.json").read_text()) for f in folders}
     first = benches[folders[0].name]
@@ -59,8 +96,10 @@ def write_report(out: Path, folders: Sequence[Path], record: StageRecord) -> Pat
         + "; ".join(f"{name} {_load(record, 'bench-' + name)}" for name in benches) + ".",
         f"- **Numeric check** against ONNX Runtime on the build machine: {checks}.",
         f"- **predicted ms:** the latency predictor's sum of layers (no graph overhead); predictor: "
-        f"{_predictor_words(out / 'latency' / 'predictor')}; held-out scatter `latency/scatter.png`.",
+        f"{_predictor_words(predictor_folder(options, options.refine_rounds))} (the last round's); held-out "
+        "scatter of the first round's `latency/scatter.png`.",
         "- **mIoU:** on the data set's validation split, at the end of each network's training.", "",
+        *_round_lines(options),
         "## Stages", "", "| stage | seconds | load before | command |", "|---|---|---|---|",
     ]
     for name, entry in record.stages.items():
