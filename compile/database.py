@@ -308,7 +308,10 @@ class DeviceDatabase(PyDatabase):
         self._insert(record, json.dumps(provenance, sort_keys=True))
 
     def _insert(self, record: TuningRecord, provenance: str | None, dedupe: bool = False) -> bool:
-        wid, _ = self._commit_workload(record.workload.mod)
+        wid, stored = self._commit_workload(record.workload.mod)
+        record = _for_workload(record, stored)
+        if record is None:
+            return False
         trace_json, run_secs, target, args_info = record.as_json()
         mean, valid = _mean_and_validity(trace_json, run_secs)
         row = (wid, json.dumps(run_secs), mean, int(valid), json.dumps(trace_json), json.dumps(target),
@@ -347,7 +350,14 @@ class DeviceDatabase(PyDatabase):
         if found is None:
             return []
         wid, stored = found
-        return [self._record(stored, *row) for row in self._best_rows(wid, None, top_k, self._COLUMNS)]
+        records = []
+        for row in self._best_rows(wid, None, top_k, self._COLUMNS):
+            try:
+                records.append(self._record(stored, *row))
+            except RuntimeError as error:  # TVM's ScheduleError: kept before records were renamed to their workload
+                logger.warning("a tuning record of %s does not replay on it (%s); skipped", self.folder,
+                               str(error).splitlines()[0] if str(error) else type(error).__name__)
+        return records
 
     def get_all_tuning_records(self) -> list[TuningRecord]:
         rows = self._sql(f"SELECT workload_id, {self._COLUMNS} FROM records ORDER BY mean_secs, id")
@@ -419,6 +429,23 @@ def _describe(identity: dict) -> str:
 
 _OPEN: dict[tuple[int, str], tuple[Any, int]] = {}
 _OPEN_LOCK = threading.Lock()
+
+
+def _for_workload(record: TuningRecord, stored: Workload) -> TuningRecord | None:
+    """`record` as a record of `stored`, the committed workload structurally equal to its own.
+    Structural equality ignores names, and blocks are named after the variables that fed the
+    kernel (`lv5_sum` here, `input_sum` there), while a trace finds its blocks by name: a trace
+    kept as it came would not replay on the stored workload. None (with a warning) if the block
+    lists differ."""
+    if record.workload.mod.same_as(stored.mod):
+        return record
+    trace = workload_structure.rename_blocks(record.trace, record.workload.mod, stored.mod)
+    if trace is None:
+        logger.warning("a tuning record's blocks do not match its stored workload's; record not kept")
+        return None
+    if trace is record.trace:
+        return record
+    return TuningRecord(trace, stored, record.run_secs, record.target, record.args_info)
 
 
 def open_database(path: Path, target: Any = None) -> DeviceDatabase:

@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from compile.workload_structure import block_names, extents, shape_distance, structure_key
+from compile.workload_structure import extents, rename_blocks, shape_distance, structure_key
 
 logger = logging.getLogger(__name__)
 
@@ -125,29 +125,6 @@ def find_donors(db: Any, mod: Any, target: Any, limit: int) -> list[Donor]:
     donors = [Donor(workload, record, ext, shape_distance(own, ext)) for workload, record, ext in rows
               if not tvm_ffi.structural_equal(workload.mod, mod)]  # fmt: skip
     return donors[:limit]
-
-
-def rename_blocks(trace: Any, donor_mod: Any, mod: Any) -> Any | None:
-    """The donor's trace with its blocks renamed to `mod`'s (a trace finds blocks by name, and
-    blocks are named after the variables that fed the kernel); None when the block lists differ."""
-    from tvm.s_tir.schedule import Instruction, Trace
-
-    donor, own = block_names(donor_mod), block_names(mod)
-    if donor == own:
-        return trace
-    if len(donor) != len(own):
-        return None
-    names = dict(zip(donor, own))
-    insts, decisions = [], {}
-    for inst in trace.insts:
-        renamed = inst
-        if inst.kind.name == "GetSBlock":
-            attrs = [names.get(str(inst.attrs[0]), str(inst.attrs[0])), *inst.attrs[1:]]
-            renamed = Instruction(inst.kind, list(inst.inputs), attrs, list(inst.outputs))
-        insts.append(renamed)
-        if inst in trace.decisions:
-            decisions[renamed] = trace.decisions[inst]
-    return Trace(insts, decisions)
 
 
 def replay(trace: Any, mod: Any, postprocs: Sequence[Any]) -> Any | None:

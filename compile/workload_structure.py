@@ -57,3 +57,26 @@ def block_names(mod: Any) -> list[str]:
     """The workload's block names in program order: two workloads of one structure have their
     blocks in the same order, so a trace's blocks map by position."""
     return re.findall(r'T\.sblock\("([^"]*)"', _main(mod).script())
+
+
+def rename_blocks(trace: Any, donor_mod: Any, mod: Any) -> Any | None:
+    """The donor's trace with its blocks renamed to `mod`'s (a trace finds blocks by name, and
+    blocks are named after the variables that fed the kernel); None when the block lists differ."""
+    from tvm.s_tir.schedule import Instruction, Trace
+
+    donor, own = block_names(donor_mod), block_names(mod)
+    if donor == own:
+        return trace
+    if len(donor) != len(own):
+        return None
+    names = dict(zip(donor, own))
+    insts, decisions = [], {}
+    for inst in trace.insts:
+        renamed = inst
+        if inst.kind.name == "GetSBlock":
+            attrs = [names.get(str(inst.attrs[0]), str(inst.attrs[0])), *inst.attrs[1:]]
+            renamed = Instruction(inst.kind, list(inst.inputs), attrs, list(inst.outputs))
+        insts.append(renamed)
+        if inst in trace.decisions:
+            decisions[renamed] = trace.decisions[inst]
+    return Trace(insts, decisions)

@@ -173,7 +173,7 @@ def test_kernels_named_after_other_variables_share_a_structure_and_replay():
     from tvm import relax
     from tvm.s_tir import meta_schedule as ms
 
-    from compile.transfer import rename_blocks
+    from compile.workload_structure import rename_blocks
     from compile.workload_structure import block_names, structure_key
 
     x = relax.Var("x", relax.TensorType((1, 64, 32), "float32"))
@@ -198,3 +198,39 @@ def test_kernels_named_after_other_variables_share_a_structure_and_replay():
     assert replay(trace, second, posts) is None  # the donor's block names are not the kernel's
     sch = replay(rename_blocks(trace, first, second), second, posts)
     assert sch is not None and outputs_match(sch.mod, second)
+
+
+def test_a_record_of_a_kernel_named_otherwise_is_kept_as_a_record_of_the_stored_one(tmp_path):
+    """Structural equality ignores names: a record tuned on `lv_sum`'s LayerNorm lands on the
+    stored `x_sum` workload, with its trace renamed, so the database can replay it (it raised)."""
+    import tvm
+    from tvm import relax
+    from tvm.s_tir import meta_schedule as ms
+
+    import tvm_ffi
+
+    from compile.database import DeviceDatabase
+    from compile.workload_structure import block_names
+
+    def layer_norm_kernel(input_name: str):
+        x = relax.Var(input_name, relax.TensorType((1, 64, 32), "float32"))
+        builder = relax.BlockBuilder()
+        with builder.function("main", [x]):
+            with builder.dataflow():
+                out = builder.emit_output(builder.emit(relax.op.nn.layer_norm(
+                    x, relax.const(np.ones(32, "float32")), relax.const(np.zeros(32, "float32")), axes=[-1])))
+            builder.emit_func_output(out)
+        with target:
+            lowered = relax.get_pipeline("zero")(builder.get())
+        return ms.relax_integration.extract_tasks(lowered, target)[0].dispatched[0]
+
+    target = tvm.target.Target({"kind": "llvm", "num-cores": 2})
+    stored, tuned = layer_norm_kernel("x"), layer_norm_kernel("lv")
+    assert tvm_ffi.structural_equal(stored, tuned) and block_names(stored) != block_names(tuned)
+    db = DeviceDatabase(tmp_path / "db")
+    db.commit_workload(stored)
+    trace, _ = _sampled_trace(tuned, target)
+    db.commit_tuning_record(ms.database.TuningRecord(trace, ms.database.Workload(tuned), [1e-4], target,
+                                                     ms.arg_info.ArgInfo.from_prim_func(tuned["main"])))
+    assert db.query_schedule(stored, target, "main") is not None
+    assert db.query_schedule(tuned, target, "main") is not None
