@@ -329,9 +329,16 @@ class DeviceDatabase(PyDatabase):
         return True
 
     def _record(self, workload: Workload, trace_json: str, run_secs: str, target: str,
-                args_info: str) -> TuningRecord:
+                args_info: str) -> TuningRecord | None:
+        """The stored row as a record of `workload`; None (with a warning) for a row kept before
+        records were renamed to their stored workload (`_for_workload`), whose trace does not replay."""
         parts = [json.loads(trace_json), json.loads(run_secs), json.loads(target), json.loads(args_info)]
-        return TuningRecord.from_json(parts, workload)
+        try:
+            return TuningRecord.from_json(parts, workload)
+        except RuntimeError as error:  # TVM's ScheduleError
+            logger.warning("a tuning record in %s does not replay on its workload (%s); skipped", self.folder,
+                           str(error).splitlines()[0] if str(error) else type(error).__name__)
+            return None
 
     _COLUMNS = "trace_json, run_secs, target, args_info"
 
@@ -350,18 +357,13 @@ class DeviceDatabase(PyDatabase):
         if found is None:
             return []
         wid, stored = found
-        records = []
-        for row in self._best_rows(wid, None, top_k, self._COLUMNS):
-            try:
-                records.append(self._record(stored, *row))
-            except RuntimeError as error:  # TVM's ScheduleError: kept before records were renamed to their workload
-                logger.warning("a tuning record of %s does not replay on it (%s); skipped", self.folder,
-                               str(error).splitlines()[0] if str(error) else type(error).__name__)
-        return records
+        records = (self._record(stored, *row) for row in self._best_rows(wid, None, top_k, self._COLUMNS))
+        return [record for record in records if record is not None]
 
     def get_all_tuning_records(self) -> list[TuningRecord]:
         rows = self._sql(f"SELECT workload_id, {self._COLUMNS} FROM records ORDER BY mean_secs, id")
-        return [self._record(self._workload_by_id(wid), *rest) for wid, *rest in rows]
+        records = (self._record(self._workload_by_id(wid), *rest) for wid, *rest in rows)
+        return [record for record in records if record is not None]
 
     def __len__(self) -> int:
         return self._one("SELECT COUNT(*) FROM records")[0]
@@ -406,7 +408,9 @@ class DeviceDatabase(PyDatabase):
             (row,) = self._sql(f"SELECT {self._COLUMNS} FROM records WHERE workload_id = ? AND {kept} "
                                "ORDER BY mean_secs, id LIMIT 1", (wid, *args))
             workload = self._workload_by_id(wid)
-            out.append((workload, self._record(workload, *row), extents))
+            record = self._record(workload, *row)
+            if record is not None:
+                out.append((workload, record, extents))
         return out
 
     # ---- bulk access for import/export ---------------------------------------------------
