@@ -12,11 +12,10 @@ is not a figure: `latency_model collect` times it again, then records it as nois
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
-
-import numpy as np
 
 from runner.errors import EdgesegError
 
@@ -78,20 +77,20 @@ class Timing:
 
     @property
     def median_ms(self) -> float:
-        return float(np.median(self.samples_ms))
+        return float(statistics.median(self.samples_ms))
 
     @property
     def mean_ms(self) -> float:
-        return float(np.mean(self.samples_ms))
+        return float(statistics.fmean(self.samples_ms))
 
     @property
     def std_ms(self) -> float:
         """Sample standard deviation (0 for a single sample)."""
-        return float(np.std(self.samples_ms, ddof=1)) if self.runs > 1 else 0.0
+        return float(statistics.stdev(self.samples_ms)) if self.runs > 1 else 0.0
 
     @property
     def p90_ms(self) -> float:
-        return float(np.percentile(self.samples_ms, 90))
+        return self._percentile(90)
 
     @property
     def min_ms(self) -> float:
@@ -104,8 +103,17 @@ class Timing:
     @property
     def spread(self) -> float:
         """Interquartile range over the median: how far apart the samples are (0 for one sample)."""
-        q1, q3 = np.percentile(self.samples_ms, [25, 75])
+        q1, q3 = self._percentile(25), self._percentile(75)
         return float((q3 - q1) / self.median_ms) if self.median_ms > 0 else 0.0
+
+    def _percentile(self, q: float) -> float:
+        """numpy's default (linear) percentile, in the standard library: `--help` of every command
+        that times stays free of numpy."""
+        ordered = sorted(self.samples_ms)
+        position = (len(ordered) - 1) * q / 100
+        low = int(position)
+        high = min(low + 1, len(ordered) - 1)
+        return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
     @property
     def runs(self) -> int:
