@@ -116,6 +116,7 @@ class DeviceDatabase(PyDatabase):
         self._depth = 0  # nesting of _write() blocks
         self._by_hash: dict[str, list[tuple[int, Workload]]] = {}
         self._by_id: dict[int, Workload] = {}
+        self._unreplayable: set[str] = set()  # traces already warned about, once each
         self.folder.mkdir(parents=True, exist_ok=True)
         try:
             self._conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None,
@@ -336,8 +337,10 @@ class DeviceDatabase(PyDatabase):
         try:
             return TuningRecord.from_json(parts, workload)
         except RuntimeError as error:  # TVM's ScheduleError
-            logger.warning("a tuning record in %s does not replay on its workload (%s); skipped", self.folder,
-                           str(error).splitlines()[0] if str(error) else type(error).__name__)
+            if trace_json not in self._unreplayable:
+                self._unreplayable.add(trace_json)
+                logger.warning("a tuning record in %s does not replay on its workload (%s); skipped",
+                               self.folder, str(error).splitlines()[0] if str(error) else type(error).__name__)
             return None
 
     _COLUMNS = "trace_json, run_secs, target, args_info"

@@ -126,9 +126,9 @@ def plan_stages(options: PipelineOptions) -> list[Stage]:
                         _network_outputs(out / REFERENCE), after=("predictor",)))
     pruning = ["--method", options.method, _flag(budget_name), f"{budget_value:g}", "--weights", str(reference_weights)]
     for round_ in range(options.refine_rounds + 1):
-        folder, previous = pruned_folder(options, round_), pruned_folder(options, round_ - 1)
+        folder = pruned_folder(options, round_)
         if round_:
-            round_predictor = predictor_folder(options, round_)
+            previous, round_predictor = pruned_folder(options, round_ - 1), predictor_folder(options, round_)
             stages += [
                 Stage(f"refine-{round_}-collect", f"measure the layers of {previous.name}, the network the search "
                       "chose (most of them never measured)", "latency_model",

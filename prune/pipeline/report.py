@@ -63,7 +63,9 @@ def _round_lines(options: PipelineOptions) -> list[str]:
     """Each round's pruned network: what its predictor said, and what its own layers measured."""
     lines = ["## Rounds of pruning", "",
              "Each round's network is pruned with the predictor of that round; its layers are then measured "
-             "(`collect --pruned`) and the next round's predictor learns from them.", "",
+             "(`collect --pruned`) and the next round's predictor learns from them. \"Its layers measured\": the "
+             "sum of their medians in `latency/data.jsonl`, each timed alone with the protocol its record "
+             "holds; the load average around that collection is the `refine-K-collect` row below.", "",
              "| round | network | predictor | budget ms | predicted ms | its layers measured ms |",
              "|---|---|---|---|---|---|"]
     for round_ in range(options.refine_rounds + 1):
