@@ -122,6 +122,9 @@ FLAGS: dict[str, Flag] = {
     "weights": Flag("local checkpoint of the unpruned model"),
     "pretrained_backbone": Flag("start the backbone from timm's ImageNet weights, if they are in the local Hugging "
                                 "Face cache (nothing is downloaded)"),
+    "latency_scale": Flag("multiply the predictor's latencies by S: measured ms of a whole network per predicted ms "
+                          "of its layers on this device (what lies between layers: launches, copies); "
+                          "python -m prune.pipeline measures it (default {default})", _positive(float), metavar="S"),
     "device": Flag("device key the pruned network is for; a predictor made for another is refused (default: the "
                    "predictor's)", metavar="KEY"),
     "target": Flag("target preset the pruned network will be compiled for (python -m compile --target); a "

@@ -4,11 +4,14 @@ budget can be met at all."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
+
+import numpy as np
 
 from torch import nn
 
 from latency_model.budget import LatencyBudget, LatencyTableSource
+from latency_model.layers import LayerConfig
 from prune.data import data_classes
 from prune.describe import build_priced_groups, check_describable, describe_network
 from prune.flops_cost import FlopsCost
@@ -17,17 +20,33 @@ from prune.settings import FLOPS, PruneSettings
 from runner.errors import EdgesegError
 
 
-def load_cost(settings: PruneSettings) -> LatencyTableSource:
-    """The FLOPs table, or the predictor folder's predictor (it must fit the model and size)."""
-    if settings.predictor == FLOPS:
-        return FlopsCost()
-    from latency_model.predictor import Predictor
+class ScaledCost:
+    """A cost table whose every latency is multiplied by `scale` (`PruneSettings.latency_scale`);
+    the table's other attributes (device key, target preset) are its own."""
 
-    predictor = Predictor.load(settings.predictor)
-    check_predictor_fits(predictor.manifest, settings)
-    if settings.device is not None or settings.target is not None:
-        predictor.check_compatible(settings.device or predictor.device_key, settings.target or predictor.target_preset)
-    return predictor
+    def __init__(self, cost: LatencyTableSource, scale: float) -> None:
+        self.cost, self.scale = cost, float(scale)
+
+    def predict_ms(self, configs: Sequence[LayerConfig]) -> np.ndarray:
+        return self.scale * np.asarray(self.cost.predict_ms(configs), dtype=np.float64)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["cost"], name)
+
+
+def load_cost(settings: PruneSettings) -> LatencyTableSource:
+    """The FLOPs table, or the predictor folder's predictor (it must fit the model and size),
+    times the settings' latency scale."""
+    if settings.predictor == FLOPS:
+        cost: LatencyTableSource = FlopsCost()
+    else:
+        from latency_model.predictor import Predictor
+
+        cost = Predictor.load(settings.predictor)
+        check_predictor_fits(cost.manifest, settings)
+        if settings.device is not None or settings.target is not None:
+            cost.check_compatible(settings.device or cost.device_key, settings.target or cost.target_preset)
+    return cost if settings.latency_scale == 1 else ScaledCost(cost, settings.latency_scale)
 
 
 def build_budget(settings: PruneSettings, model: nn.Module,

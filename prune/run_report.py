@@ -43,7 +43,7 @@ def build_report(settings: PruneSettings, record: RunState, budget: LatencyBudge
         "model": s.model, "input_size": s.input_size, "unit": s.unit, "method": s.method, "seed": s.seed,
         "data": s.data, "num_classes": num_classes, "predictor": s.predictor,
         "device": deployed_on["device"], "target": deployed_on["target"],
-        "budget_ms": target_ms, "predicted_ms": budget.latency_ms(counts),
+        "budget_ms": target_ms, "predicted_ms": budget.latency_ms(counts), "latency_scale": s.latency_scale,
         "unpruned_predicted_ms": budget.full_latency_ms(),
         "min_predicted_ms": budget.min_latency_ms(),
         "miou": record.epochs[-1]["miou"],

@@ -56,6 +56,12 @@ class PruneSettings:
     `pretrained_backbone` from timm's ImageNet weights of the backbone if they are already in
     the local Hugging Face cache (never downloaded), or from random weights.
 
+    `latency_scale` multiplies every latency the cost table gives: a predictor prices layers
+    timed alone, and a whole network on a device also pays for what lies between them (kernel
+    launches, thread-pool wake-ups, copies); `python -m prune.pipeline` measures that factor on
+    the device from whole networks (measured ms / predicted ms) so that a budget is one of
+    measured ms. Predicted latencies in the run's report are the scaled ones.
+
     `device` (a device key) and `target` (a target preset) name where the pruned network will
     run: a device predictor made for another device or target is refused, since its latencies
     say nothing about that one. Left out, they are taken from the predictor (none for flops).
@@ -106,6 +112,7 @@ class PruneSettings:
     hard_mask: str = "projection"
     weights: str | None = None
     pretrained_backbone: bool = False
+    latency_scale: float = 1.0
     device: str | None = None
     target: str | None = None
     seed: int = 0
@@ -149,6 +156,9 @@ class PruneSettings:
             raise EdgesegError("The bi-level search's weight decay is lambda, the inner objective's ridge term, and "
                                "it is 0 (the implicit gradient assumes lambda > 0).",
                                "Pass a positive --weight-decay (or --search-weight-decay).")
+        if not self.latency_scale > 0:
+            raise EdgesegError(f"--latency-scale must be > 0, got {self.latency_scale}.",
+                               "Pass measured network ms / predicted ms of the same network, e.g. 1.2.")
         if self.target is not None:
             check_target_name(self.target)
         if self.weights is not None and self.pretrained_backbone:
@@ -206,7 +216,7 @@ def default(name: str) -> Any:
 # fine-tuning) 1e-4.
 BEFORE_THEY_EXISTED: dict[str, Any] = {"budget_signal": "hard", "hard_mask": "threshold",
                                         "implicit_gradient": "first_order", "neumann_steps": 5, "neumann_alpha": 0.01,
-                                        "pretrained_backbone": False, "weight_decay": 1e-4,
+                                        "pretrained_backbone": False, "weight_decay": 1e-4, "latency_scale": 1.0,
                                         "search_weight_decay": lambda saved: 1e-3 if saved.get("method") == "bilevel"
                                         else None}
 

@@ -21,7 +21,8 @@ from prune.settings import PruneSettings, as_they_ran
 
 # settings the plain training does not depend on: the method and budget, and the bi-level search's own
 PER_RUN = ("method", "budget_ms", "fps", "budget_fraction", "outer_batch_size", "outer_every", "outer_lr", "gate_init",
-           "implicit_scale", "implicit_gradient", "neumann_steps", "neumann_alpha", "budget_signal", "hard_mask")
+           "implicit_scale", "implicit_gradient", "neumann_steps", "neumann_alpha", "budget_signal", "hard_mask",
+           "latency_scale")
 
 
 def shared_settings(settings: PruneSettings) -> dict[str, Any]:

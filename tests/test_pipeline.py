@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from prune.pipeline.cli import build_parser, main, options_from
-from prune.pipeline.plan import plan_stages
+from prune.pipeline.plan import plan_finish, plan_refinement, plan_round, plan_start
 from prune.pipeline.report import measured_layer_sum
+from prune.pipeline.rounds import RoundResult, budget_ms, landed, shipped
 from prune.pipeline.stages import RECORD, Stage, StageRecord, run_stages
 from runner.errors import EdgesegError
 
@@ -28,38 +29,68 @@ def _stage(stages, name) -> Stage:
     return next(s for s in stages if s.name == name)
 
 
+def _planned(options, rounds: int = 1, budget: float = 33.3333, scale: float = 1.2):
+    stages = plan_start(options)
+    for round_ in range(rounds + 1):
+        stages += (plan_refinement(options, round_) if round_ else []) + plan_round(options, round_, budget, scale)
+    return stages + plan_finish(options, rounds, scale)
+
+
 def test_a_phone_behind_a_tracker_reaches_every_stage_that_measures_and_the_data_sizes_the_classifier(monkeypatch):
     monkeypatch.setenv("TVM_NDK_CC", "/opt/ndk/clang")  # only looked up: nothing links here
-    stages = plan_stages(_options("--data", "synthetic-hard", "--fps", "30", "--device", "s21-snapdragon",
-                                  "--tracker", "10.0.0.2:9190", "--key", "s21", "--unit", "auto"))
+    stages = _planned(_options("--data", "synthetic-hard", "--fps", "30", "--device", "s21-snapdragon",
+                               "--tracker", "10.0.0.2:9190", "--key", "s21", "--unit", "auto"))
     collect = _stage(stages, "collect").args
     assert collect[collect.index("--classes") + 1] == "40"  # synthetic-hard's own, not --classes' 8
     assert collect[collect.index("--unit") + 1] == "1"  # --unit auto reads the alignment of every width
-    for name in ("collect", "compile-pruned"):
+    for name in ("collect", "compile-pruned-round0", "refine-1-collect"):
         args = " ".join(_stage(stages, name).args)
         assert "--device s21-snapdragon" in args and "--tracker 10.0.0.2:9190 --key s21" in args
-    bench = " ".join(_stage(stages, "bench-pruned").args)
+    bench = " ".join(_stage(stages, "bench-pruned-round1").args)
     assert "--tracker 10.0.0.2:9190 --key s21" in bench and "--check" in bench and "--device" not in bench
-    pruned = " ".join(_stage(stages, "pruned").args)
-    assert "--fps 30" in pruned and "--unit auto" in pruned and "--weights runs/x/unpruned/weights.safetensors" in pruned
-    assert [s.name for s in stages][:9] == ["collect", "predictor", "predictor-accuracy", "unpruned", "pruned-round0",
-                                            "refine-1-collect", "refine-1-predictor", "pruned", "unpruned-x2"]
+    pruned = " ".join(_stage(stages, "pruned-round0").args)
+    assert "--budget-ms 33.3333 --latency-scale 1.2000" in pruned and "--fps" not in pruned  # measured ms, scaled
+    assert "--unit auto" in pruned and "--weights runs/x/unpruned/weights.safetensors" in pruned
+    assert [s.name for s in stages][:9] == ["collect", "predictor", "predictor-accuracy", "unpruned",
+                                            "compile-unpruned", "bench-unpruned", "pruned-round0",
+                                            "compile-pruned-round0", "bench-pruned-round0"]
 
 
 def test_each_refinement_round_measures_the_last_rounds_network_and_prunes_with_a_predictor_that_learnt_it():
-    stages = plan_stages(_options("--budget-fraction", "0.5", "--refine-rounds", "2", "--samples", "7"))
+    options = _options("--budget-fraction", "0.5", "--refine-rounds", "2", "--samples", "7")
+    stages = _planned(options, rounds=2)
     names = [s.name for s in stages]
-    assert names[4:11] == ["pruned-round0", "refine-1-collect", "refine-1-predictor", "pruned-round1",
-                           "refine-2-collect", "refine-2-predictor", "pruned"]
+    assert names[9:19] == ["refine-1-collect", "refine-1-predictor", "pruned-round1", "compile-pruned-round1",
+                           "bench-pruned-round1", "refine-2-collect", "refine-2-predictor", "pruned-round2",
+                           "compile-pruned-round2", "bench-pruned-round2"]
     second = " ".join(_stage(stages, "refine-2-collect").args)
     assert "--pruned runs/x/pruned-round1" in second and "--samples 0" in second and "-o runs/x/latency/data.jsonl" in second
-    assert "--predictor runs/x/latency/predictor-round2" in " ".join(_stage(stages, "pruned").args)
+    assert "--predictor runs/x/latency/predictor-round2" in " ".join(_stage(stages, "pruned-round2").args)
     assert "--predictor runs/x/latency/predictor " in " ".join(_stage(stages, "pruned-round0").args) + " "
     # a rerun after a new round-1 predictor redoes the rounds after it, not the first collection
-    assert _stage(stages, "pruned-round1").after == ("refine-1-predictor", "unpruned")
+    assert _stage(stages, "pruned-round1").after == ("refine-1-predictor", "bench-unpruned")
     assert _stage(stages, "refine-2-collect").after == ("pruned-round1",)
-    no_rounds = [s.name for s in plan_stages(_options("--budget-fraction", "0.5", "--refine-rounds", "0"))]
-    assert "pruned-round0" not in no_rounds and not any(n.startswith("refine") for n in no_rounds)
+    long_reference = " ".join(_stage(stages, "unpruned-x2").args)
+    assert "--predictor runs/x/latency/predictor-round2" in long_reference and "--latency-scale 1.2000" in long_reference
+
+
+def _result(round_: int, measured: float) -> RoundResult:
+    return RoundResult(round_, Path(f"runs/x/pruned-round{round_}"), 1.2, 9.5, measured, 0.1)
+
+
+def test_the_first_round_that_lands_ships_and_otherwise_the_closest_and_a_fraction_is_of_measured_ms(tmp_path):
+    budget = 10.0
+    rounds = [_result(0, 12.0), _result(1, 10.3), _result(2, 9.9)]
+    assert _result(0, 10.49).miss(budget) == pytest.approx(0.049)
+    assert landed(rounds[1], budget, 0.05) and not landed(rounds[0], budget, 0.05)
+    assert shipped(rounds, budget, 0.05).round == 1  # the first that landed, not the closest
+    assert shipped(rounds[:1] + [_result(1, 8.0), _result(2, 11.0)], budget, 0.05).round == 2  # none: closest
+    (tmp_path / "unpruned").mkdir()
+    (tmp_path / "unpruned" / "bench.json").write_text(json.dumps({"median_ms": 12.5}))
+    assert budget_ms(_options("--budget-fraction", "0.4", out=str(tmp_path))) == pytest.approx(5.0)
+    assert budget_ms(_options("--fps", "50")) == pytest.approx(20.0)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--fps", "30", "--landing-tolerance", "1.5", "-o", "x"])
 
 
 def test_bad_device_options_fail_before_any_stage(monkeypatch, tmp_path, capsys):
@@ -118,19 +149,27 @@ def test_the_pipeline_runs_end_to_end_on_the_embedded_device_and_a_rerun_skips_e
     command = [sys.executable, "-m", "prune.pipeline", "--input-size", "32", "--classes", "4", "--budget-fraction",
                "0.6", "--samples", "0", "--trials-per-layer", "0", "--epochs", "1", "--search-steps", "2",
                "--finetune-steps", "1", "--batch-size", "2", "--train-scenes", "8", "--val-scenes", "2",
-               "--no-long-reference", "--repeat", "3", "--warmup", "1", "-o", str(out)]
+               "--no-long-reference", "--repeat", "3", "--warmup", "1", "--refine-rounds", "1",
+               "--landing-tolerance", "0", "-o", str(out)]  # tolerance 0: round 0 never lands, round 1 runs
     run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     report = (out / "report.md").read_text()
     assert "real measurements of this CPU, not of a phone" in report and "unpruned" in report and "pruned" in report
     stages = json.loads((out / RECORD).read_text())["stages"]
-    assert list(stages) == ["collect", "predictor", "predictor-accuracy", "unpruned", "pruned-round0",
-                            "refine-1-collect", "refine-1-predictor", "pruned", "compile-unpruned", "bench-unpruned",
-                            "compile-pruned", "bench-pruned"]
-    assert "| 0 | `pruned-round0` | `predictor` |" in report
+    assert list(stages) == ["collect", "predictor", "predictor-accuracy", "unpruned", "compile-unpruned",
+                            "bench-unpruned", "pruned-round0", "compile-pruned-round0", "bench-pruned-round0",
+                            "refine-1-collect", "refine-1-predictor", "pruned-round1", "compile-pruned-round1",
+                            "bench-pruned-round1"]
+    assert "| 0 | `predictor` |" in report and "| 1 | `predictor-round1` |" in report
     assert measured_layer_sum(out / "pruned-round0", out / "latency" / "data.jsonl") > 0  # every layer it kept
     records = [json.loads(line) for line in (out / "latency" / "data.jsonl").read_text().splitlines()]
     assert {r["num_classes"] for r in records} == {4}  # the classifier measured is the one pruned
+    budget = 0.6 * json.loads((out / "unpruned" / "bench.json").read_text())["median_ms"]
+    rounds = [json.loads((out / f"pruned-round{k}" / "pruning.json").read_text()) for k in (0, 1)]
+    assert all(r["budget_ms"] == pytest.approx(budget, rel=1e-3) and r["latency_scale"] > 0 for r in rounds)
+    misses = [abs(json.loads((out / f"pruned-round{k}" / "bench.json").read_text())["median_ms"] / budget - 1)
+              for k in (0, 1)]
+    assert (out / "pruned").is_symlink() and os.readlink(out / "pruned") == f"pruned-round{misses.index(min(misses))}"
     rows = json.loads((out / "comparison.json").read_text())["rows"]
     assert [r["name"] for r in rows] == ["unpruned", "pruned"] and all(r["measured_ms"] > 0 for r in rows)
     for name in ("unpruned", "pruned"):

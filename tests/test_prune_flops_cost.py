@@ -28,3 +28,16 @@ def test_flops_budget_is_the_sum_of_layer_flops_and_differentiable():
 def test_flops_cost_rejects_a_non_positive_scale():
     with pytest.raises(EdgesegError, match="ms_per_gflop"):
         FlopsCost(0.0)
+
+
+def test_a_latency_scale_multiplies_every_latency_the_budget_sees():
+    from prune.run_budget import load_cost
+    from prune.settings import PruneSettings
+
+    description = describe_model("segformer-b0", 32, unit=16, num_classes=4)
+    scaled = LatencyBudget(description, load_cost(PruneSettings(budget_ms=1.0, latency_scale=1.5)))
+    plain = LatencyBudget(description, load_cost(PruneSettings(budget_ms=1.0)))
+    assert scaled.full_latency_ms() == pytest.approx(1.5 * plain.full_latency_ms())
+    assert scaled.min_latency_ms() == pytest.approx(1.5 * plain.min_latency_ms())
+    with pytest.raises(EdgesegError, match="latency-scale"):
+        PruneSettings(budget_ms=1.0, latency_scale=0.0)

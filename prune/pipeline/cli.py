@@ -6,7 +6,7 @@
 
 Without --tracker every stage measures the embedded device (this machine's CPU over RPC on
 127.0.0.1). The training settings are `python -m prune`'s, with its defaults; the budget is
-given exactly once. Rerun the same command after a crash: finished stages are skipped.
+given exactly once, in measured ms of the whole network on the device. Rerun the same command after a crash: finished stages are skipped.
 """
 
 from __future__ import annotations
@@ -17,11 +17,24 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from prune.cli import FLAGS
-from prune.pipeline.plan import BUDGETS, TRAINING, DeviceChoice, PipelineOptions, network_folders, plan_stages
+from prune.pipeline.plan import BUDGETS, DEFAULT_LANDING_TOLERANCE, TRAINING, DeviceChoice, PipelineOptions
 from prune.settings import DENSE, METHODS, default
 from runner.cli_support import run_main, setup_logging, whole_number
 from runner.device import Tracker
 from runner.errors import EdgesegError
+
+
+MEASURED_FRACTION = "budget as a fraction of the dense reference's measured latency on the device (0.5: half)"
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a fraction in [0, 1)")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in BUDGETS:
         flag = FLAGS[name]
         budget.add_argument("--" + name.replace("_", "-"), dest=name, type=flag.type, metavar=flag.metavar,
-                            help=flag.help)
+                            help=MEASURED_FRACTION if name == "budget_fraction" else flag.help)
     parser.add_argument("--method", default=default("method"), choices=[m for m in METHODS if m != DENSE],
                         help="pruning method (default %(default)s)")
     device = parser.add_argument_group("device (default: the embedded farm of this machine's CPU)")
@@ -48,10 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("--trials-per-layer", type=whole_number(0), default=8,
                          help="MetaSchedule trials per anchor kernel (two per layer structure; the other kernels "
                          "get transferred schedules) (default %(default)s)")
-    collect.add_argument("--refine-rounds", type=whole_number(0), default=1,
-                         help="rounds of measuring the pruned network's own layers, retraining the predictor with "
-                         "them and pruning again: the search otherwise picks widths the predictor under-prices "
-                         "(default %(default)s)")
+    landing = parser.add_argument_group("landing on the budget (docs/pipeline.md)")
+    landing.add_argument("--refine-rounds", type=whole_number(0), default=2,
+                         help="at most this many more rounds after the first pruned network, while the last one's "
+                         "measured latency misses the budget: its own layers measured, the predictor retrained, the "
+                         "network-over-layers scale measured on it, pruned again (default %(default)s)")
+    landing.add_argument("--landing-tolerance", type=_fraction, default=DEFAULT_LANDING_TOLERANCE, metavar="F",
+                         help="a round lands when its measured latency is within this fraction of the budget "
+                         "(default %(default)s: ±5%%)")
     training = parser.add_argument_group("training (python -m prune's settings and defaults)")
     for name in TRAINING:
         flag = FLAGS[name]
@@ -97,7 +114,8 @@ def options_from(args: argparse.Namespace) -> PipelineOptions:
         budget=(budget_name, getattr(args, budget_name)), method=args.method,
         num_classes=data_classes(args.data, args.num_classes), samples=args.samples,
         trials_per_layer=args.trials_per_layer, compile_trials=args.compile_trials, repeat=args.repeat,
-        warmup=args.warmup, long_reference=args.long_reference, refine_rounds=args.refine_rounds)
+        warmup=args.warmup, long_reference=args.long_reference, refine_rounds=args.refine_rounds,
+        landing_tolerance=args.landing_tolerance)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -108,13 +126,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from prune.pipeline.report import write_report
-    from prune.pipeline.stages import RECORD, StageRecord, run_stages
+    from prune.pipeline.rounds import run_rounds
+    from prune.pipeline.stages import RECORD, StageRecord
 
     options = options_from(args)
     options.out.mkdir(parents=True, exist_ok=True)
     record = StageRecord.load(options.out / RECORD)
-    run_stages(plan_stages(options), record)
-    report = write_report(options, network_folders(options), record)
+    budget, results, chosen = run_rounds(options, record)
+    report = write_report(options, budget, results, chosen, record)
     print(f"\n{report.read_text()}", file=sys.stdout)
     print(f"report {report}; plots {options.out / 'comparison.png'}, {options.out / 'latency' / 'scatter.png'}")
     return 0

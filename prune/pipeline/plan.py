@@ -2,13 +2,16 @@
 
     OUT/latency/data.jsonl, predictor/, scatter.png   collect, train, evaluate
     OUT/unpruned/       the dense reference            python -m prune --method dense
-    OUT/pruned/         pruned to the budget           python -m prune --method bilevel ... --weights
-    OUT/pruned-roundK/  the rounds before the last: each pruned network's own layers are then
-                        measured (collect --pruned), the predictor retrained (latency/predictor-roundK+1)
-                        and the network pruned again; the search otherwise picks widths the
-                        predictor under-prices (docs/pipeline.md)
+    OUT/pruned-roundK/  round K's network: python -m prune --method bilevel --budget-ms B --latency-scale S;
+                        compiled and benched; if it misses B by more than the landing tolerance, its
+                        own layers are measured (collect --pruned), the predictor retrained
+                        (latency/predictor-roundK+1) and S measured again (docs/pipeline.md)
+    OUT/pruned          a link to the round that ships (the first that landed, else the closest)
     OUT/unpruned-x2/    the reference trained as long as the pruned network (same start, same stages)
     OUT/NET/artifact/, OUT/NET/bench.json              python -m compile, python -m runner bench --check
+
+The stages of a round depend on what the rounds before it measured, so they are planned one
+round at a time (`prune.pipeline.rounds` runs them).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ REFERENCE, PRUNED, LONG_REFERENCE = "unpruned", "pruned", "unpruned-x2"
 TRAINING = ("model", "data", "input_size", "num_classes", "epochs", "search_steps", "finetune_steps",
             "batch_size", "lr", "weight_decay", "search_weight_decay", "unit", "train_scenes", "val_scenes", "seed")
 BUDGETS = ("fps", "budget_ms", "budget_fraction")
+DEFAULT_LANDING_TOLERANCE = 0.05
 
 
 @dataclass(frozen=True)
@@ -64,11 +68,12 @@ class PipelineOptions:
     warmup: int
     long_reference: bool = True
     refine_rounds: int = 0
+    landing_tolerance: float = DEFAULT_LANDING_TOLERANCE
 
 
-def pruned_folder(options: PipelineOptions, round_: int) -> Path:
-    """Round `round_`'s pruned network: the last round's is OUT/pruned."""
-    return options.out / (PRUNED if round_ == options.refine_rounds else f"{PRUNED}-round{round_}")
+def round_folder(options: PipelineOptions, round_: int) -> Path:
+    """Round `round_`'s pruned network; OUT/pruned links to the round that ships."""
+    return options.out / f"{PRUNED}-round{round_}"
 
 
 def predictor_folder(options: PipelineOptions, round_: int) -> Path:
@@ -95,71 +100,92 @@ def _network_outputs(folder: Path) -> tuple[Path, ...]:
 
 
 def network_folders(options: PipelineOptions) -> list[Path]:
-    """The networks compared, reference first."""
+    """The networks compared, reference first; OUT/pruned is the round that ships."""
     names = [REFERENCE, *([LONG_REFERENCE] if options.long_reference else []), PRUNED]
     return [options.out / name for name in names]
 
 
-def plan_stages(options: PipelineOptions) -> list[Stage]:
-    out, device, t = options.out, options.device, options.training
+def _collect_args(options: PipelineOptions) -> tuple[str, ...]:
+    t = options.training
+    collect_unit = "1" if t["unit"] == "auto" else str(t["unit"])  # auto reads the alignment: every width sampled
+    return ("collect", "--model", t["model"], "--input-size", str(t["input_size"]), "--classes",
+            str(options.num_classes), "--trials-per-layer", str(options.trials_per_layer), "--unit", collect_unit,
+            *options.device.flags(), "-o", str(options.out / "latency" / "data.jsonl"))
+
+
+def _build_stages(options: PipelineOptions, folder: Path) -> list[Stage]:
+    """Compile the network in `folder` for the device and bench it there, with the numeric check."""
+    artifact, device = folder / "artifact", options.device
+    return [
+        Stage(f"compile-{folder.name}", f"compile the {folder.name} network for the device "
+              f"({options.compile_trials} search trials; schedules from the collection, exact or transferred)",
+              "compile", (str(folder / "model.onnx"), *device.flags(), "--trials", str(options.compile_trials),
+                          "-o", str(artifact)), (artifact / "manifest.json",), after=(folder.name,)),
+        Stage(f"bench-{folder.name}", "run it on the device with the numeric check against ONNX Runtime", "runner",
+              ("bench", str(artifact), "--check", "--repeat", str(options.repeat), "--warmup", str(options.warmup),
+               *device.flags(with_target=False), "--out", str(folder / "bench.json")), (folder / "bench.json",),
+              after=(f"compile-{folder.name}",))]
+
+
+def plan_start(options: PipelineOptions) -> list[Stage]:
+    """Collect, train and evaluate the predictor; train, compile and bench the dense reference
+    (its measured latency is the first network-over-layers scale, and the base of --budget-fraction)."""
+    out, t = options.out, options.training
     latency = out / "latency"
     data, predictor, scatter = latency / "data.jsonl", latency / "predictor", latency / "scatter.png"
-    collect_unit = "1" if t["unit"] == "auto" else str(t["unit"])  # auto reads the alignment: every width sampled
-    collect_args = ("collect", "--model", t["model"], "--input-size", str(t["input_size"]), "--classes",
-                    str(options.num_classes), "--trials-per-layer", str(options.trials_per_layer), "--unit",
-                    collect_unit, *device.flags(), "-o", str(data))
-    stages = [
+    return [
         Stage("collect", f"measure {t['model']}'s layers at {t['input_size']} px on the device and tune their "
               "schedules (resumes: measured layers are kept)", "latency_model",
-              (*collect_args, "--samples", str(options.samples)), (data,)),
+              (*_collect_args(options), "--samples", str(options.samples)), (data,)),
         Stage("predictor", "train the XGBoost latency predictor on them", "latency_model",
               ("train", str(data), "-o", str(predictor)), (predictor / MANIFEST,), after=("collect",)),
         Stage("predictor-accuracy", "its accuracy on the held-out layers, with the FLOPs line beside it",
               "latency_model", ("evaluate", str(predictor), str(data), "--plot", str(scatter)), (scatter,),
               after=("predictor",)),
+        Stage(REFERENCE, "train the unpruned network (the dense reference)", "prune",
+              (*_prune_args(options, predictor), "--method", "dense", "-o", str(out / REFERENCE)),
+              _network_outputs(out / REFERENCE), after=("predictor",)),
+        *_build_stages(options, out / REFERENCE),
     ]
-    reference_weights = out / REFERENCE / "weights.safetensors"
-    budget_name, budget_value = options.budget
-    final = predictor_folder(options, options.refine_rounds)
-    stages.append(Stage(REFERENCE, "train the unpruned network (the dense reference)", "prune",
-                        (*_prune_args(options, predictor), "--method", "dense", "-o", str(out / REFERENCE)),
-                        _network_outputs(out / REFERENCE), after=("predictor",)))
-    pruning = ["--method", options.method, _flag(budget_name), f"{budget_value:g}", "--weights", str(reference_weights)]
-    for round_ in range(options.refine_rounds + 1):
-        folder = pruned_folder(options, round_)
-        if round_:
-            previous, round_predictor = pruned_folder(options, round_ - 1), predictor_folder(options, round_)
-            stages += [
-                Stage(f"refine-{round_}-collect", f"measure the layers of {previous.name}, the network the search "
-                      "chose (most of them never measured)", "latency_model",
-                      (*collect_args, "--samples", "0", "--pruned", str(previous)), (data,), after=(previous.name,)),
-                Stage(f"refine-{round_}-predictor", "retrain the predictor with them", "latency_model",
-                      ("train", str(data), "-o", str(round_predictor)), (round_predictor / MANIFEST,),
-                      after=(f"refine-{round_}-collect",))]
-        after = ("predictor", REFERENCE) if round_ == 0 else (f"refine-{round_}-predictor", REFERENCE)
-        stages.append(Stage(folder.name, f"prune it by {options.method} to {_flag(budget_name)} {budget_value:g}, "
-                            f"then fine-tune (round {round_} of {options.refine_rounds})", "prune",
-                            (*_prune_args(options, predictor_folder(options, round_)), *pruning, "-o", str(folder)),
-                            _network_outputs(folder), after=after))
-    if options.long_reference:
-        stages.append(Stage(LONG_REFERENCE, "the reference trained as many steps as the pruned network: the dense run "
-                            "continued, unpruned, in the same stages", "prune",
-                            (*_prune_args(options, final), "--method", "dense", "--weights", str(reference_weights),
-                             "-o", str(out / LONG_REFERENCE)), _network_outputs(out / LONG_REFERENCE),
-                            after=(f"refine-{options.refine_rounds}-predictor" if options.refine_rounds
-                                   else "predictor", REFERENCE)))
-    folders = network_folders(options)
-    for folder in folders:
-        artifact = folder / "artifact"
-        stages.append(Stage(f"compile-{folder.name}", f"compile the {folder.name} network for the device "
-                            f"({options.compile_trials} search trials; schedules from the collection, exact or "
-                            "transferred)", "compile",
-                            (str(folder / "model.onnx"), *device.flags(), "--trials", str(options.compile_trials),
-                             "-o", str(artifact)), (artifact / "manifest.json",), after=(folder.name,)))
-        stages.append(Stage(f"bench-{folder.name}", f"run it on the device with the numeric check against ONNX "
-                            "Runtime", "runner",
-                            ("bench", str(artifact), "--check", "--repeat", str(options.repeat), "--warmup",
-                             str(options.warmup), *device.flags(with_target=False), "--out",
-                             str(folder / "bench.json")), (folder / "bench.json",),
-                            after=(f"compile-{folder.name}",)))
-    return stages
+
+
+def plan_refinement(options: PipelineOptions, round_: int) -> list[Stage]:
+    """Before round `round_` >= 1: measure the previous round's own layers (most of them never
+    measured: the search picks widths the predictor under-prices) and retrain the predictor."""
+    previous, predictor = round_folder(options, round_ - 1), predictor_folder(options, round_)
+    data = options.out / "latency" / "data.jsonl"
+    return [
+        Stage(f"refine-{round_}-collect", f"measure the layers of {previous.name}, the network the search chose",
+              "latency_model", (*_collect_args(options), "--samples", "0", "--pruned", str(previous)), (data,),
+              after=(previous.name,)),
+        Stage(f"refine-{round_}-predictor", "retrain the predictor with them", "latency_model",
+              ("train", str(data), "-o", str(predictor)), (predictor / MANIFEST,), after=(f"refine-{round_}-collect",))]
+
+
+def plan_round(options: PipelineOptions, round_: int, budget_ms: float, latency_scale: float) -> list[Stage]:
+    """Round `round_`: prune to `budget_ms` of measured network latency (the predictor's ms times
+    `latency_scale`, the device's network-over-layers factor as measured so far), compile, bench."""
+    folder = round_folder(options, round_)
+    after = ("predictor" if round_ == 0 else f"refine-{round_}-predictor", f"bench-{REFERENCE}")
+    prune = Stage(folder.name, f"prune by {options.method} to {budget_ms:.3f} ms measured (latency scale "
+                  f"{latency_scale:.3f}), then fine-tune (round {round_}, at most {options.refine_rounds})", "prune",
+                  (*_prune_args(options, predictor_folder(options, round_)), "--method", options.method,
+                   "--budget-ms", f"{budget_ms:.4f}", "--latency-scale", f"{latency_scale:.4f}", "--weights",
+                   str(options.out / REFERENCE / "weights.safetensors"), "-o", str(folder)),
+                  _network_outputs(folder), after=after)
+    return [prune, *_build_stages(options, folder)]
+
+
+def plan_finish(options: PipelineOptions, shipped_round: int, latency_scale: float) -> list[Stage]:
+    """The reference trained as long as the shipped network, compiled and benched (if asked for)."""
+    if not options.long_reference:
+        return []
+    out = options.out
+    predictor = predictor_folder(options, shipped_round)
+    train = Stage(LONG_REFERENCE, "the reference trained as many steps as the pruned network: the dense run "
+                  "continued, unpruned, in the same stages", "prune",
+                  (*_prune_args(options, predictor), "--method", "dense", "--latency-scale", f"{latency_scale:.4f}",
+                   "--weights", str(out / REFERENCE / "weights.safetensors"), "-o", str(out / LONG_REFERENCE)),
+                  _network_outputs(out / LONG_REFERENCE),
+                  after=(f"refine-{shipped_round}-predictor" if shipped_round else "predictor", REFERENCE))
+    return [train, *_build_stages(options, out / LONG_REFERENCE)]

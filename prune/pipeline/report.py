@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from prune.compare import render_table, write_comparison
-from prune.pipeline.plan import PipelineOptions, predictor_folder, pruned_folder
+from prune.pipeline.plan import PipelineOptions, network_folders, predictor_folder
+from prune.pipeline.rounds import RoundResult, landed, network_layers
 from prune.pipeline.stages import StageRecord
 from runner.device import HOST_KEY
 
@@ -46,42 +47,52 @@ def measured_layer_sum(folder: Path, data: Path) -> float | None:
     """The sum of the collection's medians over the layers of the network pruned into `folder`,
     or None if some layer of it was never measured."""
     from latency_model.records import read_records
-    from prune.describe import describe_model
-    from prune.variants import pruned_kept
 
-    pruning = json.loads((folder / "pruning.json").read_text())
-    model, size, classes = pruning["model"], pruning["input_size"], pruning["num_classes"]
-    description = describe_model(model, size, num_classes=classes)
-    configs = description.config_at(pruned_kept(folder, description, model, size, classes))
     measured = {r.key: r.median_ms for r in read_records(data)}
+    configs = network_layers(folder)
     if any(c.key not in measured for c in configs):
         return None
     return sum(measured[c.key] for c in configs)
 
 
-def _round_lines(options: PipelineOptions) -> list[str]:
-    """Each round's pruned network: what its predictor said, and what its own layers measured."""
+def _round_lines(options: PipelineOptions, budget: float, results: Sequence[RoundResult],
+                 chosen: RoundResult) -> list[str]:
+    """Each round's network: its scale, what its predictor said, what it and its layers measured."""
+    landed_words = (f"round {chosen.round} landed" if landed(chosen, budget, options.landing_tolerance)
+                    else f"no round landed; round {chosen.round} is the closest")
     lines = ["## Rounds of pruning", "",
-             "Each round's network is pruned with the predictor of that round; its layers are then measured "
-             "(`collect --pruned`) and the next round's predictor learns from them. \"Its layers measured\": the "
-             "sum of their medians in `latency/data.jsonl`, each timed alone with the protocol its record "
-             "holds; the load average around that collection is the `refine-K-collect` row below.", "",
-             "| round | network | predictor | budget ms | predicted ms | its layers measured ms |",
-             "|---|---|---|---|---|---|"]
-    for round_ in range(options.refine_rounds + 1):
-        folder = pruned_folder(options, round_)
-        pruning = json.loads((folder / "pruning.json").read_text())
-        layers = measured_layer_sum(folder, options.out / "latency" / "data.jsonl")
-        lines.append(f"| {round_} | `{folder.name}` | `{predictor_folder(options, round_).name}` | "
-                     f"{pruning['budget_ms']:.2f} | {pruning['predicted_ms']:.2f} | "
+             f"Budget **{budget:.3f} ms** measured ({_budget_words(options)}); landing tolerance "
+             f"±{100 * options.landing_tolerance:g}%: {landed_words} and ships as `pruned/`. Each round prunes with "
+             "its predictor's layer latencies times the scale (measured network ms per predicted layer ms: the "
+             "dense reference's for round 0, the previous round's network under the retrained predictor after "
+             "that), then is compiled and benched; a round that misses has its own layers measured (`collect "
+             "--pruned`) for the next round's predictor. 'Its layers measured': the sum of their medians in "
+             "`latency/data.jsonl`, each timed alone.", "",
+             "| round | predictor | scale | predicted ms | measured ms | vs budget | its layers measured ms |",
+             "|---|---|---|---|---|---|---|"]
+    data = options.out / "latency" / "data.jsonl"
+    for result in results:
+        layers = measured_layer_sum(result.folder, data)
+        lines.append(f"| {result.round} | `{predictor_folder(options, result.round).name}` | "
+                     f"{result.latency_scale:.3f} | {result.predicted_ms:.2f} | {result.measured_ms:.2f} ± "
+                     f"{result.measured_std_ms:.2f} | {100 * result.miss(budget):+.1f}% | "
                      f"{'not measured layer by layer' if layers is None else f'{layers:.2f}'} |")
     return [*lines, ""]
 
 
-def write_report(options: PipelineOptions, folders: Sequence[Path], record: StageRecord) -> Path:
+def _budget_words(options: PipelineOptions) -> str:
+    name, value = options.budget
+    if name == "budget_fraction":
+        return f"--budget-fraction {value:g} of the dense reference's measured latency"
+    return f"--{name.replace('_', '-')} {value:g}"
+
+
+def write_report(options: PipelineOptions, budget: float, results: Sequence[RoundResult], chosen: RoundResult,
+                 record: StageRecord) -> Path:
     """Write comparison.json/.png (prune.compare) and report.md into the pipeline's folder; the
     report's path."""
     out = options.out
+    folders = network_folders(options)
     comparison = write_comparison(folders, out)
     benches = {f.name: json.loads((f / "bench.json").read_text()) for f in folders}
     first = benches[folders[0].name]
@@ -97,11 +108,12 @@ def write_report(options: PipelineOptions, folders: Sequence[Path], record: Stag
         "std. Load average of the machine (1, 5, 15 min) before and after each bench: "
         + "; ".join(f"{name} {_load(record, 'bench-' + name)}" for name in benches) + ".",
         f"- **Numeric check** against ONNX Runtime on the build machine: {checks}.",
-        f"- **predicted ms:** the latency predictor's sum of layers (no graph overhead); predictor: "
-        f"{_predictor_words(predictor_folder(options, options.refine_rounds))} (the last round's); held-out "
-        "scatter of the first round's `latency/scatter.png`.",
+        f"- **predicted ms:** the latency predictor's sum of layers times the round's scale (the unpruned row: "
+        f"the first predictor's sum, unscaled); predictor of the shipped round: "
+        f"{_predictor_words(predictor_folder(options, chosen.round))}; held-out scatter of the first predictor: "
+        "`latency/scatter.png`.",
         "- **mIoU:** on the data set's validation split, at the end of each network's training.", "",
-        *_round_lines(options),
+        *_round_lines(options, budget, results, chosen),
         "## Stages", "", "| stage | seconds | load before | command |", "|---|---|---|---|",
     ]
     for name, entry in record.stages.items():
@@ -111,6 +123,8 @@ def write_report(options: PipelineOptions, folders: Sequence[Path], record: Stag
               "- `comparison.json`, `comparison.png`: the table and its plot",
               "- `latency/data.jsonl`, `latency/predictor/`, `latency/scatter.png`: the layer measurements, the "
               "predictor, its accuracy",
+              f"- `pruned/`: a link to `{chosen.folder.name}/`, the round that ships; every round's folder holds "
+              "the same files",
               *(f"- `{f.name}/`: `pruning.json`, `curves.png`, `model.onnx`, `artifact/manifest.json` (every "
                 f"kernel's schedule source), `bench.json`" for f in folders),
               "- `pipeline.json`: every stage's command, seconds and load average"]

@@ -78,16 +78,20 @@ class StageRecord:
         os.replace(staging, self.path)  # a crash mid-write leaves the previous record whole
 
 
-def run_stages(stages: Sequence[Stage], record: StageRecord, say: Callable[[str], None] = print) -> list[str]:
+def run_stages(stages: Sequence[Stage], record: StageRecord, say: Callable[[str], None] = print,
+               ran: list[str] | None = None) -> list[str]:
     """Run every stage that is not done (or is downstream of one that ran); the names run.
 
-    A stage that fails stops the pipeline with an error naming it; the stages finished before
-    it stay recorded, so the same command picks up there."""
+    `ran`: the stages run earlier in this invocation (a pipeline planned a round at a time), so
+    that their downstream here is stale too; the names run now are appended to it. A stage that
+    fails stops the pipeline with an error naming it; the stages finished before it stay
+    recorded, so the same command picks up there."""
     started = time.monotonic()
-    ran: list[str] = []
+    earlier = ran if ran is not None else []
+    ran_now: list[str] = []
     for number, stage in enumerate(stages, 1):
         label = f"{number}/{len(stages)} {stage.name}"
-        if record.is_done(stage) and not set(stage.after) & set(ran):
+        if record.is_done(stage) and not set(stage.after) & set(earlier + ran_now):
             say(f"== {label}: done before, skipped ({stage.purpose})")
             continue
         say(f"\n== [{(time.monotonic() - started) / 60:.0f} min] {label}: {stage.purpose}\n$ {stage.shell()}")
@@ -102,8 +106,9 @@ def run_stages(stages: Sequence[Stage], record: StageRecord, say: Callable[[str]
             raise EdgesegError(f"Stage {label} ended without writing {', '.join(missing)}.",
                                f"Run `{stage.shell()}` by hand to see why.")
         record.finish(stage, time.monotonic() - stage_started, load_before)
-        ran.append(stage.name)
-    return ran
+        ran_now.append(stage.name)
+    earlier.extend(ran_now)
+    return ran_now
 
 
 def _run(command: list[str]) -> int:
