@@ -5,12 +5,15 @@
 #   1. measure segformer-b0's layers over RPC (two anchor kernels per structure tuned into the
 #      device's tuning database, every other kernel, and those of the unpruned network, given a
 #      schedule transferred from them) and train the XGBoost latency predictor on them;
-#   2. train the unpruned network on the synthetic scenes (the dense reference), prune it with the
-#      bi-level method to half its predicted latency and fine-tune it; measure the pruned network's
-#      own layers, retrain the predictor with them and prune again (one refinement round); train a
-#      second reference as many steps as the pruned network (unpruned-x2);
-#   3. compile the three for host with no search (every kernel's schedule is the collection's, or
-#      transferred from it) and run them over RPC with a numeric check against ONNX Runtime;
+#   2. train the unpruned network on the synthetic scenes (the dense reference), compile it and run
+#      it over RPC; prune it with the bi-level method to half its measured latency and fine-tune it,
+#      compile and run it; while a round's network misses the budget by more than 5%, measure its
+#      own layers, retrain the predictor, measure the network-over-layers scale on it and prune
+#      again (at most 2 more rounds); train a second reference as many steps as the pruned
+#      network (unpruned-x2). Every compile is for host with no search (every kernel's schedule
+#      is the collection's, or transferred from it), every run has a numeric check against ONNX
+#      Runtime;
+#   3. OUT/pruned links to the round that ships (the first that landed, else the closest);
 #   4. write OUT/report.md: the table, how each figure was measured, the stages' commands.
 # A rerun resumes: finished stages are skipped, and each resumes its own unfinished work.
 # Knobs (environment): EDGESEG_DEMO_SIZE (input px, default 128), EDGESEG_DEMO_SAMPLES (random
