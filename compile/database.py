@@ -273,7 +273,11 @@ class DeviceDatabase(PyDatabase):
         return self._find(mod) is not None
 
     def commit_workload(self, mod: Any) -> Workload:
-        return self._commit_workload(mod)[1]
+        """Commit `mod` (kept once per structure) and return a workload of `mod` itself: callers,
+        MetaSchedule's own measure callback among them, pair it with a trace made on `mod`, and
+        the stored workload's blocks may be named otherwise (`_for_workload` renames on insert)."""
+        stored = self._commit_workload(mod)[1]
+        return stored if stored.mod.same_as(mod) else Workload(mod)
 
     def _commit_workload(self, mod: Any) -> tuple[int, Workload]:
         found = self._find(mod)

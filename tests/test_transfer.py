@@ -230,7 +230,10 @@ def test_a_record_of_a_kernel_named_otherwise_is_kept_as_a_record_of_the_stored_
     db = DeviceDatabase(tmp_path / "db")
     db.commit_workload(stored)
     trace, _ = _sampled_trace(tuned, target)
-    db.commit_tuning_record(ms.database.TuningRecord(trace, ms.database.Workload(tuned), [1e-4], target,
-                                                     ms.arg_info.ArgInfo.from_prim_func(tuned["main"])))
+    args = ms.arg_info.ArgInfo.from_prim_func(tuned["main"])
+    db.commit_tuning_record(ms.database.TuningRecord(trace, ms.database.Workload(tuned), [1e-4], target, args))
+    # as MetaSchedule's measure callback and schedule transfer do: the workload from commit_workload
+    db.commit_tuning_record(ms.database.TuningRecord(trace, db.commit_workload(tuned), [2e-4], target, args))
     assert db.query_schedule(stored, target, "main") is not None
     assert db.query_schedule(tuned, target, "main") is not None
+    assert len(db.get_top_k(db.commit_workload(stored), 5)) == 2 and not db._unreplayable  # both replay
