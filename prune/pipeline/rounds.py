@@ -26,7 +26,7 @@ from typing import Sequence
 from latency_model.layers import LayerConfig
 from prune.pipeline.plan import (PRUNED, REFERENCE, PipelineOptions, plan_finish, plan_refinement, plan_round,
                                  plan_start, predictor_folder, round_folder)
-from prune.pipeline.stages import StageRecord, run_stages
+from prune.pipeline.stages import StageRecord, StageRunner
 from runner.errors import EdgesegError
 
 log = logging.getLogger(__name__)
@@ -110,16 +110,16 @@ def shipped(results: Sequence[RoundResult], budget: float, tolerance: float) -> 
 def run_rounds(options: PipelineOptions, record: StageRecord) -> tuple[float, list[RoundResult], RoundResult]:
     """Every stage of the pipeline, round by round: the budget, each round's result, the one shipped
     (OUT/pruned links to it)."""
-    ran: list[str] = []
-    run_stages(plan_start(options), record, ran=ran)
+    runner = StageRunner(record)
+    runner.run(plan_start(options))
     budget = budget_ms(options)
     scale = network_scale(options.out / REFERENCE, predictor_folder(options, 0))
     results: list[RoundResult] = []
     for round_ in range(options.refine_rounds + 1):
         if round_:
-            run_stages(plan_refinement(options, round_), record, ran=ran)
+            runner.run(plan_refinement(options, round_))
             scale = network_scale(round_folder(options, round_ - 1), predictor_folder(options, round_))
-        run_stages(plan_round(options, round_, budget, scale), record, ran=ran)
+        runner.run(plan_round(options, round_, budget, scale))
         results.append(RoundResult.read(round_, round_folder(options, round_)))
         print(f"== round {round_}: {results[-1].measured_ms:.3f} ms measured for a {budget:.3f} ms budget "
               f"({100 * results[-1].miss(budget):+.1f}%; landing tolerance ±{100 * options.landing_tolerance:g}%)")
@@ -127,7 +127,7 @@ def run_rounds(options: PipelineOptions, record: StageRecord) -> tuple[float, li
             break
     chosen = shipped(results, budget, options.landing_tolerance)
     _link(options.out / PRUNED, chosen.folder)
-    run_stages(plan_finish(options, chosen.round, chosen.latency_scale), record, ran=ran)
+    runner.run(plan_finish(options, chosen.round, chosen.latency_scale))
     return budget, results, chosen
 
 

@@ -78,37 +78,49 @@ class StageRecord:
         os.replace(staging, self.path)  # a crash mid-write leaves the previous record whole
 
 
-def run_stages(stages: Sequence[Stage], record: StageRecord, say: Callable[[str], None] = print,
-               ran: list[str] | None = None) -> list[str]:
-    """Run every stage that is not done (or is downstream of one that ran); the names run.
+class StageRunner:
+    """Runs stages into one record, batch after batch: a pipeline plans a round's stages only once
+    the rounds before it are measured. A stage downstream of one run earlier (in any batch) is
+    stale; stages are numbered and timed across batches."""
 
-    `ran`: the stages run earlier in this invocation (a pipeline planned a round at a time), so
-    that their downstream here is stale too; the names run now are appended to it. A stage that
-    fails stops the pipeline with an error naming it; the stages finished before it stay
-    recorded, so the same command picks up there."""
-    started = time.monotonic()
-    earlier = ran if ran is not None else []
-    ran_now: list[str] = []
-    for number, stage in enumerate(stages, 1):
-        label = f"{number}/{len(stages)} {stage.name}"
-        if record.is_done(stage) and not set(stage.after) & set(earlier + ran_now):
-            say(f"== {label}: done before, skipped ({stage.purpose})")
-            continue
-        say(f"\n== [{(time.monotonic() - started) / 60:.0f} min] {label}: {stage.purpose}\n$ {stage.shell()}")
-        load_before, stage_started = load_average(), time.monotonic()
-        code = _run(stage.command())
-        if code != 0:
-            raise EdgesegError(
-                f"Stage {label} failed (exit code {code}): `{stage.shell()}`; its own message is above.",
-                "Fix what it names and rerun the same pipeline command: the stages already done are skipped.")
-        missing = [str(p) for p in stage.outputs if not p.exists()]
-        if missing:
-            raise EdgesegError(f"Stage {label} ended without writing {', '.join(missing)}.",
-                               f"Run `{stage.shell()}` by hand to see why.")
-        record.finish(stage, time.monotonic() - stage_started, load_before)
-        ran_now.append(stage.name)
-    earlier.extend(ran_now)
-    return ran_now
+    def __init__(self, record: StageRecord, say: Callable[[str], None] = print) -> None:
+        self.record, self.say = record, say
+        self.ran: list[str] = []
+        self.started, self.number = time.monotonic(), 0
+
+    def run(self, stages: Sequence[Stage]) -> list[str]:
+        """Run every stage that is not done (or is downstream of one that ran); the names run now.
+
+        A stage that fails stops the pipeline with an error naming it; the stages finished before
+        it stay recorded, so the same command picks up there."""
+        ran_now: list[str] = []
+        for stage in stages:
+            self.number += 1
+            label = f"stage {self.number} {stage.name}"
+            if self.record.is_done(stage) and not set(stage.after) & set(self.ran):
+                self.say(f"== {label}: done before, skipped ({stage.purpose})")
+                continue
+            self.say(f"\n== [{(time.monotonic() - self.started) / 60:.0f} min] {label}: {stage.purpose}\n"
+                     f"$ {stage.shell()}")
+            load_before, stage_started = load_average(), time.monotonic()
+            code = _run(stage.command())
+            if code != 0:
+                raise EdgesegError(
+                    f"Stage {self.number} {stage.name} failed (exit code {code}): `{stage.shell()}`; its own message is above.",
+                    "Fix what it names and rerun the same pipeline command: the stages already done are skipped.")
+            missing = [str(p) for p in stage.outputs if not p.exists()]
+            if missing:
+                raise EdgesegError(f"Stage {self.number} {stage.name} ended without writing {', '.join(missing)}.",
+                                   f"Run `{stage.shell()}` by hand to see why.")
+            self.record.finish(stage, time.monotonic() - stage_started, load_before)
+            self.ran.append(stage.name)
+            ran_now.append(stage.name)
+        return ran_now
+
+
+def run_stages(stages: Sequence[Stage], record: StageRecord, say: Callable[[str], None] = print) -> list[str]:
+    """One batch of stages (`StageRunner.run`); the names run."""
+    return StageRunner(record, say).run(stages)
 
 
 def _run(command: list[str]) -> int:
