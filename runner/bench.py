@@ -10,7 +10,9 @@ is retried once and resumes after what it already measured.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,33 @@ class CheckResult:
 
 
 @dataclass(frozen=True)
+class BaselineComparison:
+    """A baseline artifact timed in turns with the benched one, in the same session: the drift
+    of a shared machine (speed levels ~20% apart for seconds) hits both alike, so their ratio
+    holds where the absolute figures move (bench/results/README.md, repeatability)."""
+
+    artifact: str
+    timing: Timing  # the baseline's samples, all rounds
+    ratios: tuple[float, ...]  # per round: the benched artifact's median / the baseline's
+
+    @property
+    def ratio(self) -> float:
+        return float(statistics.median(self.ratios))
+
+    @property
+    def ratio_spread(self) -> float:
+        """Interquartile range of the per-round ratios over their median."""
+        if len(self.ratios) < 2:
+            return 0.0
+        q1, _, q3 = statistics.quantiles(self.ratios, n=4, method="inclusive")
+        return float((q3 - q1) / self.ratio)
+
+    def to_dict(self) -> dict:
+        return {"artifact": self.artifact, **self.timing.to_dict(), "ratio": self.ratio,
+                "ratio_spread": self.ratio_spread, "rounds": len(self.ratios), "ratios": list(self.ratios)}
+
+
+@dataclass(frozen=True)
 class BenchResult:
     """One benchmark of one artifact on one device."""
 
@@ -70,6 +99,7 @@ class BenchResult:
     check: CheckResult | None
     kernels: KernelTable | None
     emulated: bool
+    baseline: BaselineComparison | None = None
 
     @property
     def fps(self) -> float:
@@ -90,6 +120,7 @@ class BenchResult:
             "measured": self.protocol.describe(),
             "check": self.check.to_dict() if self.check else None,
             "kernels": self.kernels.to_dict() if self.kernels else None,
+            "baseline": self.baseline.to_dict() if self.baseline else None,
         }  # fmt: skip
         if self.emulated:
             data["note"] = EMULATED_NOTE
@@ -108,6 +139,8 @@ class _Plan:
     kernels: list[KernelSpec]
     atol: float
     rtol: float
+    baseline: Artifact | None = None
+    rounds: int = 1
 
 
 @dataclass
@@ -117,6 +150,7 @@ class _Measured:
     threads: int | None = None
     check: CheckResult | None = None
     timing: Timing | None = None
+    baseline: BaselineComparison | None = None
     kernel_timings: dict[str, Timing] = field(default_factory=dict)
 
     def describe(self) -> str:
@@ -143,8 +177,13 @@ def bench_artifact(
     rtol: float = 1e-3,
     session_timeout_s: float = 600,
     wait_s: float = 60.0,
+    baseline: str | Path | None = None,
+    rounds: int = 5,
 ) -> BenchResult:
-    """Run the artifact on `device` and time it; see the module docstring for the steps.
+    """Run the artifact on `device` and time it; see the module docstring for the steps. With
+    `baseline` (another artifact for the same device), the two are timed in `rounds` turns in
+    the session, the protocol's samples split between the rounds, and the result holds the
+    baseline's timing and the per-round ratios.
 
     Raises ArtifactError (bad artifact, or one the device cannot run), CheckFailed (outputs
     differ from the reference), DeviceError (tracker/device unreachable, busy, or dropped twice).
@@ -164,7 +203,15 @@ def bench_artifact(
         threads = int(artifact.manifest.runtime["threads"])  # a phone preset's big cores
         logger.info("running on %d big-core threads, as the artifact's %s preset says", threads,
                     artifact.manifest.runtime.get("device", "device"))  # fmt: skip
-    plan = _Plan(device, artifact, protocol, threads, check, kernels, atol, rtol)
+    if rounds < 1:
+        raise ArtifactError(f"{rounds} rounds: a comparison with a baseline needs at least one.",
+                            "Pass --rounds 1 or more.")
+    other = load_artifact(baseline) if baseline is not None else None
+    if other is not None and other.manifest.target.preset != target.preset:
+        raise ArtifactError(f"baseline {other.folder} is built for target {other.manifest.target.preset!r}, the "
+                            f"benched artifact for {target.preset!r}: they cannot run on one device.",
+                            "Compile the baseline for the same --target.")
+    plan = _Plan(device, artifact, protocol, threads, check, kernels, atol, rtol, other, rounds)
     measured = _Measured()
     run_with_retry(
         device,
@@ -189,6 +236,7 @@ def bench_artifact(
         check=measured.check,
         kernels=table if per_kernel else None,
         emulated=emulated,
+        baseline=measured.baseline,
     )
 
 
@@ -216,12 +264,36 @@ def _bench_in_session(remote: Any, plan: _Plan, measured: _Measured) -> None:
                                   plan.rtol)  # fmt: skip
         if not measured.check.passed:
             raise _check_failed(plan, measured.check)
-    if measured.timing is None:
+    if measured.timing is None and plan.baseline is None:
         measured.timing = time_function(vm, "invoke_stateful", dev, ("main",), plan.protocol)
+    elif measured.timing is None:
+        measured.timing, measured.baseline = _time_in_turns(remote, dev, is_cpu, vm, plan)
     if plan.kernels:
         library = _upload_and_load(remote, plan.artifact.path(KERNELS_LIB))
         time_kernels(library, dev, plan.kernels, plan.protocol, measured.kernel_timings,
                      lambda array: tvm.runtime.tensor(array, dev))  # fmt: skip
+
+
+def _time_in_turns(remote: Any, dev: Any, is_cpu: bool, vm: Any, plan: _Plan) -> tuple[Timing, BaselineComparison]:
+    """The artifact and its baseline timed in turns: both warmed up, then `rounds` rounds of
+    each, the protocol's samples split between the rounds."""
+    import tvm
+    from tvm.runtime.vm import VirtualMachine
+
+    other = VirtualMachine(_upload_and_load(remote, plan.baseline.path(MODEL_LIB), "baseline-" + MODEL_LIB),
+                           [dev] if is_cpu else [dev, remote.cpu()])  # fmt: skip
+    other.set_input("main", *[tvm.runtime.tensor(value, dev) for value in plan.baseline.reference()[0].values()])
+    per_round = dataclasses.replace(plan.protocol, warmup=0, repeat=-(-plan.protocol.repeat // plan.rounds))
+    warm = dataclasses.replace(plan.protocol, repeat=1)
+    for machine in (vm, other):
+        time_function(machine, "invoke_stateful", dev, ("main",), warm)
+    ours, theirs, ratios = [], [], []
+    for _ in range(plan.rounds):
+        mine, base = (time_function(m, "invoke_stateful", dev, ("main",), per_round) for m in (vm, other))
+        ours += mine.samples_ms
+        theirs += base.samples_ms
+        ratios.append(mine.median_ms / base.median_ms)
+    return Timing(tuple(ours)), BaselineComparison(str(plan.baseline.folder), Timing(tuple(theirs)), tuple(ratios))
 
 
 def _check_failed(plan: _Plan, check: CheckResult) -> CheckFailed:
@@ -285,10 +357,13 @@ def _cannot_run(device: Device, artifact: Artifact, detail: str) -> ArtifactErro
     )
 
 
-def _upload_and_load(remote: Any, path: Path) -> Any:
-    logger.debug("uploading %s (%.1f KiB)", path.name, path.stat().st_size / 1024)
-    remote.upload(str(path))
-    return remote.load_module(path.name)
+def _upload_and_load(remote: Any, path: Path, remote_name: str | None = None) -> Any:
+    """Upload a library and load it; `remote_name` for a second one of the same file name (a
+    baseline's model.so: overwriting a loaded library would pull it from under the first)."""
+    name = remote_name or path.name
+    logger.debug("uploading %s as %s (%.1f KiB)", path, name, path.stat().st_size / 1024)
+    remote.upload(str(path), target=name)
+    return remote.load_module(name)
 
 
 def _flatten(value: Any) -> list[np.ndarray]:

@@ -73,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "the stored reference output (non-zero exit on mismatch)")  # fmt: skip
     bench.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance of --check")
     bench.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance of --check")
+    bench.add_argument("--baseline", type=Path, default=None, metavar="ARTIFACT",
+                       help="time this artifact too, in turns with the benched one in the same session, and "
+                       "report their ratio (the drift of a shared device hits both alike)")
+    bench.add_argument("--rounds", type=whole_number(1), default=5,
+                       help="turns of each with --baseline; the samples are split between them (default %(default)s)")
     bench.add_argument("--per-kernel", action="store_true",
                        help="also time every fused kernel alone and print a table")
     bench.add_argument("--wait", type=float, default=60.0,
@@ -145,7 +150,8 @@ def _bench(args: argparse.Namespace) -> int:
     with use_device(args.tracker, args.key, emulate=args.emulate) as device:
         result = bench_artifact(args.artifact, device, timing_protocol(args), threads=args.threads,
                                 check=args.check, per_kernel=args.per_kernel, atol=args.atol,
-                                rtol=args.rtol, wait_s=args.wait)  # fmt: skip
+                                rtol=args.rtol, wait_s=args.wait, baseline=args.baseline,
+                                rounds=args.rounds)  # fmt: skip
     print(render_bench(result))
     if args.out is not None:
         args.out.write_text(json.dumps(result.to_dict(), indent=2) + "\n")

@@ -46,6 +46,11 @@ def render_bench(result: BenchResult) -> str:
         f"FPS = 1000 / median latency = {_number(timing.fps)}"
         + (" (emulated, not a device figure)" if result.emulated else ""),
     ]
+    if result.baseline is not None:
+        base = result.baseline
+        lines += [f"baseline  {base.artifact}: median {_number(base.timing.median_ms)} ms, timed in turns with it",
+                  f"ratio     {base.ratio:.4f} (benched / baseline: the median of {len(base.ratios)} rounds' ratios, "
+                  f"their IQR {100 * base.ratio_spread:.1f}% of it)"]
     if result.kernels is not None:
         lines += ["", render_kernels(result.kernels, result.emulated)]
     return "\n".join(lines)

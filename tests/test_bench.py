@@ -41,6 +41,21 @@ def test_bench_checks_times_and_tables_every_kernel(host_farm, host_artifact):
     assert "fused_conv2d1_add" in text and "sum of kernels" in text and "EMULATED" not in text
 
 
+def test_a_baseline_is_timed_in_turns_in_the_same_session_and_their_ratio_reported(host_farm, host_artifact,
+                                                                                   artifact_copy, aarch64_artifact):
+    result = bench_artifact(host_artifact, host_farm.device, TimingProtocol(warmup=1, repeat=7), check=True,
+                            baseline=artifact_copy, rounds=3)
+    base = result.baseline
+    assert result.check.passed and base.artifact == str(artifact_copy)
+    assert result.timing.runs == base.timing.runs == 9  # 3 rounds of ceil(7 / 3) samples each
+    assert len(base.ratios) == 3 and base.ratio == pytest.approx(sorted(base.ratios)[1]) and base.ratio > 0
+    data = result.to_dict()["baseline"]
+    assert data["rounds"] == 3 and data["ratio"] == base.ratio and len(data["samples_ms"]) == 9
+    assert "benched / baseline" in render_bench(result)
+    with pytest.raises(ArtifactError, match="built for target 'linux-arm64'"):
+        bench_artifact(host_artifact, host_farm.device, QUICK, baseline=aarch64_artifact)
+
+
 def test_a_wrong_reference_output_raises_check_failed_with_the_errors(host_farm, artifact_copy):
     artifact = load_artifact(artifact_copy)
     inputs, outputs = artifact.reference()

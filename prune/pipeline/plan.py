@@ -113,18 +113,22 @@ def _collect_args(options: PipelineOptions) -> tuple[str, ...]:
             *options.device.flags(), "-o", str(options.out / "latency" / "data.jsonl"))
 
 
-def _build_stages(options: PipelineOptions, folder: Path) -> list[Stage]:
-    """Compile the network in `folder` for the device and bench it there, with the numeric check."""
+def _build_stages(options: PipelineOptions, folder: Path, baseline: Path | None = None) -> list[Stage]:
+    """Compile the network in `folder` for the device and bench it there, with the numeric check;
+    with `baseline` (the reference's folder), timed in turns with the reference's artifact."""
     artifact, device = folder / "artifact", options.device
+    against = ("--baseline", str(baseline / "artifact")) if baseline else ()
     return [
         Stage(f"compile-{folder.name}", f"compile the {folder.name} network for the device "
               f"({options.compile_trials} search trials; schedules from the collection, exact or transferred)",
               "compile", (str(folder / "model.onnx"), *device.flags(), "--trials", str(options.compile_trials),
                           "-o", str(artifact)), (artifact / "manifest.json",), after=(folder.name,)),
-        Stage(f"bench-{folder.name}", "run it on the device with the numeric check against ONNX Runtime", "runner",
+        Stage(f"bench-{folder.name}", "run it on the device with the numeric check against ONNX Runtime"
+              + (f", in turns with {baseline.name} in the same session" if baseline else ""), "runner",
               ("bench", str(artifact), "--check", "--repeat", str(options.repeat), "--warmup", str(options.warmup),
-               *device.flags(with_target=False), "--out", str(folder / "bench.json")), (folder / "bench.json",),
-              after=(f"compile-{folder.name}",))]
+               *against, *device.flags(with_target=False), "--out", str(folder / "bench.json")),
+              (folder / "bench.json",),
+              after=(f"compile-{folder.name}", *([f"compile-{baseline.name}"] if baseline else [])))]
 
 
 def plan_start(options: PipelineOptions) -> list[Stage]:
@@ -164,7 +168,8 @@ def plan_refinement(options: PipelineOptions, round_: int) -> list[Stage]:
 
 def plan_round(options: PipelineOptions, round_: int, budget_ms: float, latency_scale: float) -> list[Stage]:
     """Round `round_`: prune to `budget_ms` of measured network latency (the predictor's ms times
-    `latency_scale`, the device's network-over-layers factor as measured so far), compile, bench."""
+    `latency_scale`, the device's network-over-layers factor as measured so far), compile, bench
+    in turns with the reference (their ratio holds where the device's absolute speed drifts)."""
     folder = round_folder(options, round_)
     after = ("predictor" if round_ == 0 else f"refine-{round_}-predictor", f"bench-{REFERENCE}")
     prune = Stage(folder.name, f"prune by {options.method} to {budget_ms:.3f} ms measured (latency scale "
@@ -173,7 +178,7 @@ def plan_round(options: PipelineOptions, round_: int, budget_ms: float, latency_
                    "--budget-ms", f"{budget_ms:.4f}", "--latency-scale", f"{latency_scale:.4f}", "--weights",
                    str(options.out / REFERENCE / "weights.safetensors"), "-o", str(folder)),
                   _network_outputs(folder), after=after)
-    return [prune, *_build_stages(options, folder)]
+    return [prune, *_build_stages(options, folder, baseline=options.out / REFERENCE)]
 
 
 def plan_finish(options: PipelineOptions, shipped_round: int, latency_scale: float) -> list[Stage]:

@@ -63,19 +63,23 @@ def _round_lines(options: PipelineOptions, budget: float, results: Sequence[Roun
     lines = ["## Rounds of pruning", "",
              f"Budget **{budget:.3f} ms** measured ({_budget_words(options)}); landing tolerance "
              f"±{100 * options.landing_tolerance:g}%: {landed_words} and ships as `pruned/`. Each round prunes with "
-             "its predictor's layer latencies times the scale (measured network ms per predicted layer ms: the "
-             "dense reference's for round 0, the previous round's network under the retrained predictor after "
-             "that), then is compiled and benched; a round that misses has its own layers measured (`collect "
+             "its predictor's layer latencies times the scale (measured network ms per predicted layer ms, pooled "
+             "over the reference and the rounds before it under that round's predictor), then is compiled and "
+             "benched in turns with the reference in one session: \"measured ms\" is their ratio times the "
+             "reference's own median (the device's speed drifts between sessions, the ratio holds); a round that "
+             "misses has its own layers measured (`collect "
              "--pruned`) for the next round's predictor. 'Its layers measured': the sum of their medians in "
              "`latency/data.jsonl`, each timed alone.", "",
-             "| round | predictor | scale | predicted ms | measured ms | vs budget | its layers measured ms |",
-             "|---|---|---|---|---|---|---|"]
+             "| round | predictor | scale | predicted ms | ratio to reference | measured ms | its own session ms "
+             "| vs budget | its layers measured ms |",
+             "|---|---|---|---|---|---|---|---|---|"]
     data = options.out / "latency" / "data.jsonl"
     for result in results:
         layers = measured_layer_sum(result.folder, data)
         lines.append(f"| {result.round} | `{predictor_folder(options, result.round).name}` | "
-                     f"{result.latency_scale:.3f} | {result.predicted_ms:.2f} | {result.measured_ms:.2f} ± "
-                     f"{result.measured_std_ms:.2f} | {100 * result.miss(budget):+.1f}% | "
+                     f"{result.latency_scale:.3f} | {result.predicted_ms:.2f} | {result.ratio:.4f} (IQR "
+                     f"{100 * result.ratio_spread:.1f}%) | {result.measured_ms:.2f} | {result.raw_ms:.2f} | "
+                     f"{100 * result.miss(budget):+.1f}% | "
                      f"{'not measured layer by layer' if layers is None else f'{layers:.2f}'} |")
     return [*lines, ""]
 
