@@ -52,6 +52,9 @@ class Row:
     tuning_seconds: float
     trained: str = "?"  # what it was trained with, every stage (`training_stages`)
     steps: int | None = None  # training steps over every stage; None: a start whose training is unknown
+    artifact: str = ""  # the benched artifact's folder
+    baseline_artifact: str | None = None  # an artifact timed in turns with it (`runner bench --baseline`)
+    baseline_ratio: float | None = None  # this row's median over the baseline's, in turns in one session
 
     @property
     def fps(self) -> float:
@@ -101,21 +104,32 @@ def load_row(folder: str | Path) -> Row:
     return Row(
         name=folder.name, method=pruning["method"], miou=float(pruning["miou"]),
         budget_ms=pruning.get("budget_ms"),  # None for the dense reference
-        predicted_ms=float(pruning["predicted_ms"]), measured_ms=float(bench["median_ms"]),
+        predicted_ms=float(pruning["predicted_ms"]) / float(pruning.get("latency_scale", 1.0)),  # layers' sum
+        measured_ms=float(bench["median_ms"]),
         measured_std_ms=float(bench["std_ms"]), runs=int(bench["runs"]),
         device_key=bench["device"]["key"], emulated=bool(bench.get("emulated")),
         kernels_tuned=int(tuning.get("kernels_tuned", 0)), kernels=int(tuning.get("kernels", 0)),
         tasks_reused=int(tuning.get("reused_tasks", 0)), tasks=int(tuning.get("tasks", 0)),
         tuning_seconds=float(tuning.get("tuning_seconds", 0.0)),
-        trained=", then ".join(stages), steps=steps,
+        trained=", then ".join(stages), steps=steps, artifact=str(folder / ARTIFACT),
+        baseline_artifact=(bench.get("baseline") or {}).get("artifact"),
+        baseline_ratio=(bench.get("baseline") or {}).get("ratio"),
     )  # fmt: skip
 
 
 def comparison(rows: Sequence[Row]) -> dict[str, Any]:
-    """The rows with speed-ups against the first (measured and predicted) and mIoU deltas."""
+    """The rows with speed-ups against the first (measured and predicted) and mIoU deltas. A row
+    benched in turns with the first row's artifact takes its measured speed-up from that ratio
+    (one session: the device's drift between sessions cancels); the others from the two benches."""
     ref = rows[0]
+
+    def in_turns(r: Row) -> bool:
+        return bool(r.baseline_artifact) and r.baseline_ratio is not None and \
+            Path(r.baseline_artifact).resolve() == Path(ref.artifact).resolve()
+
     return {"reference": ref.name, "rows": [
-        {**asdict(r), "fps": r.fps, "measured_speedup": ref.measured_ms / r.measured_ms,
+        {**asdict(r), "fps": r.fps, "speedup_in_turns": in_turns(r),
+         "measured_speedup": 1 / r.baseline_ratio if in_turns(r) else ref.measured_ms / r.measured_ms,
          "predicted_speedup": ref.predicted_ms / r.predicted_ms, "miou_delta": r.miou - ref.miou,
          "predicted_over_measured": r.predicted_ms / r.measured_ms}
         for r in rows]}  # fmt: skip
@@ -130,13 +144,15 @@ def render_table(report: dict[str, Any]) -> str:
         budget = f"{r['budget_ms']:.3g}" if r["budget_ms"] else "-"
         lines.append(
             f"{r['name']:12s} {r['method']:9s} {r['miou']:6.3f} {budget:>9s} {r['predicted_ms']:12.3f} "
-            f"{r['measured_ms']:9.3f} ±{r['measured_std_ms']:5.2f} {r['fps']:6.1f} {r['measured_speedup']:7.2f}x "
+            f"{r['measured_ms']:9.3f} ±{r['measured_std_ms']:5.2f} {r['fps']:6.1f} {r['measured_speedup']:6.2f}x"
+            f"{'*' if r.get('speedup_in_turns') else ' '} "
             f"{r['kernels_tuned']:>3d}/{r['kernels']:<4d} {r['tasks_reused']:>3d}/{r['tasks']:<4d}")
     device = rows[0]["device_key"] + (" (EMULATED: correctness only, not speed)" if any(r["emulated"] for r in rows)
                                       else "")
     lines.append(f"measured: median of {rows[0]['runs']} runs over RPC on {device}; predicted: sum of the latency "
-                 "predictor's layers; speed-up: measured, against the first row; db hits: tuning tasks found in the "
-                 "device's database before tuning")
+                 "predictor's layers; speed-up: measured, against the first row (*: timed in turns with it in one "
+                 "session, their ratio; else from the two benches, between which the device's speed drifts); db "
+                 "hits: tuning tasks found in the device's database before tuning")
     lines.append("trained with:")
     for r in rows:
         total = "" if r.get("steps") is None else f" ({r['steps']} steps in all)"

@@ -361,7 +361,7 @@ def _upload_and_load(remote: Any, path: Path, remote_name: str | None = None) ->
     """Upload a library and load it; `remote_name` for a second one of the same file name (a
     baseline's model.so: overwriting a loaded library would pull it from under the first)."""
     name = remote_name or path.name
-    logger.debug("uploading %s as %s (%.1f KiB)", path, name, path.stat().st_size / 1024)
+    logger.debug("uploading %s (%.1f KiB, from %s)", name, path.stat().st_size / 1024, path)
     remote.upload(str(path), target=name)
     return remote.load_module(name)
 

@@ -33,7 +33,7 @@ def _planned(options, rounds: int = 1, budget: float = 33.3333, scale: float = 1
     stages = plan_start(options)
     for round_ in range(rounds + 1):
         stages += (plan_refinement(options, round_) if round_ else []) + plan_round(options, round_, budget, scale)
-    return stages + plan_finish(options, rounds, scale)
+    return stages + plan_finish(options, rounds)
 
 
 def test_a_phone_behind_a_tracker_reaches_every_stage_that_measures_and_the_data_sizes_the_classifier(monkeypatch):
@@ -72,7 +72,8 @@ def test_each_refinement_round_measures_the_last_rounds_network_and_prunes_with_
     assert _stage(stages, "pruned-round1").after == ("refine-1-predictor", "bench-unpruned")
     assert _stage(stages, "refine-2-collect").after == ("pruned-round1",)
     long_reference = " ".join(_stage(stages, "unpruned-x2").args)
-    assert "--predictor runs/x/latency/predictor-round2" in long_reference and "--latency-scale 1.2000" in long_reference
+    assert "--predictor runs/x/latency/predictor-round2" in long_reference and "--latency-scale" not in long_reference
+    assert "--baseline runs/x/unpruned/artifact" in " ".join(_stage(stages, "bench-unpruned-x2").args)
 
 
 def _result(round_: int, measured: float) -> RoundResult:

@@ -60,6 +60,23 @@ def test_table_compares_the_pruned_network_with_the_dense_reference(networks, ca
     assert (networks / "report" / "comparison.png").stat().st_size > 0
 
 
+def test_a_row_timed_in_turns_with_the_reference_takes_its_speed_up_from_that_ratio(networks, tmp_path):
+    from prune.compare import comparison
+
+    in_turns = tmp_path / "pruned"
+    shutil.copytree(networks / "pruned", in_turns)
+    bench = json.loads((in_turns / "bench.json").read_text())
+    bench["baseline"] = {"artifact": str(networks / "unpruned" / "artifact"), "ratio": 0.4}
+    (in_turns / "bench.json").write_text(json.dumps(bench))
+    reference = load_row(networks / "unpruned")
+    row = comparison([reference, load_row(in_turns)])["rows"][1]
+    assert row["speedup_in_turns"] and row["measured_speedup"] == pytest.approx(2.5)
+    bench["baseline"]["artifact"] = str(tmp_path / "elsewhere")  # in turns with another network: not the reference
+    (in_turns / "bench.json").write_text(json.dumps(bench))
+    row = comparison([reference, load_row(in_turns)])["rows"][1]
+    assert not row["speedup_in_turns"] and row["measured_speedup"] == pytest.approx(reference.measured_ms / row["measured_ms"])
+
+
 def test_a_folder_without_its_benchmark_names_the_command_that_makes_it(networks, tmp_path):
     broken = tmp_path / "pruned"
     shutil.copytree(networks / "pruned", broken)

@@ -181,7 +181,7 @@ def plan_round(options: PipelineOptions, round_: int, budget_ms: float, latency_
     return [prune, *_build_stages(options, folder, baseline=options.out / REFERENCE)]
 
 
-def plan_finish(options: PipelineOptions, shipped_round: int, latency_scale: float) -> list[Stage]:
+def plan_finish(options: PipelineOptions, shipped_round: int) -> list[Stage]:
     """The reference trained as long as the shipped network, compiled and benched (if asked for)."""
     if not options.long_reference:
         return []
@@ -189,8 +189,8 @@ def plan_finish(options: PipelineOptions, shipped_round: int, latency_scale: flo
     predictor = predictor_folder(options, shipped_round)
     train = Stage(LONG_REFERENCE, "the reference trained as many steps as the pruned network: the dense run "
                   "continued, unpruned, in the same stages", "prune",
-                  (*_prune_args(options, predictor), "--method", "dense", "--latency-scale", f"{latency_scale:.4f}",
-                   "--weights", str(out / REFERENCE / "weights.safetensors"), "-o", str(out / LONG_REFERENCE)),
+                  (*_prune_args(options, predictor), "--method", "dense", "--weights",
+                   str(out / REFERENCE / "weights.safetensors"), "-o", str(out / LONG_REFERENCE)),
                   _network_outputs(out / LONG_REFERENCE),
                   after=(f"refine-{shipped_round}-predictor" if shipped_round else "predictor", REFERENCE))
-    return [train, *_build_stages(options, out / LONG_REFERENCE)]
+    return [train, *_build_stages(options, out / LONG_REFERENCE, baseline=out / REFERENCE)]

@@ -110,10 +110,10 @@ def write_report(options: PipelineOptions, budget: float, results: Sequence[Roun
         f"`{first['target']['preset']}`.",
         f"- **measured ms:** the whole network over RPC: {first['measured']}; the median of the samples, ± their "
         "std. Load average of the machine (1, 5, 15 min) before and after each bench: "
-        + "; ".join(f"{name} {_load(record, 'bench-' + name)}" for name in benches) + ".",
+        + "; ".join(f"{f.name} {_load(record, 'bench-' + f.resolve().name)}" for f in folders) + ".",
         f"- **Numeric check** against ONNX Runtime on the build machine: {checks}.",
-        f"- **predicted ms:** the latency predictor's sum of layers times the round's scale (the unpruned row: "
-        f"the first predictor's sum, unscaled); predictor of the shipped round: "
+        f"- **predicted ms:** the latency predictor's sum of layers (the unpruned row: the first predictor's; the "
+        f"others: the shipped round's; the rounds table has it times the round's scale); the shipped round's predictor: "
         f"{_predictor_words(predictor_folder(options, chosen.round))}; held-out scatter of the first predictor: "
         "`latency/scatter.png`.",
         "- **mIoU:** on the data set's validation split, at the end of each network's training.", "",

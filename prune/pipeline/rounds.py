@@ -149,7 +149,7 @@ def run_rounds(options: PipelineOptions, record: StageRecord) -> tuple[float, li
             break
     chosen = shipped(results, budget, options.landing_tolerance)
     _link(options.out / PRUNED, chosen.folder)
-    runner.run(plan_finish(options, chosen.round, chosen.latency_scale))
+    runner.run(plan_finish(options, chosen.round))
     return budget, results, chosen
 
 
