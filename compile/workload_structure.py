@@ -70,11 +70,21 @@ def rename_blocks(trace: Any, donor_mod: Any, mod: Any) -> Any | None:
     if len(donor) != len(own):
         return None
     names = dict(zip(donor, own))
+    by_length = sorted(names, key=len, reverse=True)
+
+    def rename(name: str) -> str:
+        """A workload block's own name, or a block the schedule made from one (`lv5_sum_rf`
+        from rfactor): the longest donor name it starts with, replaced."""
+        if name in names:
+            return names[name]
+        stem = next((d for d in by_length if name.startswith(d + "_")), None)
+        return names[stem] + name[len(stem):] if stem else name
+
     insts, decisions = [], {}
     for inst in trace.insts:
         renamed = inst
         if inst.kind.name == "GetSBlock":
-            attrs = [names.get(str(inst.attrs[0]), str(inst.attrs[0])), *inst.attrs[1:]]
+            attrs = [rename(str(inst.attrs[0])), *inst.attrs[1:]]
             renamed = Instruction(inst.kind, list(inst.inputs), attrs, list(inst.outputs))
         insts.append(renamed)
         if inst in trace.decisions:

@@ -198,6 +198,14 @@ def test_kernels_named_after_other_variables_share_a_structure_and_replay():
     assert replay(trace, second, posts) is None  # the donor's block names are not the kernel's
     sch = replay(rename_blocks(trace, first, second), second, posts)
     assert sch is not None and outputs_match(sch.mod, second)
+    # a block the schedule made from one of the workload's (rfactor's `..._rf`), fetched again by name
+    made = tvm.s_tir.Schedule(first)
+    sum_block = next(n for n in block_names(first) if n.endswith("_sum"))
+    made.rfactor(made.get_loops(made.get_sblock(sum_block))[-1], 0)
+    made.get_sblock(sum_block + "_rf")
+    renamed = tvm.s_tir.Schedule(second)
+    rename_blocks(made.trace, first, second).apply_to_schedule(renamed, remove_postproc=False)
+    assert any(n.endswith("_sum_rf") for n in block_names(renamed.mod))
 
 
 def test_a_record_of_a_kernel_named_otherwise_is_kept_as_a_record_of_the_stored_one(tmp_path):
