@@ -15,7 +15,7 @@ from prune.pipeline.cli import build_parser, main, options_from
 from prune.pipeline.plan import plan_finish, plan_refinement, plan_round, plan_start
 from prune.pipeline.report import measured_layer_sum
 from prune.pipeline.rounds import RoundResult, budget_ms, landed, network_scale, predicted_layers_ms, shipped
-from prune.pipeline.stages import RECORD, Stage, StageRecord, run_stages
+from prune.pipeline.stages import RECORD, Stage, StageRecord, StageRunner
 from runner.errors import EdgesegError
 
 ROOT = str(Path(__file__).resolve().parents[1])
@@ -141,15 +141,16 @@ def test_a_rerun_skips_finished_stages_and_reruns_a_changed_one_and_what_follows
     second = _zip_stage(tmp_path, "second", tmp_path / "a.txt", after=("first",))
     lone = _zip_stage(tmp_path, "lone", tmp_path / "a.txt")
     record = StageRecord.load(tmp_path / RECORD)
-    assert run_stages([first, second, lone], record, say=lambda _: None) == ["first", "second", "lone"]
+    assert StageRunner(record, say=lambda _: None).run([first, second, lone]) == ["first", "second", "lone"]
     saved = json.loads((tmp_path / RECORD).read_text())["stages"]
     assert saved["first"]["command"].startswith("python -m zipfile -c") and len(saved["lone"]["load_average_after"]) == 3
     again = StageRecord.load(tmp_path / RECORD)
-    assert run_stages([first, second, lone], again, say=lambda _: None) == []
+    assert StageRunner(again, say=lambda _: None).run([first, second, lone]) == []
     changed = _zip_stage(tmp_path, "first", tmp_path / "b.txt")  # another command: stale, and so is `second`
-    assert run_stages([changed, second, lone], again, say=lambda _: None) == ["first", "second"]
+    assert StageRunner(again, say=lambda _: None).run([changed, second, lone]) == ["first", "second"]
     (tmp_path / "lone.zip").unlink()  # an output gone: stale
-    assert run_stages([changed, second, lone], StageRecord.load(tmp_path / RECORD), say=lambda _: None) == ["lone"]
+    fresh = StageRunner(StageRecord.load(tmp_path / RECORD), say=lambda _: None)
+    assert fresh.run([changed, second, lone]) == ["lone"]
 
 
 def test_a_failing_stage_is_named_and_the_stages_before_it_stay_done(tmp_path):
@@ -157,7 +158,7 @@ def test_a_failing_stage_is_named_and_the_stages_before_it_stay_done(tmp_path):
     good = _zip_stage(tmp_path, "good", tmp_path / "a.txt")
     bad = Stage("bad", "test a missing zip", "zipfile", ("-t", str(tmp_path / "missing.zip")), ())
     with pytest.raises(EdgesegError, match=r"Stage 2 bad failed .*python -m zipfile -t"):
-        run_stages([good, bad], StageRecord.load(tmp_path / RECORD), say=lambda _: None)
+        StageRunner(StageRecord.load(tmp_path / RECORD), say=lambda _: None).run([good, bad])
     assert list(json.loads((tmp_path / RECORD).read_text())["stages"]) == ["good"]
     (tmp_path / RECORD).write_text("{not json")
     with pytest.raises(EdgesegError, match="not a pipeline record"):

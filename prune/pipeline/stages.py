@@ -118,11 +118,6 @@ class StageRunner:
         return ran_now
 
 
-def run_stages(stages: Sequence[Stage], record: StageRecord, say: Callable[[str], None] = print) -> list[str]:
-    """One batch of stages (`StageRunner.run`); the names run."""
-    return StageRunner(record, say).run(stages)
-
-
 def _run(command: list[str]) -> int:
     """The command's exit code; Ctrl-C reaches it too (same process group): wait while it cleans up."""
     process = subprocess.Popen(command)
