@@ -61,7 +61,8 @@ class Row:
         return 1000.0 / self.measured_ms
 
 
-def _read_json(path: Path, made_by: str) -> dict[str, Any]:
+def read_json(path: Path, made_by: str) -> dict[str, Any]:
+    """A JSON file a command wrote; a missing or torn one is an error naming the command to run."""
     if not path.is_file():
         raise ArtifactError(f"{path} is missing.", f"Make it with {made_by}.")
     try:
@@ -96,10 +97,10 @@ def training_stages(pruning: dict[str, Any], seen: int = 0) -> tuple[list[str], 
 def load_row(folder: str | Path) -> Row:
     """Read one network's folder (see the module docstring for what it must hold)."""
     folder = Path(folder)
-    pruning = _read_json(folder / PRUNING, f"python -m prune ... -o {folder}")
-    tuning = _read_json(folder / ARTIFACT / "manifest.json",
+    pruning = read_json(folder / PRUNING, f"python -m prune ... -o {folder}")
+    tuning = read_json(folder / ARTIFACT / "manifest.json",
                         f"python -m compile {folder}/model.onnx -o {folder / ARTIFACT}").get("tuning", {})
-    bench = _read_json(folder / BENCH, f"python -m runner bench {folder / ARTIFACT} --out {folder / BENCH}")
+    bench = read_json(folder / BENCH, f"python -m runner bench {folder / ARTIFACT} --out {folder / BENCH}")
     stages, steps = training_stages(pruning)
     return Row(
         name=folder.name, method=pruning["method"], miou=float(pruning["miou"]),

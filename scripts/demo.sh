@@ -7,9 +7,9 @@
 #      schedule transferred from them) and train the XGBoost latency predictor on them;
 #   2. train the unpruned network on the synthetic scenes (the dense reference), compile it and run
 #      it over RPC; prune it with the bi-level method to half its measured latency and fine-tune it,
-#      compile and run it; while a round's network misses the budget by more than 5%, measure its
-#      own layers, retrain the predictor, measure the network-over-layers scale on it and prune
-#      again (at most 2 more rounds); train a second reference as many steps as the pruned
+#      compile and run it in turns with the reference; while a round misses the budget by more
+#      than 5%, prune again aiming lower or higher by the factor it missed by (at most 3
+#      rounds); train a second reference as many steps as the pruned
 #      network (unpruned-x2). Every compile is for host with no search (every kernel's schedule
 #      is the collection's, or transferred from it), every run has a numeric check against ONNX
 #      Runtime;

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from prune.pipeline.cli import build_parser, main, options_from
-from prune.pipeline.plan import plan_finish, plan_refinement, plan_round, plan_start
-from prune.pipeline.report import measured_layer_sum
-from prune.pipeline.rounds import RoundResult, budget_ms, landed, network_scale, predicted_layers_ms, shipped
+from prune.pipeline.plan import TURNS, plan_finish, plan_round, plan_start
+from prune.pipeline.rounds import (RoundResult, budget_ms, first_aim, landed, next_aim, predicted_layers_ms,
+                                   reference_level, shipped)
 from prune.pipeline.stages import RECORD, Stage, StageRecord, StageRunner
 from runner.errors import EdgesegError
 
@@ -32,8 +32,8 @@ def _stage(stages, name) -> Stage:
 def _planned(options, rounds: int = 1, budget: float = 33.3333, scale: float = 1.2):
     stages = plan_start(options)
     for round_ in range(rounds + 1):
-        stages += (plan_refinement(options, round_) if round_ else []) + plan_round(options, round_, budget, scale)
-    return stages + plan_finish(options, rounds)
+        stages += plan_round(options, round_, budget, scale)
+    return stages + plan_finish(options)
 
 
 def test_a_phone_behind_a_tracker_reaches_every_stage_that_measures_and_the_data_sizes_the_classifier(monkeypatch):
@@ -43,12 +43,12 @@ def test_a_phone_behind_a_tracker_reaches_every_stage_that_measures_and_the_data
     collect = _stage(stages, "collect").args
     assert collect[collect.index("--classes") + 1] == "40"  # synthetic-hard's own, not --classes' 8
     assert collect[collect.index("--unit") + 1] == "1"  # --unit auto reads the alignment of every width
-    for name in ("collect", "compile-pruned-round0", "refine-1-collect"):
+    for name in ("collect", "compile-pruned-round0", "compile-pruned-round1"):
         args = " ".join(_stage(stages, name).args)
         assert "--device s21-snapdragon" in args and "--tracker 10.0.0.2:9190 --key s21" in args
     bench = " ".join(_stage(stages, "bench-pruned-round1").args)
     assert "--tracker 10.0.0.2:9190 --key s21" in bench and "--check" in bench and "--device" not in bench
-    assert "--baseline runs/x/unpruned/artifact" in bench  # timed in turns with the reference
+    assert f"--baseline runs/x/unpruned/artifact --rounds {TURNS}" in bench  # timed in turns with the reference
     pruned = " ".join(_stage(stages, "pruned-round0").args)
     assert "--budget-ms 33.3333 --latency-scale 1.2000" in pruned and "--fps" not in pruned  # measured ms, scaled
     assert "--unit auto" in pruned and "--weights runs/x/unpruned/weights.safetensors" in pruned
@@ -57,62 +57,77 @@ def test_a_phone_behind_a_tracker_reaches_every_stage_that_measures_and_the_data
                                             "compile-pruned-round0", "bench-pruned-round0"]
 
 
-def test_each_refinement_round_measures_the_last_rounds_network_and_prunes_with_a_predictor_that_learnt_it():
-    options = _options("--budget-fraction", "0.5", "--refine-rounds", "2", "--samples", "7")
+def test_every_round_prunes_with_the_one_predictor_and_is_stale_when_a_bench_that_chose_its_budget_reruns():
+    options = _options("--budget-fraction", "0.5", "--max-rounds", "3", "--samples", "7")
     stages = _planned(options, rounds=2)
     names = [s.name for s in stages]
-    assert names[9:19] == ["refine-1-collect", "refine-1-predictor", "pruned-round1", "compile-pruned-round1",
-                           "bench-pruned-round1", "refine-2-collect", "refine-2-predictor", "pruned-round2",
+    assert names[9:15] == ["pruned-round1", "compile-pruned-round1", "bench-pruned-round1", "pruned-round2",
                            "compile-pruned-round2", "bench-pruned-round2"]
-    second = " ".join(_stage(stages, "refine-2-collect").args)
-    assert "--pruned runs/x/pruned-round1" in second and "--samples 0" in second and "-o runs/x/latency/data.jsonl" in second
-    assert "--predictor runs/x/latency/predictor-round2" in " ".join(_stage(stages, "pruned-round2").args)
-    assert "--predictor runs/x/latency/predictor " in " ".join(_stage(stages, "pruned-round0").args) + " "
-    # a rerun after a new round-1 predictor redoes the rounds after it, not the first collection
-    assert _stage(stages, "pruned-round1").after == ("refine-1-predictor", "bench-unpruned")
-    assert _stage(stages, "refine-2-collect").after == ("pruned-round1",)
+    for name in ("pruned-round0", "pruned-round2", "unpruned-x2"):
+        assert "--predictor runs/x/latency/predictor " in " ".join(_stage(stages, name).args) + " "
+    assert _stage(stages, "pruned-round0").after == ("predictor", "bench-unpruned")
+    assert _stage(stages, "pruned-round2").after == ("predictor", "bench-unpruned", "bench-pruned-round1")
     long_reference = " ".join(_stage(stages, "unpruned-x2").args)
-    assert "--predictor runs/x/latency/predictor-round2" in long_reference and "--latency-scale" not in long_reference
+    assert "--latency-scale" not in long_reference
     assert "--baseline runs/x/unpruned/artifact" in " ".join(_stage(stages, "bench-unpruned-x2").args)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--fps", "30", "--max-rounds", "0", "-o", "x"])
 
 
-def _result(round_: int, measured: float) -> RoundResult:
-    return RoundResult(round_, Path(f"runs/x/pruned-round{round_}"), 1.2, 9.5, measured, measured * 1.1,
+def _result(round_: int, measured: float, aim: float = 8.0) -> RoundResult:
+    return RoundResult(round_, Path(f"runs/x/pruned-round{round_}"), aim, 1.2, 9.5, measured, measured * 1.1,
                        measured / 20, 0.01)
 
 
-def test_the_first_round_that_lands_ships_and_otherwise_the_closest_and_a_fraction_is_of_measured_ms(tmp_path):
+def test_the_first_round_that_lands_ships_and_otherwise_the_closest_and_a_fraction_is_of_measured_ms():
     budget = 10.0
     rounds = [_result(0, 12.0), _result(1, 10.3), _result(2, 9.9)]
     assert _result(0, 10.49).miss(budget) == pytest.approx(0.049)
     assert landed(rounds[1], budget, 0.05) and not landed(rounds[0], budget, 0.05)
     assert shipped(rounds, budget, 0.05).round == 1  # the first that landed, not the closest
     assert shipped(rounds[:1] + [_result(1, 8.0), _result(2, 11.0)], budget, 0.05).round == 2  # none: closest
-    (tmp_path / "unpruned").mkdir()
-    (tmp_path / "unpruned" / "bench.json").write_text(json.dumps({"median_ms": 12.5}))
-    assert budget_ms(_options("--budget-fraction", "0.4", out=str(tmp_path))) == pytest.approx(5.0)
-    assert budget_ms(_options("--fps", "50")) == pytest.approx(20.0)
+    assert budget_ms(_options("--budget-fraction", "0.4"), 12.5) == pytest.approx(5.0)
+    assert budget_ms(_options("--fps", "50"), 12.5) == pytest.approx(20.0)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--fps", "30", "--landing-tolerance", "1.5", "-o", "x"])
 
 
-def test_the_scale_is_the_geometric_mean_of_measured_over_predicted_layers_of_every_network(segformer_b0_predictor,
-                                                                                            tmp_path):
+def _write(path: Path, content: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(content))
+
+
+def test_the_reference_level_is_its_median_over_every_session_that_timed_it(tmp_path):
+    options = _options("--budget-fraction", "0.5", out=str(tmp_path))
+    _write(tmp_path / "unpruned" / "bench.json", {"median_ms": 19.1})  # its own session, on a slow level
+    for round_, level in enumerate((14.4, 12.7)):
+        _write(tmp_path / f"pruned-round{round_}" / "bench.json", {"median_ms": 9.0, "baseline": {"median_ms": level}})
+    assert reference_level(options, 0) == pytest.approx(19.1)
+    assert reference_level(options, 1) == pytest.approx((19.1 + 14.4) / 2)
+    assert reference_level(options, 2) == pytest.approx(14.4)
+
+
+def test_round_zero_aims_at_the_budget_over_the_references_factor_and_each_round_corrects_by_its_miss(
+        segformer_b0_predictor, tmp_path):
     from latency_model.predictor import Predictor
     from prune.describe import describe_model
 
     description = describe_model("segformer-b0", 64, num_classes=150)
-    kept = {"full": description.full_kept(), "small": description.minimal_kept()}
-    for name, counts in kept.items():
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "pruning.json").write_text(json.dumps(
-            {"model": "segformer-b0", "input_size": 64, "num_classes": 150, "kept_counts": counts}))
-    predicted = {name: float(Predictor.load(segformer_b0_predictor).predict_ms(description.config_at(counts)).sum())
-                 for name, counts in kept.items()}
-    assert predicted_layers_ms(tmp_path / "full", segformer_b0_predictor) == pytest.approx(predicted["full"])
-    networks = [(tmp_path / "full", 2.0 * predicted["full"]), (tmp_path / "small", 0.5 * predicted["small"])]
-    assert network_scale(networks, segformer_b0_predictor) == pytest.approx(1.0)  # sqrt(2 x 0.5)
-    assert network_scale(networks[:1], segformer_b0_predictor) == pytest.approx(2.0)
+    latency = tmp_path / "latency"
+    latency.mkdir()
+    (latency / "predictor").symlink_to(segformer_b0_predictor)
+    _write(tmp_path / "unpruned" / "pruning.json", {"model": "segformer-b0", "input_size": 64, "num_classes": 150,
+                                                    "kept_counts": description.full_kept()})
+    layers = float(Predictor.load(segformer_b0_predictor).predict_ms(description.config_at(description.full_kept())).sum())
+    assert predicted_layers_ms(tmp_path / "unpruned", latency / "predictor") == pytest.approx(layers)
+    options = _options("--budget-fraction", "0.5", out=str(tmp_path))
+    # the reference measures 1.5x its layers: round 0 aims at half its layers
+    assert first_aim(options, 0.5 * 1.5 * layers, 1.5 * layers) == pytest.approx(0.5 * layers)
+    # a device where a searched network measures 1.9x the layer sum it was aimed at: one correction lands
+    aim0 = 4.0
+    aim1 = next_aim(_result(0, 1.9 * aim0, aim=aim0), budget=6.0)
+    assert 1.9 * aim1 == pytest.approx(6.0)
+    assert next_aim(_result(1, 5.0, aim=aim1), budget=6.0) == pytest.approx(aim1 * 6.0 / 5.0)  # under: aims higher
 
 
 def test_bad_device_options_fail_before_any_stage(monkeypatch, tmp_path, capsys):
@@ -172,8 +187,8 @@ def test_the_pipeline_runs_end_to_end_on_the_embedded_device_and_a_rerun_skips_e
     command = [sys.executable, "-m", "prune.pipeline", "--input-size", "32", "--classes", "4", "--budget-fraction",
                "0.6", "--samples", "0", "--trials-per-layer", "0", "--epochs", "1", "--search-steps", "2",
                "--finetune-steps", "1", "--batch-size", "2", "--train-scenes", "8", "--val-scenes", "2",
-               "--no-long-reference", "--repeat", "3", "--warmup", "1", "--refine-rounds", "0", "-o", str(out)]
-    # one round: a refinement round is two more commands of the kinds tested here and in the collect tests
+               "--no-long-reference", "--repeat", "3", "--warmup", "1", "--max-rounds", "1", "-o", str(out)]
+    # one round: a later round is the same three commands with the aim the unit tests check
     run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     report = (out / "report.md").read_text()
@@ -181,14 +196,13 @@ def test_the_pipeline_runs_end_to_end_on_the_embedded_device_and_a_rerun_skips_e
     stages = json.loads((out / RECORD).read_text())["stages"]
     assert list(stages) == ["collect", "predictor", "predictor-accuracy", "unpruned", "compile-unpruned",
                             "bench-unpruned", "pruned-round0", "compile-pruned-round0", "bench-pruned-round0"]
-    assert "| 0 | `predictor` |" in report
-    assert measured_layer_sum(out / "unpruned", out / "latency" / "data.jsonl") > 0  # every layer collected
+    assert "## Rounds of pruning" in report and "| 0 | " in report
     records = [json.loads(line) for line in (out / "latency" / "data.jsonl").read_text().splitlines()]
     assert {r["num_classes"] for r in records} == {4}  # the classifier measured is the one pruned
     reference = json.loads((out / "unpruned" / "bench.json").read_text())["median_ms"]
     pruning = json.loads((out / "pruned-round0" / "pruning.json").read_text())
     assert pruning["budget_ms"] == pytest.approx(0.6 * reference, rel=1e-3) and pruning["latency_scale"] > 0
-    assert json.loads((out / "pruned-round0" / "bench.json").read_text())["baseline"]["rounds"] == 5  # in turns
+    assert json.loads((out / "pruned-round0" / "bench.json").read_text())["baseline"]["rounds"] == TURNS  # in turns
     assert (out / "pruned").is_symlink() and os.readlink(out / "pruned") == "pruned-round0"
     rows = json.loads((out / "comparison.json").read_text())["rows"]
     assert [r["name"] for r in rows] == ["unpruned", "pruned"] and all(r["measured_ms"] > 0 for r in rows)

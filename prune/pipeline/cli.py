@@ -62,10 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="MetaSchedule trials per anchor kernel (two per layer structure; the other kernels "
                          "get transferred schedules) (default %(default)s)")
     landing = parser.add_argument_group("landing on the budget (docs/pipeline.md)")
-    landing.add_argument("--refine-rounds", type=whole_number(0), default=2,
-                         help="at most this many more rounds after the first pruned network, while the last one's "
-                         "measured latency misses the budget: its own layers measured, the predictor retrained, the "
-                         "network-over-layers scale measured on it, pruned again (default %(default)s)")
+    landing.add_argument("--max-rounds", type=whole_number(1), default=3,
+                         help="rounds of prune, compile and bench at most: while a round's measured latency misses "
+                         "the budget, the next one's search aims lower or higher by the factor it missed by "
+                         "(default %(default)s)")
     landing.add_argument("--landing-tolerance", type=_fraction, default=DEFAULT_LANDING_TOLERANCE, metavar="F",
                          help="a round lands when its measured latency is within this fraction of the budget "
                          "(default %(default)s: ±5%%)")
@@ -81,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--compile-trials", type=whole_number(0), default=0,
                        help="MetaSchedule search trials per network after schedule transfer (default %(default)s: "
                        "the collection's schedules, exact or transferred)")
-    build.add_argument("--repeat", type=whole_number(1), default=20, help="timed runs per network (default %(default)s)")
+    build.add_argument("--repeat", type=whole_number(1), default=100,
+                       help="timed runs per network, split between the turns of a bench with the reference "
+                       "(default %(default)s)")
     build.add_argument("--warmup", type=whole_number(0), default=3, help="discarded warm-up runs (default %(default)s)")
     parser.add_argument("-o", "--out", type=Path, required=True, help="report folder (also holds every stage's files)")
     parser.add_argument("-v", "--verbose", action="store_true", help="tracebacks of the pipeline's own errors")
@@ -114,7 +116,7 @@ def options_from(args: argparse.Namespace) -> PipelineOptions:
         budget=(budget_name, getattr(args, budget_name)), method=args.method,
         num_classes=data_classes(args.data, args.num_classes), samples=args.samples,
         trials_per_layer=args.trials_per_layer, compile_trials=args.compile_trials, repeat=args.repeat,
-        warmup=args.warmup, long_reference=args.long_reference, refine_rounds=args.refine_rounds,
+        warmup=args.warmup, long_reference=args.long_reference, max_rounds=args.max_rounds,
         landing_tolerance=args.landing_tolerance)
 
 

@@ -3,9 +3,9 @@
     OUT/latency/data.jsonl, predictor/, scatter.png   collect, train, evaluate
     OUT/unpruned/       the dense reference            python -m prune --method dense
     OUT/pruned-roundK/  round K's network: python -m prune --method bilevel --budget-ms B --latency-scale S;
-                        compiled and benched; if it misses B by more than the landing tolerance, its
-                        own layers are measured (collect --pruned), the predictor retrained
-                        (latency/predictor-roundK+1) and S measured again (docs/pipeline.md)
+                        compiled and benched in turns with the reference; if it misses B by more than
+                        the landing tolerance, round K+1 aims its search lower or higher by the factor
+                        round K missed by (prune.pipeline.rounds, docs/pipeline.md)
     OUT/pruned          a link to the round that ships (the first that landed, else the closest)
     OUT/unpruned-x2/    the reference trained as long as the pruned network (same start, same stages)
     OUT/NET/artifact/, OUT/NET/bench.json              python -m compile, python -m runner bench --check
@@ -30,6 +30,9 @@ TRAINING = ("model", "data", "input_size", "num_classes", "epochs", "search_step
             "batch_size", "lr", "weight_decay", "search_weight_decay", "unit", "train_scenes", "val_scenes", "seed")
 BUDGETS = ("fps", "budget_ms", "budget_fraction")
 DEFAULT_LANDING_TOLERANCE = 0.05
+# Turns of a round's bench with the reference: the ratio is the median over them (with 4 samples
+# in each of 5 turns, main-job runs 11-12 saw per-turn ratios spread 4-19% IQR).
+TURNS = 10
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,7 @@ class PipelineOptions:
     repeat: int
     warmup: int
     long_reference: bool = True
-    refine_rounds: int = 0
+    max_rounds: int = 1
     landing_tolerance: float = DEFAULT_LANDING_TOLERANCE
 
 
@@ -76,9 +79,9 @@ def round_folder(options: PipelineOptions, round_: int) -> Path:
     return options.out / f"{PRUNED}-round{round_}"
 
 
-def predictor_folder(options: PipelineOptions, round_: int) -> Path:
-    """The predictor round `round_` prunes with (round 0: the collection's alone)."""
-    return options.out / "latency" / ("predictor" if round_ == 0 else f"predictor-round{round_}")
+def predictor_folder(options: PipelineOptions) -> Path:
+    """The predictor every round prunes with, trained on the collection."""
+    return options.out / "latency" / "predictor"
 
 
 def _flag(name: str) -> str:
@@ -117,7 +120,7 @@ def _build_stages(options: PipelineOptions, folder: Path, baseline: Path | None 
     """Compile the network in `folder` for the device and bench it there, with the numeric check;
     with `baseline` (the reference's folder), timed in turns with the reference's artifact."""
     artifact, device = folder / "artifact", options.device
-    against = ("--baseline", str(baseline / "artifact")) if baseline else ()
+    against = ("--baseline", str(baseline / "artifact"), "--rounds", str(TURNS)) if baseline else ()
     return [
         Stage(f"compile-{folder.name}", f"compile the {folder.name} network for the device "
               f"({options.compile_trials} search trials; schedules from the collection, exact or transferred)",
@@ -133,10 +136,10 @@ def _build_stages(options: PipelineOptions, folder: Path, baseline: Path | None 
 
 def plan_start(options: PipelineOptions) -> list[Stage]:
     """Collect, train and evaluate the predictor; train, compile and bench the dense reference
-    (its measured latency is the first network-over-layers scale, and the base of --budget-fraction)."""
+    (its measured-over-predicted factor sets round 0's aim; its level is the base of --budget-fraction)."""
     out, t = options.out, options.training
     latency = out / "latency"
-    data, predictor, scatter = latency / "data.jsonl", latency / "predictor", latency / "scatter.png"
+    data, predictor, scatter = latency / "data.jsonl", predictor_folder(options), latency / "scatter.png"
     return [
         Stage("collect", f"measure {t['model']}'s layers at {t['input_size']} px on the device and tune their "
               "schedules (resumes: measured layers are kept)", "latency_model",
@@ -153,44 +156,32 @@ def plan_start(options: PipelineOptions) -> list[Stage]:
     ]
 
 
-def plan_refinement(options: PipelineOptions, round_: int) -> list[Stage]:
-    """Before round `round_` >= 1: measure the previous round's own layers (most of them never
-    measured: the search picks widths the predictor under-prices) and retrain the predictor."""
-    previous, predictor = round_folder(options, round_ - 1), predictor_folder(options, round_)
-    data = options.out / "latency" / "data.jsonl"
-    return [
-        Stage(f"refine-{round_}-collect", f"measure the layers of {previous.name}, the network the search chose",
-              "latency_model", (*_collect_args(options), "--samples", "0", "--pruned", str(previous)), (data,),
-              after=(previous.name,)),
-        Stage(f"refine-{round_}-predictor", "retrain the predictor with them", "latency_model",
-              ("train", str(data), "-o", str(predictor)), (predictor / MANIFEST,), after=(f"refine-{round_}-collect",))]
-
-
 def plan_round(options: PipelineOptions, round_: int, budget_ms: float, latency_scale: float) -> list[Stage]:
     """Round `round_`: prune to `budget_ms` of measured network latency (the predictor's ms times
-    `latency_scale`, the device's network-over-layers factor as measured so far), compile, bench
-    in turns with the reference (their ratio holds where the device's absolute speed drifts)."""
+    `latency_scale`: the search aims at a layer sum of budget / scale), compile, bench in turns
+    with the reference (their ratio holds where the device's absolute speed drifts)."""
     folder = round_folder(options, round_)
-    after = ("predictor" if round_ == 0 else f"refine-{round_}-predictor", f"bench-{REFERENCE}")
+    previous = (f"bench-{round_folder(options, round_ - 1).name}",) if round_ else ()
+    after = ("predictor", f"bench-{REFERENCE}", *previous)  # the stages whose files chose the budget and scale
     prune = Stage(folder.name, f"prune by {options.method} to {budget_ms:.3f} ms measured (latency scale "
-                  f"{latency_scale:.3f}), then fine-tune (round {round_}, at most {options.refine_rounds})", "prune",
-                  (*_prune_args(options, predictor_folder(options, round_)), "--method", options.method,
+                  f"{latency_scale:.3f}), then fine-tune (round {round_}; at most {options.max_rounds} rounds)", "prune",
+                  (*_prune_args(options, predictor_folder(options)), "--method", options.method,
                    "--budget-ms", f"{budget_ms:.4f}", "--latency-scale", f"{latency_scale:.4f}", "--weights",
                    str(options.out / REFERENCE / "weights.safetensors"), "-o", str(folder)),
                   _network_outputs(folder), after=after)
     return [prune, *_build_stages(options, folder, baseline=options.out / REFERENCE)]
 
 
-def plan_finish(options: PipelineOptions, shipped_round: int) -> list[Stage]:
+def plan_finish(options: PipelineOptions) -> list[Stage]:
     """The reference trained as long as the shipped network, compiled and benched (if asked for)."""
     if not options.long_reference:
         return []
     out = options.out
-    predictor = predictor_folder(options, shipped_round)
+    predictor = predictor_folder(options)
     train = Stage(LONG_REFERENCE, "the reference trained as many steps as the pruned network: the dense run "
                   "continued, unpruned, in the same stages", "prune",
                   (*_prune_args(options, predictor), "--method", "dense", "--weights",
                    str(out / REFERENCE / "weights.safetensors"), "-o", str(out / LONG_REFERENCE)),
                   _network_outputs(out / LONG_REFERENCE),
-                  after=(f"refine-{shipped_round}-predictor" if shipped_round else "predictor", REFERENCE))
+                  after=("predictor", REFERENCE))
     return [train, *_build_stages(options, out / LONG_REFERENCE, baseline=out / REFERENCE)]

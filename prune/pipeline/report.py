@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 from prune.compare import render_table, write_comparison
 from prune.pipeline.plan import PipelineOptions, network_folders, predictor_folder
-from prune.pipeline.rounds import RoundResult, landed, network_layers
+from prune.pipeline.rounds import RoundResult, landed
 from prune.pipeline.stages import StageRecord
 from runner.device import HOST_KEY
 
@@ -43,44 +43,26 @@ def _predictor_words(predictor_dir: Path) -> str:
             f"(RMSPE {100 * chosen['rmspe']:.1f}%, {report['chosen']} model)")
 
 
-def measured_layer_sum(folder: Path, data: Path) -> float | None:
-    """The sum of the collection's medians over the layers of the network pruned into `folder`,
-    or None if some layer of it was never measured."""
-    from latency_model.records import read_records
-
-    measured = {r.key: r.median_ms for r in read_records(data)}
-    configs = network_layers(folder)
-    if any(c.key not in measured for c in configs):
-        return None
-    return sum(measured[c.key] for c in configs)
-
-
 def _round_lines(options: PipelineOptions, budget: float, results: Sequence[RoundResult],
                  chosen: RoundResult) -> list[str]:
-    """Each round's network: its scale, what its predictor said, what it and its layers measured."""
+    """Each round's network: what its search aimed at, what it measured."""
     landed_words = (f"round {chosen.round} landed" if landed(chosen, budget, options.landing_tolerance)
                     else f"no round landed; round {chosen.round} is the closest")
     lines = ["## Rounds of pruning", "",
              f"Budget **{budget:.3f} ms** measured ({_budget_words(options)}); landing tolerance "
-             f"±{100 * options.landing_tolerance:g}%: {landed_words} and ships as `pruned/`. Each round prunes with "
-             "its predictor's layer latencies times the scale (measured network ms per predicted layer ms, pooled "
-             "over the reference and the rounds before it under that round's predictor), then is compiled and "
-             "benched in turns with the reference in one session: \"measured ms\" is their ratio times the "
-             "reference's own median (the device's speed drifts between sessions, the ratio holds); a round that "
-             "misses has its own layers measured (`collect "
-             "--pruned`) for the next round's predictor. 'Its layers measured': the sum of their medians in "
-             "`latency/data.jsonl`, each timed alone.", "",
-             "| round | predictor | scale | predicted ms | ratio to reference | measured ms | its own session ms "
-             "| vs budget | its layers measured ms |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    data = options.out / "latency" / "data.jsonl"
+             f"±{100 * options.landing_tolerance:g}%: {landed_words} and ships as `pruned/`. Each round's search "
+             "prunes to a sum of the predictor's layer latencies (\"aim\"): round 0's is the budget over the "
+             "reference's measured-over-predicted factor, each later round's is the one before times budget / "
+             "measured. Every round is compiled and benched in turns with the reference in one session: "
+             "\"measured ms\" is their ratio times the reference's median over every session that timed it "
+             "(the device's speed drifts between sessions, the ratio holds).", "",
+             "| round | aim: layers ms | scale | predicted ms | ratio to reference | measured ms "
+             "| its own session ms | vs budget |",
+             "|---|---|---|---|---|---|---|---|"]
     for result in results:
-        layers = measured_layer_sum(result.folder, data)
-        lines.append(f"| {result.round} | `{predictor_folder(options, result.round).name}` | "
-                     f"{result.latency_scale:.3f} | {result.predicted_ms:.2f} | {result.ratio:.4f} (IQR "
-                     f"{100 * result.ratio_spread:.1f}%) | {result.measured_ms:.2f} | {result.raw_ms:.2f} | "
-                     f"{100 * result.miss(budget):+.1f}% | "
-                     f"{'not measured layer by layer' if layers is None else f'{layers:.2f}'} |")
+        lines.append(f"| {result.round} | {result.aim_ms:.3f} | {result.latency_scale:.3f} | "
+                     f"{result.predicted_ms:.2f} | {result.ratio:.4f} (IQR {100 * result.ratio_spread:.1f}%) | "
+                     f"{result.measured_ms:.2f} | {result.raw_ms:.2f} | {100 * result.miss(budget):+.1f}% |")
     return [*lines, ""]
 
 
@@ -112,9 +94,8 @@ def write_report(options: PipelineOptions, budget: float, results: Sequence[Roun
         "std. Load average of the machine (1, 5, 15 min) before and after each bench: "
         + "; ".join(f"{f.name} {_load(record, 'bench-' + f.resolve().name)}" for f in folders) + ".",
         f"- **Numeric check** against ONNX Runtime on the build machine: {checks}.",
-        f"- **predicted ms:** the latency predictor's sum of layers (the unpruned row: the first predictor's; the "
-        f"others: the shipped round's; the rounds table has it times the round's scale); the shipped round's predictor: "
-        f"{_predictor_words(predictor_folder(options, chosen.round))}; held-out scatter of the first predictor: "
+        f"- **predicted ms:** the latency predictor's sum of layers (the rounds table has it times the round's "
+        f"scale); the predictor: {_predictor_words(predictor_folder(options))}; its held-out scatter: "
         "`latency/scatter.png`.",
         "- **mIoU:** on the data set's validation split, at the end of each network's training.", "",
         *_round_lines(options, budget, results, chosen),

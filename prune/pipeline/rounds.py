@@ -2,74 +2,75 @@
 
 A predictor sums layers timed alone; a whole network on the device also pays for what lies
 between them (launches, thread-pool wake-ups, copies), and the search is drawn to the widths
-the predictor under-prices. So every round's network is compiled and benched, and the round
-that misses its budget by more than the landing tolerance is followed by another: its own
-layers measured, the predictor retrained, and the network-over-layers scale measured again on
-it (docs/pipeline.md, "Landing on the budget").
+the predictor under-prices. So every round's network is compiled and benched, and a round that
+misses its budget by more than the landing tolerance is followed by another whose search aims
+lower or higher by the factor it missed by: a controller on the search's own budget, with the
+same predictor, so that whatever biased round k (the predictor's errors on the widths the search
+likes, the network's cost beyond its layers) biases round k+1 alike (docs/pipeline.md, "Landing
+on the budget").
 
-    budget B        --budget-ms, 1000 / --fps, or --budget-fraction x the dense reference's
-                    measured latency
+    level L         the dense reference's median, over every session that timed it (its own bench
+                    and each round's in-turns bench): the device's speed drifts between sessions
+    budget B        --budget-ms, 1000 / --fps, or --budget-fraction x L
     measured ms     a round's network timed in turns with the reference in one session: their
-                    ratio times the reference's own median (the device's speed drifts between
-                    sessions; the ratio holds)
-    scale S_k       measured ms / layers predicted by round k's predictor, pooled (geometric
-                    mean) over the reference and every round before k
-    round k         prune to B with the predictor of round k times S_k, compile, bench
+                    ratio times L
+    aim A_k         the predictor's layer sum round k's search prunes to: A_0 = B x the reference's
+                    layer sum / L, A_k+1 = A_k x B / measured_k (passed to `prune` as --budget-ms B
+                    --latency-scale B / A_k)
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from latency_model.layers import LayerConfig
-from prune.pipeline.plan import (PRUNED, REFERENCE, PipelineOptions, plan_finish, plan_refinement, plan_round,
-                                 plan_start, predictor_folder, round_folder)
+from prune.compare import read_json
+from prune.pipeline.plan import (PRUNED, REFERENCE, PipelineOptions, plan_finish, plan_round, plan_start,
+                                 predictor_folder, round_folder)
 from prune.pipeline.stages import StageRecord, StageRunner
 from runner.errors import EdgesegError
 
 
 @dataclass(frozen=True)
 class RoundResult:
-    """One round's network: the scale it was pruned with, its predicted and measured latency.
+    """One round's network: what its search aimed at, and what it measured.
 
     `measured_ms` is the reference-normalised figure: the network's ratio to the dense reference,
-    timed in turns in one session, times the reference's own bench median. The embedded device's
-    absolute speed moves between sessions (levels ~20% apart); the ratio holds far better, so a
-    round is judged by it (`raw_ms` is the network's own median in that session)."""
+    timed in turns in one session, times the reference's level (its median over every session
+    that timed it). The embedded device's absolute speed moves between sessions (levels ~20%
+    apart); the ratio holds far better, so a round is judged by it (`raw_ms` is the network's own
+    median in that session)."""
 
     round: int
     folder: Path
+    aim_ms: float  # the predictor's layer sum the search pruned to (budget / latency scale)
     latency_scale: float
     predicted_ms: float  # the predictor's sum times the scale: the search's estimate of the network
-    measured_ms: float  # ratio to the reference x the reference's median
+    measured_ms: float  # ratio to the reference x the reference's level
     raw_ms: float  # the bench's own median in its session
-    ratio: float  # to the reference, median over the interleaved rounds
-    ratio_spread: float  # IQR of the per-round ratios over their median
+    ratio: float  # to the reference, median over the interleaved turns
+    ratio_spread: float  # IQR of the per-turn ratios over their median
 
     def miss(self, budget_ms: float) -> float:
         """Measured over budget, as a fraction (+0.02: 2% over)."""
         return self.measured_ms / budget_ms - 1
 
     @classmethod
-    def read(cls, round_: int, folder: Path, reference_ms: float) -> RoundResult:
-        pruning, bench = _read_json(folder / "pruning.json"), _read_json(folder / "bench.json")
+    def read(cls, round_: int, folder: Path, level_ms: float) -> RoundResult:
+        pruning, bench = _read(folder / "pruning.json"), _read(folder / "bench.json")
         baseline = bench.get("baseline") or {}
-        ratio = float(baseline.get("ratio", float(bench["median_ms"]) / reference_ms))
-        return cls(round_, folder, float(pruning.get("latency_scale", 1.0)), float(pruning["predicted_ms"]),
-                   ratio * reference_ms, float(bench["median_ms"]), ratio, float(baseline.get("ratio_spread", 0.0)))
+        ratio = float(baseline.get("ratio", float(bench["median_ms"]) / level_ms))
+        scale = float(pruning.get("latency_scale", 1.0))
+        return cls(round_, folder, float(pruning["budget_ms"]) / scale, scale, float(pruning["predicted_ms"]),
+                   ratio * level_ms, float(bench["median_ms"]), ratio, float(baseline.get("ratio_spread", 0.0)))
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise EdgesegError(f"{path} could not be read ({err}).",
-                           "Rerun the same pipeline command: the stage that writes it runs again.") from None
+def _read(path: Path) -> dict:
+    return read_json(path, "the same pipeline command (the stage that writes it runs again)")
 
 
 def network_layers(folder: Path) -> list[LayerConfig]:
@@ -77,7 +78,7 @@ def network_layers(folder: Path) -> list[LayerConfig]:
     from prune.describe import describe_model
     from prune.variants import pruned_kept
 
-    pruning = _read_json(folder / "pruning.json")
+    pruning = _read(folder / "pruning.json")
     model, size, classes = pruning["model"], pruning["input_size"], pruning["num_classes"]
     description = describe_model(model, size, num_classes=classes)
     return description.config_at(pruned_kept(folder, description, model, size, classes))
@@ -90,28 +91,34 @@ def predicted_layers_ms(folder: Path, predictor: Path) -> float:
     return float(Predictor.load(predictor).predict_ms(network_layers(folder)).sum())
 
 
-def network_scale(networks: Sequence[tuple[Path, float]], predictor: Path) -> float:
-    """Measured ms per ms the predictor gives the layers, pooled over the networks measured so far
-    ((folder, measured ms) pairs): the geometric mean of their ratios. One network's ratio moves
-    with the schedules it happened to get (0.95 to 1.40 in main job run 10), so the scale of the
-    next round comes from all of them, not from the last one alone."""
-    logs = [math.log(ms / predicted_layers_ms(folder, predictor)) for folder, ms in networks]
-    return math.exp(sum(logs) / len(logs))
+def reference_level(options: PipelineOptions, rounds_done: int) -> float:
+    """The dense reference's median over every session that timed it so far: its own bench and
+    the in-turns benches of rounds 0 .. rounds_done-1. One session's level can be far off (19.1 ms
+    in the reference's own bench of main-job run 12, 12.7-16.7 ms beside its rounds)."""
+    levels = [float(_read(options.out / REFERENCE / "bench.json")["median_ms"])]
+    for round_ in range(rounds_done):
+        levels.append(float(_read(round_folder(options, round_) / "bench.json")["baseline"]["median_ms"]))
+    return statistics.median(levels)
 
 
-def reference_ms(options: PipelineOptions) -> float:
-    """The dense reference's measured median (its own bench): the level every round is normalised to."""
-    return float(_read_json(options.out / REFERENCE / "bench.json")["median_ms"])
-
-
-def budget_ms(options: PipelineOptions) -> float:
-    """The budget in measured ms; a fraction is of the dense reference's measured latency."""
+def budget_ms(options: PipelineOptions, level_ms: float) -> float:
+    """The budget in measured ms; a fraction is of the dense reference's level."""
     name, value = options.budget
     if name == "budget_ms":
         return float(value)
     if name == "fps":
         return 1000.0 / float(value)
-    return float(value) * reference_ms(options)
+    return float(value) * level_ms
+
+
+def first_aim(options: PipelineOptions, budget: float, level_ms: float) -> float:
+    """Round 0's layer sum: the budget over the reference's network-over-layers factor."""
+    return budget * predicted_layers_ms(options.out / REFERENCE, predictor_folder(options)) / level_ms
+
+
+def next_aim(last: RoundResult, budget: float) -> float:
+    """The next round's layer sum: the last round's, scaled by the factor it missed by."""
+    return last.aim_ms * budget / last.measured_ms
 
 
 def landed(result: RoundResult, budget: float, tolerance: float) -> bool:
@@ -126,30 +133,35 @@ def shipped(results: Sequence[RoundResult], budget: float, tolerance: float) -> 
     return min(results, key=lambda r: abs(r.miss(budget)))
 
 
+def read_rounds(options: PipelineOptions, count: int) -> tuple[float, float, list[RoundResult]]:
+    """The reference's level over the sessions of the first `count` rounds, the budget at that
+    level, and those rounds' results at it."""
+    level = reference_level(options, count)
+    return level, budget_ms(options, level), [RoundResult.read(k, round_folder(options, k), level)
+                                              for k in range(count)]
+
+
 def run_rounds(options: PipelineOptions, record: StageRecord) -> tuple[float, list[RoundResult], RoundResult]:
     """Every stage of the pipeline, round by round: the budget, each round's result, the one shipped
-    (OUT/pruned links to it)."""
+    (OUT/pruned links to it). A round's stages depend only on files of the stages before it, so a
+    rerun plans the same commands and skips them."""
     runner = StageRunner(record)
     runner.run(plan_start(options))
-    budget, reference = budget_ms(options), reference_ms(options)
-    measured = [(options.out / REFERENCE, reference)]  # every network benched so far, and its ms
-    results: list[RoundResult] = []
-    for round_ in range(options.refine_rounds + 1):
-        if round_:
-            runner.run(plan_refinement(options, round_))
-        scale = network_scale(measured, predictor_folder(options, round_))
-        runner.run(plan_round(options, round_, budget, scale))
-        results.append(RoundResult.read(round_, round_folder(options, round_), reference))
-        measured.append((results[-1].folder, results[-1].measured_ms))
+    level, budget, results = read_rounds(options, 0)
+    aim = first_aim(options, budget, level)
+    for round_ in range(options.max_rounds):
+        runner.run(plan_round(options, round_, budget, budget / aim))
+        level, budget, results = read_rounds(options, round_ + 1)
         last = results[-1]
         print(f"== round {round_}: {last.measured_ms:.3f} ms measured ({last.ratio:.4f} x the reference's "
-              f"{reference:.3f} ms, timed in turns; {last.raw_ms:.3f} ms in its own session) for a {budget:.3f} ms "
+              f"{level:.3f} ms, timed in turns; {last.raw_ms:.3f} ms in its own session) for a {budget:.3f} ms "
               f"budget ({100 * last.miss(budget):+.1f}%; landing tolerance ±{100 * options.landing_tolerance:g}%)")
-        if landed(results[-1], budget, options.landing_tolerance):
+        if landed(last, budget, options.landing_tolerance):
             break
+        aim = next_aim(last, budget)
     chosen = shipped(results, budget, options.landing_tolerance)
     _link(options.out / PRUNED, chosen.folder)
-    runner.run(plan_finish(options, chosen.round))
+    runner.run(plan_finish(options))
     return budget, results, chosen
 
 
