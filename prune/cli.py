@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from runner.cli_support import run_main, setup_logging
+from runner.cli_support import number_in, run_main, setup_logging, whole_number
 from runner.errors import EdgesegError
 from prune.settings import (BUDGET_SIGNALS, DENSE, FLOPS, HARD_MASKS, IMPLICIT_GRADIENTS, METHODS, PruneSettings,
                             default)
@@ -23,41 +23,14 @@ AUTO = "auto"
 log = logging.getLogger(__name__)
 
 
-def _positive(kind: type):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"{text} must be > 0")
-        return value
-
-    return parse
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} must be >= 0")
-    return value
-
-
-def _nonnegative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{text} must be >= 0")
-    return value
+_positive_int = number_in(int, 0, above=True)
+_positive = number_in(float, 0, above=True)
+_nonnegative = number_in(float, 0)
+_count = whole_number(0)
 
 
 def _unit(text: str) -> int | str:
-    return text if text == AUTO else _positive(int)(text)
+    return text if text == AUTO else _positive_int(text)
 
 
 @dataclass(frozen=True)
@@ -81,32 +54,32 @@ FLAGS: dict[str, Flag] = {
                  "texture pairs), ade20k:PATH or cityscapes:PATH (default {default})"),
     "predictor": Flag("latency predictor folder (latency_model train), or 'flops' for nominal ms proportional "
                       "to FLOPs (default {default})"),
-    "budget_ms": Flag("latency budget of the pruned model, ms", _positive(float), budget=True),
-    "fps": Flag("frame-rate target (budget 1000/FPS ms)", _positive(float), budget=True),
+    "budget_ms": Flag("latency budget of the pruned model, ms", _positive, budget=True),
+    "fps": Flag("frame-rate target (budget 1000/FPS ms)", _positive, budget=True),
     "budget_fraction": Flag("budget as a fraction of the unpruned network's predicted latency (0.5: half)",
-                            _positive(float), metavar="F", budget=True),
-    "input_size": Flag("square input size in pixels, a multiple of 32 (default {default})", _positive(int)),
+                            _positive, metavar="F", budget=True),
+    "input_size": Flag("square input size in pixels, a multiple of 32 (default {default})", _positive_int),
     "method": Flag("default {default}; dense: no pruning, the unpruned network trained with the same schedule "
                    "(the reference; takes no budget, writes weights.safetensors for --weights)", choices=METHODS),
     "epochs": Flag("epochs of search and of fine-tuning; a checkpoint after each (default {default})",
-                   _positive(int)),
+                   _positive_int),
     "search_steps": Flag("search (or baseline training) steps per epoch (default {default})", _count),
     "finetune_steps": Flag("fine-tuning steps per epoch (default {default})", _count),
-    "batch_size": Flag("training batch: the weights' batch in every step (default {default})", _positive(int)),
+    "batch_size": Flag("training batch: the weights' batch in every step (default {default})", _positive_int),
     "outer_batch_size": Flag("bilevel: held-out batch of each gate-score update; small, since the scores are "
                              "few and it sets the search's extra cost over plain training (default {default})",
-                             _positive(int), metavar="N"),
+                             _positive_int, metavar="N"),
     "outer_every": Flag("bilevel: update the gate scores (and the budget weight) every K steps; the other steps "
-                        "update the weights alone (default {default})", _positive(int), metavar="K"),
+                        "update the weights alone (default {default})", _positive_int, metavar="K"),
     "unit": Flag("channels per prunable unit, the device's alignment, or 'auto': the coarsest step the predictor "
                  "says gives nothing up (python -m latency_model alignment) (default {default})", _unit),
-    "lr": Flag("weight learning rate (default {default})", _positive(float)),
+    "lr": Flag("weight learning rate (default {default})", _positive),
     "weight_decay": Flag("SGD weight decay of every method's training steps (plain training, the bi-level search's "
                          "inner step, where it is lambda, and the fine-tuning) (default {default})", _nonnegative),
     "search_weight_decay": Flag("a weight decay for the search phase alone (bi-level inner step or baseline "
                                 "training), e.g. 1e-3 for BiP's lambda (default: --weight-decay)", _nonnegative,
                                 metavar="DECAY"),
-    "outer_lr": Flag("gate score learning rate, bilevel (default {default})", _positive(float)),
+    "outer_lr": Flag("gate score learning rate, bilevel (default {default})", _positive),
     "budget_signal": Flag("bilevel: the latency the budget weight reacts to: the hard network's (what would be "
                           "deployed) or the expected one under the keep probabilities (moves with every score "
                           "step) (default {default})", choices=BUDGET_SIGNALS),
@@ -118,22 +91,22 @@ FLAGS: dict[str, Flag] = {
                               choices=IMPLICIT_GRADIENTS),
     "neumann_steps": Flag("Hessian-vector products of the Neumann series (default {default})", _count, metavar="K"),
     "neumann_alpha": Flag("step of the Neumann series, below 2 / the largest Hessian eigenvalue (default {default})",
-                          _positive(float)),
+                          _positive),
     "weights": Flag("local checkpoint of the unpruned model"),
     "pretrained_backbone": Flag("start the backbone from timm's ImageNet weights, if they are in the local Hugging "
                                 "Face cache (nothing is downloaded)"),
     "latency_scale": Flag("multiply the predictor's latencies by S: measured ms of a whole network per predicted ms "
                           "of its layers on this device (what lies between layers: launches, copies); "
-                          "python -m prune.pipeline measures it (default {default})", _positive(float), metavar="S"),
+                          "python -m prune.pipeline measures it (default {default})", _positive, metavar="S"),
     "device": Flag("device key the pruned network is for; a predictor made for another is refused (default: the "
                    "predictor's)", metavar="KEY"),
     "target": Flag("target preset the pruned network will be compiled for (python -m compile --target); a "
                    "predictor made for another is refused (default: the predictor's)", metavar="PRESET"),
     "seed": Flag("default {default}", int),
     "num_classes": Flag("synthetic data: number of classes; synthetic-hard has its own 40 (default {default})",
-                        _positive(int), flag="--classes", metavar="CLASSES"),
-    "train_scenes": Flag("synthetic data: training scenes (default 2000)", _positive(int)),
-    "val_scenes": Flag("synthetic data: validation scenes (default 200)", _positive(int)),
+                        _positive_int, flag="--classes", metavar="CLASSES"),
+    "train_scenes": Flag("synthetic data: training scenes (default 2000)", _positive_int),
+    "val_scenes": Flag("synthetic data: validation scenes (default 200)", _positive_int),
 }
 # Settings a Python caller (or a bench) sets; the command line runs with their defaults.
 NOT_FLAGS = ("gate_init", "implicit_scale")

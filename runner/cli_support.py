@@ -8,25 +8,32 @@ import logging
 import signal
 import sys
 import threading
-from typing import Callable
+from typing import Any, Callable
 
 from runner.errors import EdgesegError
 from runner.timing import TimingProtocol
 
 
-def whole_number(minimum: int) -> Callable[[str], int]:
-    """An argparse type: a whole number of at least `minimum` (counts, trials, runs)."""
+def number_in(kind: type, low: float, *, above: bool = False, below: float | None = None) -> Callable[[str], Any]:
+    """An argparse type: a `kind` (int or float) >= `low` (> `low` with `above`), and < `below` if given."""
 
-    def parse(text: str) -> int:
+    def parse(text: str) -> Any:
         try:
-            value = int(text)
+            value = kind(text)
         except ValueError:
-            value = minimum - 1
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= {minimum}")
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'a whole number' if kind is int else 'a number'}") from None
+        if not (value > low if above else value >= low):
+            raise argparse.ArgumentTypeError(f"{text} must be {'>' if above else '>='} {low:g}")
+        if below is not None and not value < below:
+            raise argparse.ArgumentTypeError(f"{text} must be < {below:g}")
         return value
 
     return parse
+
+
+def whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least `minimum` (counts, trials, runs)."""
+    return number_in(int, minimum)
 
 
 def add_timing_flags(parser: argparse.ArgumentParser) -> None:

@@ -19,22 +19,12 @@ from typing import Any, Sequence
 from prune.cli import FLAGS
 from prune.pipeline.plan import BUDGETS, DEFAULT_LANDING_TOLERANCE, TRAINING, DeviceChoice, PipelineOptions
 from prune.settings import DENSE, METHODS, default
-from runner.cli_support import run_main, setup_logging, whole_number
+from runner.cli_support import number_in, run_main, setup_logging, whole_number
 from runner.device import Tracker
 from runner.errors import EdgesegError
 
 
 MEASURED_FRACTION = "budget as a fraction of the dense reference's measured latency on the device (0.5: half)"
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a fraction in [0, 1)")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="rounds of prune, compile and bench at most: while a round's measured latency misses "
                          "the budget, the next one's search aims lower or higher by the factor it missed by "
                          "(default %(default)s)")
-    landing.add_argument("--landing-tolerance", type=_fraction, default=DEFAULT_LANDING_TOLERANCE, metavar="F",
+    landing.add_argument("--landing-tolerance", type=number_in(float, 0, below=1), default=DEFAULT_LANDING_TOLERANCE, metavar="F",
                          help="a round lands when its measured latency is within this fraction of the budget "
                          "(default %(default)s: ±5%%)")
     training = parser.add_argument_group("training (python -m prune's settings and defaults)")
