@@ -186,7 +186,8 @@ def measure_point(spec: PointSpec, m: Measuring) -> dict[str, Any]:
     report = run_pruning(settings, run_dir, progress=m.progress,
                          shared_training=SharedTraining(m.work / "plain_training")).report
     pruned = time.monotonic()
-    compiled = compile_model(run_dir / "model.onnx", artifact_dir, m.preset, m.database, m.trials, device=m.device)
+    compiled = compile_model(run_dir / "model.onnx", artifact_dir, m.preset, m.database, m.trials, device=m.device,
+                             kernel_library=False)  # whole networks only: half the build
     built = time.monotonic()
     bench = bench_artifact(artifact_dir, m.device, m.protocol, threads=m.threads, check=True)
     done = time.monotonic()

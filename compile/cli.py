@@ -31,6 +31,8 @@ HELP = {
     "no_fast_math": "keep libm's erf/exp/tanh and the exact softmax (default: their fast approximate forms, "
     "~1e-6 off, vectorised; fast math changes the GELU/softmax kernels' workload hashes, so a database "
     "tuned with the other setting re-tunes those kernels)",
+    "no_kernel_library": "skip kernels.so, every kernel built alone for `runner bench --per-kernel` (halves the "
+    "build; whole-network benches do not need it)",
     "rewrite_decoder": "merge a SegFormer all-MLP decoder's projections into its fuse conv (exact up to float "
     "rounding, ~half of segformer-b0's FLOPs); off by default: the latency model's layer description "
     "(prune) still prices the unrewritten decoder, so a pruned budget does not account for it",
@@ -61,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--export", choices=("so", "tar"), default="so", help=HELP["export"])
     p.add_argument("--no-fast-math", dest="fast_math", action="store_false", help=HELP["no_fast_math"])
     p.add_argument("--rewrite-decoder", action="store_true", help=HELP["rewrite_decoder"])
+    p.add_argument("--no-kernel-library", dest="kernel_library", action="store_false", help=HELP["no_kernel_library"])
     p.add_argument("--seed", type=int, default=0, help="tuning seed")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
     return p
@@ -134,6 +137,7 @@ def _run(args: argparse.Namespace) -> int:
         transfer_candidates=args.transfer_candidates,
         fast_math=args.fast_math,
         rewrite_decoder=args.rewrite_decoder,
+        kernel_library=args.kernel_library,
     )
     _render(result, preset.name)
     return 0

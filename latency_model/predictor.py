@@ -95,12 +95,19 @@ def dataset_from_records(records: Sequence[MeasurementRecord]) -> Dataset:
 
 
 def _without_noisy(records: Sequence[MeasurementRecord]) -> list[MeasurementRecord]:
-    """The records to learn from: those `collect` flagged noisy are left out, by name."""
-    noisy = sorted({r.key for r in records if r.noisy})
-    if noisy:
+    """The records to learn from: those `collect` flagged noisy are left out, by name, unless
+    every record of a layer type is noisy: a noisy estimate of that type beats a predictor that
+    cannot price it at all (a model made of it could then not be pruned or validated)."""
+    clean_kinds = {r.config.kind for r in records if not r.noisy}
+    left_out = sorted({r.key for r in records if r.noisy and r.config.kind in clean_kinds})
+    kept = sorted({r.key for r in records if r.noisy and r.config.kind not in clean_kinds})
+    if left_out:
         log.warning("leaving %d noisy measurement(s) out of training (their samples spread beyond the "
-                    "protocol's limit twice): %s", len(noisy), ", ".join(noisy))
-    return [r for r in records if not r.noisy]
+                    "protocol's limit twice): %s", len(left_out), ", ".join(left_out))
+    if kept:
+        log.warning("keeping %d noisy measurement(s) in training: no other measurement of their layer "
+                    "type is clean (re-collect them on a quieter device): %s", len(kept), ", ".join(kept))
+    return [r for r in records if not r.noisy or r.config.kind not in clean_kinds]
 
 
 def _canonical(target: Mapping[str, Any]) -> str:

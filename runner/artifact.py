@@ -300,7 +300,10 @@ def build_probe(target: Any, path: str | Path, **export_kwargs: Any) -> None:
 def _require(folder: Path, manifest: Manifest, needed: Mapping[str, str]) -> None:
     for name, what in needed.items():
         if name not in manifest.files or not (folder / name).is_file():
-            raise ArtifactError(f"artifact {folder} is missing {name} ({what}).", _RECOMPILE)
+            fix = (_RECOMPILE if name not in KERNEL_FILES else
+                   "Compile it again without --no-kernel-library (the pipeline builds without it; "
+                   "`python -m compile MODEL.onnx --trials 0` reuses every schedule it had).")
+            raise ArtifactError(f"artifact {folder} is missing {name} ({what}).", fix)
 
 
 def _sha256(path: Path) -> str:

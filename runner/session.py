@@ -10,6 +10,7 @@ no other client meanwhile): callers release what they got from a session before 
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import json
 import logging
@@ -131,6 +132,7 @@ def open_session(
         ) from None
     from tvm import rpc  # heavy import, only once a device answered
 
+    _freeze_what_exists()
     remote = rpc.connect(url, port, match_key, session_timeout_s)
     logger.debug("session to %s opened after %.1f s", device, time.monotonic() - started)
     try:
@@ -138,6 +140,17 @@ def open_session(
     finally:
         del remote
         gc.collect()  # drops remote handles that cycles kept alive, so the server frees up
+
+
+@functools.cache
+def _freeze_what_exists() -> None:
+    """Move every object alive before the first session (TVM, torch and the rest, imported)
+    out of the collector's sight, once per process, so the full collection that ends each
+    session scans only what was made since: with TVM and torch loaded it cost 0.21 s, and a
+    collection of 50 layers opens two sessions per layer (15% of its time). Garbage is collected
+    first, so nothing collectable is frozen."""
+    gc.collect()
+    gc.freeze()
 
 
 def is_dropped_session(err: BaseException) -> bool:

@@ -14,7 +14,11 @@ alone, `pytest -m "not e2e"`, take under a minute on 2 cores.
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -102,3 +106,36 @@ def segformer_b0_predictor(host_farm, tmp_path_factory) -> Path:
             source=Source("segformer-b0", 64))
     train_predictor(read_records(work / "data.jsonl"), work / "predictor", seed=0)
     return work / "predictor"
+
+
+ROOT = str(Path(__file__).resolve().parents[1])
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    """A finished tiny `python -m prune.pipeline` run: its report folder, command and environment."""
+
+    out: Path
+    command: tuple[str, ...]
+    env: dict[str, str]
+
+    def rerun(self, timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run(self.command, cwd=ROOT, env=self.env, capture_output=True, text=True,
+                              timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(tmp_path_factory) -> PipelineRun:
+    """The pipeline at tiny scale (32 px, no tuning, a few steps, one round): every stage really
+    runs, as its own process, on its own embedded farm. Its unpruned and pruned folders are what
+    `prune.compare` reads too, so one run serves both test files (do not modify them: copy)."""
+    work = tmp_path_factory.mktemp("pipeline")
+    env = {**os.environ, "PYTHONPATH": ROOT, "EDGESEG_WORKSPACE": str(work / "ws")}
+    command = (sys.executable, "-m", "prune.pipeline", "--input-size", "32", "--classes", "4", "--budget-fraction",
+               "0.6", "--samples", "0", "--trials-per-layer", "0", "--epochs", "1", "--search-steps", "2",
+               "--finetune-steps", "1", "--batch-size", "2", "--train-scenes", "8", "--val-scenes", "2",
+               "--no-long-reference", "--repeat", "3", "--warmup", "1", "--max-rounds", "1", "-o", str(work / "run"))
+    run = PipelineRun(work / "run", command, env)
+    first = run.rerun(timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    return run

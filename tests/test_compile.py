@@ -87,15 +87,18 @@ def test_trials_zero_builds_from_database_without_a_device(tuned_conv, tmp_path)
 
 
 def test_without_kernel_library_the_model_runs_and_per_kernel_timing_is_refused(tuned_conv, host_farm, tmp_path):
+    from compile.cli import main as compile_main
     from runner.errors import ArtifactError
 
     onnx_path, db_dir, _ = tuned_conv
-    result = compile_model(onnx_path, tmp_path / "lean", resolve_target("host"), database_dir=db_dir, trials=0,
-                           kernel_library=False)
-    assert not (result.artifact / "kernels.so").exists() and (result.artifact / "model.so").exists()
-    assert bench_artifact(result.artifact, host_farm.device, FAST, check=True).check.passed
-    with pytest.raises(ArtifactError, match="kernels"):
-        bench_artifact(result.artifact, host_farm.device, FAST, per_kernel=True)
+    lean = tmp_path / "lean"
+    assert compile_main([str(onnx_path), "--trials", "0", "--database", str(db_dir), "--no-kernel-library",
+                         "-o", str(lean)]) == 0
+    assert not (lean / "kernels.so").exists() and (lean / "model.so").exists()
+    assert bench_artifact(lean, host_farm.device, FAST, check=True).check.passed
+    with pytest.raises(ArtifactError, match="kernels.so") as refused:
+        bench_artifact(lean, host_farm.device, FAST, per_kernel=True)
+    assert "without --no-kernel-library" in refused.value.fix
 
 
 def test_trials_zero_with_empty_database_warns_untuned(tmp_path, caplog):

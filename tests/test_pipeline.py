@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,9 +15,6 @@ from prune.pipeline.rounds import (RoundResult, budget_ms, first_aim, landed, ne
                                    reference_level, shipped)
 from prune.pipeline.stages import RECORD, Stage, StageRecord, StageRunner
 from runner.errors import EdgesegError
-
-ROOT = str(Path(__file__).resolve().parents[1])
-
 
 def _options(*argv: str, out: str = "runs/x"):
     return options_from(build_parser().parse_args([*argv, "-o", out]))
@@ -180,17 +175,9 @@ def test_a_failing_stage_is_named_and_the_stages_before_it_stay_done(tmp_path):
         StageRecord.load(tmp_path / RECORD)
 
 
-def test_the_pipeline_runs_end_to_end_on_the_embedded_device_and_a_rerun_skips_every_stage(tmp_path):
-    """Tiny scale (32 px, no tuning, a few steps): every stage really runs, as its own process."""
-    env = {**os.environ, "PYTHONPATH": ROOT, "EDGESEG_WORKSPACE": str(tmp_path / "ws")}
-    out = tmp_path / "run"
-    command = [sys.executable, "-m", "prune.pipeline", "--input-size", "32", "--classes", "4", "--budget-fraction",
-               "0.6", "--samples", "0", "--trials-per-layer", "0", "--epochs", "1", "--search-steps", "2",
-               "--finetune-steps", "1", "--batch-size", "2", "--train-scenes", "8", "--val-scenes", "2",
-               "--no-long-reference", "--repeat", "3", "--warmup", "1", "--max-rounds", "1", "-o", str(out)]
-    # one round: a later round is the same three commands with the aim the unit tests check
-    run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert run.returncode == 0, run.stderr[-3000:]
+def test_the_pipeline_runs_end_to_end_on_the_embedded_device_and_a_rerun_skips_every_stage(pipeline_run):
+    """Tiny scale; one round: a later round is the same three commands with the aim the unit tests check."""
+    out = pipeline_run.out
     report = (out / "report.md").read_text()
     assert "real measurements of this CPU, not of a phone" in report and "unpruned" in report and "pruned" in report
     stages = json.loads((out / RECORD).read_text())["stages"]
@@ -208,6 +195,6 @@ def test_the_pipeline_runs_end_to_end_on_the_embedded_device_and_a_rerun_skips_e
     assert [r["name"] for r in rows] == ["unpruned", "pruned"] and all(r["measured_ms"] > 0 for r in rows)
     for name in ("unpruned", "pruned"):
         assert json.loads((out / name / "bench.json").read_text())["check"]["passed"]
-    again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    again = pipeline_run.rerun()
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("done before, skipped") == len(stages)

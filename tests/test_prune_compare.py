@@ -2,62 +2,47 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 
 import pytest
 
-from compile.api import compile_model
-from compile.targets import resolve_target
 from prune.compare import load_row, main, write_comparison
 from prune.settings import PruneSettings
-from prune.train import run_pruning
-from runner.bench import bench_artifact
 from runner.errors import ArtifactError
-from runner.timing import TimingProtocol
 
-TINY = PruneSettings(method="dense", input_size=32, epochs=1, search_steps=2, finetune_steps=1, batch_size=2,
-                     train_scenes=8, val_scenes=2, num_classes=4)
+DEFAULTS = PruneSettings(method="dense")  # the pipeline passes prune's own lr and weight decay
 
 
 @pytest.fixture(scope="module")
-def networks(host_farm, tmp_path_factory):
-    """A dense network and a half-latency bilevel network pruned from its weights, as the main job
-    makes them, each compiled (database only) and benched."""
-    root = tmp_path_factory.mktemp("pipeline")
-    runs = {"unpruned": TINY, "pruned": dataclasses.replace(TINY, method="bilevel", budget_fraction=0.5,
-                                                            weights=str(root / "unpruned" / "weights.safetensors"))}
-    for name, settings in runs.items():
-        folder = root / name
-        run_pruning(settings, folder, progress=False)
-        compile_model(folder / "model.onnx", folder / "artifact", resolve_target("host"), root / "db", trials=0,
-                      kernel_library=False)
-        result = bench_artifact(folder / "artifact", host_farm.device, TimingProtocol(warmup=1, repeat=5), check=True)
-        (folder / "bench.json").write_text(json.dumps(result.to_dict()))
-    return root
+def networks(pipeline_run):
+    """The folder of the tiny pipeline run: `unpruned/` (dense) and `pruned/` (bilevel from its
+    weights, benched in turns with it), each compiled and benched. Read only: tests copy."""
+    return pipeline_run.out
 
 
-def test_table_compares_the_pruned_network_with_the_dense_reference(networks, capsys):
-    assert main([str(networks / "unpruned"), str(networks / "pruned"), "-o", str(networks / "report")]) == 0
+def test_table_compares_the_pruned_network_with_the_dense_reference(networks, capsys, tmp_path):
+    assert main([str(networks / "unpruned"), str(networks / "pruned"), "-o", str(tmp_path / "report")]) == 0
     table = capsys.readouterr().out
     assert "unpruned" in table and "pruned" in table and "speed-up" in table
     # what each row was trained with, under the table: the pruned network's dense start counts
-    lr, decay = TINY.lr, TINY.weight_decay
+    lr, decay = DEFAULTS.lr, DEFAULTS.weight_decay
     dense = f"dense 3 steps (1 x (2 training + 1 fine-tuning), lr {lr}, weight decay {decay})"
     assert f"  unpruned: {dense} (3 steps in all)" in table
     assert (f"  pruned: {dense}, then bilevel 3 steps (1 x (2 search + 1 fine-tuning), lr {lr}, weight decay "
             f"{decay}) (6 steps in all)") in table
     assert "trained for different numbers of steps" in table
-    report = json.loads((networks / "report" / "comparison.json").read_text())
+    report = json.loads((tmp_path / "report" / "comparison.json").read_text())
     unpruned, pruned = report["rows"]
     assert unpruned["method"] == "dense" and unpruned["budget_ms"] is None and unpruned["measured_speedup"] == 1.0
     assert pruned["method"] == "bilevel" and pruned["predicted_ms"] <= pruned["budget_ms"]
     assert (unpruned["steps"], pruned["steps"]) == (3, 6)
     assert pruned["predicted_speedup"] == pytest.approx(unpruned["predicted_ms"] / pruned["predicted_ms"])
-    assert pruned["measured_speedup"] == pytest.approx(unpruned["measured_ms"] / pruned["measured_ms"])
-    assert pruned["fps"] == pytest.approx(1000.0 / pruned["measured_ms"]) and pruned["runs"] == 5
-    assert (networks / "report" / "comparison.png").stat().st_size > 0
+    ratio = json.loads((networks / "pruned" / "bench.json").read_text())["baseline"]["ratio"]
+    assert pruned["speedup_in_turns"] and pruned["measured_speedup"] == pytest.approx(1 / ratio)
+    assert pruned["fps"] == pytest.approx(1000.0 / pruned["measured_ms"]) and unpruned["runs"] == 3
+    assert pruned["runs"] == 10  # one median per turn (TURNS) in turns with the reference
+    assert (tmp_path / "report" / "comparison.png").stat().st_size > 0
 
 
 def test_a_row_timed_in_turns_with_the_reference_takes_its_speed_up_from_that_ratio(networks, tmp_path):

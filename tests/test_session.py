@@ -53,6 +53,19 @@ def test_a_busy_device_fails_after_the_bounded_wait(host_farm):
         assert time.monotonic() - started < 6.0
 
 
+def test_sessions_back_to_back_get_the_one_server_and_the_imported_objects_are_frozen(host_farm):
+    """A session's end collects its cycles so the next one gets the server; what existed before
+    the first session (TVM, torch) is frozen once, so that collection does not rescan it."""
+    import gc
+
+    def one_session() -> bool:  # the caller's `remote` goes with this frame, as in every runner call
+        with open_session(host_farm.device, wait_s=10.0) as remote:
+            return remote.cpu().exist
+
+    assert all(one_session() for _ in range(3))  # one server: each waits for the previous one to go
+    assert gc.get_freeze_count() > 10_000  # the imported libraries, not a handful of objects
+
+
 def test_a_dropped_session_is_retried_once_in_a_new_session(host_farm, host_artifact):
     """The first attempt outlives its 2 s session (the server ends it); the retry succeeds."""
     import tvm

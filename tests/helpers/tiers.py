@@ -4,7 +4,8 @@ from __future__ import annotations
 
 # fixtures that start the RPC farm, compile an artifact or measure a predictor on the farm
 END_TO_END_FIXTURES = frozenset({"host_farm", "host_artifact", "aarch64_artifact",
-                                 "artifact_copy", "segformer_b0_predictor"})
+                                 "artifact_copy", "segformer_b0_predictor",
+                                 "pipeline_run"})
 
 # file -> test functions (all their parameters), measured with --durations on 2 cores
 END_TO_END_TESTS = {
@@ -21,7 +22,6 @@ END_TO_END_TESTS = {
     "test_compile_passes.py": {"test_fast_math_replaces_scalar_erf_calls_and_keeps_the_reference",
                                "test_fast_math_keeps_the_reference_of_the_tiny_models",
                                "test_fast_math_is_recorded_in_the_manifest_and_can_be_turned_off"},
-    "test_pipeline.py": {"test_the_pipeline_runs_end_to_end_on_the_embedded_device_and_a_rerun_skips_every_stage"},
     "test_device_database.py": {"test_two_processes_writing_at_once_lose_no_record"},
     "test_step_cost_bench.py": {"test_the_step_cost_bench_times_every_step_of_the_real_search"},
     "test_models.py": {"test_torch_export_program_round_trips"},
