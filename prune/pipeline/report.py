@@ -55,7 +55,10 @@ def _round_lines(options: PipelineOptions, budget: float, results: Sequence[Roun
              "reference's measured-over-predicted factor, each later round's is the one before times budget / "
              "measured. Every round is compiled and benched in turns with the reference in one session: "
              "\"measured ms\" is their ratio times the reference's median over every session that timed it "
-             "(the device's speed drifts between sessions, the ratio holds).", "",
+             "(the device's speed drifts between sessions, the ratio holds). The table above lists each network's "
+             "own bench and the budget its search was given (from the reference's level when the round was "
+             "planned); here both are at the reference's level pooled over every session that timed it, and "
+             "landing is judged on these.", "",
              "| round | aim: layers ms | scale | predicted ms | ratio to reference | measured ms "
              "| its own session ms | vs budget |",
              "|---|---|---|---|---|---|---|---|"]
