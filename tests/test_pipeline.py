@@ -16,6 +16,7 @@ from prune.pipeline.rounds import (RoundResult, budget_ms, first_aim, landed, ne
 from prune.pipeline.stages import RECORD, Stage, StageRecord, StageRunner
 from runner.errors import EdgesegError
 
+
 def _options(*argv: str, out: str = "runs/x"):
     return options_from(build_parser().parse_args([*argv, "-o", out]))
 

@@ -125,7 +125,8 @@ def _build_stages(options: PipelineOptions, folder: Path, baseline: Path | None 
         Stage(f"compile-{folder.name}", f"compile the {folder.name} network for the device "
               f"({options.compile_trials} search trials; schedules from the collection, exact or transferred)",
               "compile", (str(folder / "model.onnx"), *device.flags(), "--trials", str(options.compile_trials),
-                          "--no-kernel-library", "-o", str(artifact)), (artifact / "manifest.json",), after=(folder.name,)),
+                          "--no-kernel-library", "-o", str(artifact)),  # whole networks only: half the build
+              (artifact / "manifest.json",), after=(folder.name,)),
         Stage(f"bench-{folder.name}", "run it on the device with the numeric check against ONNX Runtime"
               + (f", in turns with {baseline.name} in the same session" if baseline else ""), "runner",
               ("bench", str(artifact), "--check", "--repeat", str(options.repeat), "--warmup", str(options.warmup),
