@@ -22,6 +22,7 @@ from compile.build import (
     build_kernels,
     build_model,
     device_source,
+    fold_prepacked_weights,
     lower,
     schedule_gpu_defaults,
 )
@@ -81,6 +82,7 @@ def compile_model(
     transfer_candidates: int = DEFAULT_CANDIDATES,
     fast_math: bool = True,
     rewrite_decoder: bool = False,
+    prepack_weights: bool = False,
 ) -> CompileResult:
     """Compile `model_path` for `preset`, tuning on `device` (the embedded farm when None).
 
@@ -96,7 +98,9 @@ def compile_model(
     between the two settings). `rewrite_decoder=True` merges a SegFormer all-MLP decoder's
     projections into its fuse conv (compile/rewrites.py; exact up to float rounding, about half
     of segformer-b0's FLOPs); off by default because the latency model's layer description
-    still prices the unrewritten decoder.
+    still prices the unrewritten decoder. `prepack_weights=True` (CPU targets) lets the tuner
+    choose each kernel's weight layout and packs the weights at compile time (compile/build.py;
+    its workloads differ from unpacked ones, so they tune and record separately).
     """
     if export == "so":
         check_linker(preset)
@@ -109,7 +113,8 @@ def compile_model(
         )
     with tempfile.TemporaryDirectory(prefix="edgeseg-compile-") as scratch:
         model = load_model(Path(model_path), input_shapes, Path(scratch))
-        options = LoweringOptions(fast_math=fast_math, rewrite_decoder=rewrite_decoder)
+        options = LoweringOptions(fast_math=fast_math, rewrite_decoder=rewrite_decoder,
+                                  prepack_weights=prepack_weights)
         lowered = lower(model.mod, preset, options)
         with ExitStack() as stack:
             def tuning_device() -> Device:
@@ -119,6 +124,8 @@ def compile_model(
                           transfer_candidates if _can_measure(preset, device) else 0)
         db = open_database(database_dir, preset.target())
         tuned, status = apply_database(lowered, preset, db)
+        if options.prepack_weights:
+            tuned = fold_prepacked_weights(tuned, preset)
         if preset.is_gpu:
             tuned = schedule_gpu_defaults(tuned, preset, status)
         # Stage beside the destination: the final rename must not cross file systems.

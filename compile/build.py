@@ -31,10 +31,13 @@ class LoweringOptions:
     `fast_math`: erf/exp/tanh/softmax in their fast approximate forms (compile/fast_math.py).
     `rewrite_decoder`: the all-MLP decoder's projections merged into its fuse conv
     (compile/rewrites.py); off by default while the latency model prices the decoder unrewritten.
+    `prepack_weights` (CPU targets): the tuner may choose the layout each kernel reads its weights
+    in, and the build rewrites the constant weights into it once (`fold_prepacked_weights`).
     """
 
     fast_math: bool = True
     rewrite_decoder: bool = False
+    prepack_weights: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -45,10 +48,19 @@ def lower(mod: Any, preset: TargetPreset, options: LoweringOptions = LoweringOpt
     from compile.fast_math import fast_math
     from compile.rewrites import rewrite_decoder
 
+    if options.prepack_weights and preset.is_gpu:
+        raise EdgesegError(
+            f"Weight prepacking is a CPU build option; {preset.name} is a GPU target.",
+            "Drop --prepack-weights for GPU targets (MetaSchedule rewrites weight layouts on CPU only).",
+        )
+
     def legalize_and_fuse(graph: Any) -> Any:
         with preset.target():
             passes = [fast_math()] if options.fast_math else []
-            return relax.get_pipeline("zero")(tvm.transform.Sequential(passes)(graph))
+            fused = relax.get_pipeline("zero")(tvm.transform.Sequential(passes)(graph))
+            # Marks each kernel's constant arguments as free to re-lay-out: the workloads (and
+            # their database records) differ from the unmarked ones.
+            return relax.transform.AttachAttrLayoutFreeBuffers()(fused) if options.prepack_weights else fused
 
     if not options.rewrite_decoder:
         return legalize_and_fuse(mod)
@@ -99,6 +111,19 @@ def apply_database(lowered: Any, preset: TargetPreset, db: Any) -> tuple[Any, di
             len(untuned), len(status), fallback, ", ".join(untuned),
         )  # fmt: skip
     return tuned, status
+
+
+def fold_prepacked_weights(tuned: Any, preset: TargetPreset) -> Any:
+    """Run the weight-layout rewrites the tuned schedules chose, now, on the constant weights.
+
+    A schedule made with layout-free weights (`LoweringOptions.prepack_weights`) starts with a
+    block that copies the weight into the tiled layout its loops read; that block is split into a
+    kernel of its own and evaluated at compile time, so the shipped model holds the weights
+    already packed and no call pays for the copy."""
+    with preset.target():
+        return tvm.transform.Sequential(
+            [relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant()]
+        )(tuned)
 
 
 def schedule_gpu_defaults(tuned: Any, preset: TargetPreset, status: dict[str, bool]) -> Any:

@@ -36,6 +36,8 @@ HELP = {
     "rewrite_decoder": "merge a SegFormer all-MLP decoder's projections into its fuse conv (exact up to float "
     "rounding, ~half of segformer-b0's FLOPs); off by default: the latency model's layer description "
     "(prune) still prices the unrewritten decoder, so a pruned budget does not account for it",
+    "prepack_weights": "CPU targets: let the tuner choose each kernel's weight layout and pack the weights at "
+    "compile time (its kernels tune and record apart from unpacked ones; see docs/compile.md for when it pays)",
 }
 
 
@@ -63,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--export", choices=("so", "tar"), default="so", help=HELP["export"])
     p.add_argument("--no-fast-math", dest="fast_math", action="store_false", help=HELP["no_fast_math"])
     p.add_argument("--rewrite-decoder", action="store_true", help=HELP["rewrite_decoder"])
+    p.add_argument("--prepack-weights", action="store_true", help=HELP["prepack_weights"])
     p.add_argument("--no-kernel-library", dest="kernel_library", action="store_false", help=HELP["no_kernel_library"])
     p.add_argument("--seed", type=int, default=0, help="tuning seed")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
@@ -137,6 +140,7 @@ def _run(args: argparse.Namespace) -> int:
         transfer_candidates=args.transfer_candidates,
         fast_math=args.fast_math,
         rewrite_decoder=args.rewrite_decoder,
+        prepack_weights=args.prepack_weights,
         kernel_library=args.kernel_library,
     )
     _render(result, preset.name)

@@ -13,10 +13,10 @@ Layout: `DB_DIR/tuning.sqlite`, three tables.
   come from `compile.workload_structure` (schedule transfer looks workloads up by structure),
   `mod_json` is `Workload.as_json()`, the line MetaSchedule's JSON database writes.
 - `records(id, workload_id, run_secs, mean_secs, valid, trace_json, target, target_key,
-  args_info, provenance, utc_time)`: the parts of `TuningRecord.as_json()`, plus the sort key
-  (`mean_secs`, the mean of `run_secs` as MetaSchedule sorts), whether the record is valid by
-  MetaSchedule's rule, the target's identity, and a provenance (JSON, e.g. a transferred
-  schedule's donor; NULL for a record tuned here).
+  args_info, provenance, utc_time)`: the parts of `TuningRecord.as_json()` (`record_json`),
+  plus the sort key (`mean_secs`, the mean of `run_secs` as MetaSchedule sorts), whether the
+  record is valid by MetaSchedule's rule, the target's identity, and a provenance (JSON, e.g. a
+  transferred schedule's donor; NULL for a record tuned here).
 
 Concurrency: WAL journal and a 30 s busy timeout. Readers never block and are never blocked;
 writers queue. A workload is committed inside an immediate (write-locked) transaction that looks
@@ -87,6 +87,26 @@ def target_identity(target: Any) -> dict[str, str | None]:
 
 def _target_key(target: Any) -> str | None:
     return None if target is None else json.dumps(target_identity(target), sort_keys=True)
+
+
+def record_json(record: TuningRecord) -> list:
+    """`TuningRecord.as_json()` as MetaSchedule's JSON database writes it (`JSONDumps`): the
+    index map of a weight-layout rewrite (a trace input once weights are prepacked) becomes its
+    JSON-graph string, which the trace parser reads back; TVM's Python `as_json` cannot convert it."""
+    from tvm.s_tir.meta_schedule import _ffi_api
+    from tvm.s_tir.meta_schedule.utils import _json_de_tvm
+    from tvm.tirx import IndexMap
+
+    def plain(obj: Any) -> Any:
+        if isinstance(obj, IndexMap):
+            return tvm.ir.save_json(obj)
+        if isinstance(obj, tvm_ffi.Array):
+            return [plain(item) for item in obj]
+        if isinstance(obj, tvm_ffi.Map):
+            return {plain(k): plain(v) for k, v in obj.items()}
+        return _json_de_tvm(obj)
+
+    return plain(_ffi_api.TuningRecordAsJSON(record))
 
 
 def _mean_and_validity(trace_json: list, run_secs: list | None) -> tuple[float, bool]:
@@ -317,7 +337,7 @@ class DeviceDatabase(PyDatabase):
         record = _for_workload(record, stored)
         if record is None:
             return False
-        trace_json, run_secs, target, args_info = record.as_json()
+        trace_json, run_secs, target, args_info = record_json(record)
         mean, valid = _mean_and_validity(trace_json, run_secs)
         row = (wid, json.dumps(run_secs), mean, int(valid), json.dumps(trace_json), json.dumps(target),
                _target_key(target), json.dumps(args_info), provenance,

@@ -132,7 +132,8 @@ def _time_built(schedules, built, runnable, seconds, preset, device) -> None:
             try:
                 remote.upload(built[i].artifact_path, f"candidate-{i}.so")
                 module = remote.load_module(f"candidate-{i}.so")
-                info = [a.as_json() for a in ArgInfo.from_prim_func(schedules[i].mod["main"])]
+                # The arguments as the built kernel takes them: weights in a prepacked layout.
+                info = [a.as_json() for a in ArgInfo.from_entry_func(schedules[i].mod, remove_preproc=True)]
                 args = alloc_arguments_from_host(remote, dev, info, 1)
                 costs = run_evaluator_common(module, dev, EVALUATOR, args)
                 seconds[i] = sum(costs) / len(costs)

@@ -49,7 +49,7 @@ def test_attention_block_end_to_end_from_pt2(tuned_conv, host_farm, tmp_path, ca
     model = export_pt2(TinyAttention(), tmp_path / "attn.pt2")
     result = compile_model(
         model, tmp_path / "artifact", resolve_target("host"), database_dir=tmp_path / "db",
-        trials=1000, trials_per_task=1, device=host_farm.device,
+        trials=1000, trials_per_task=1, device=host_farm.device, kernel_library=False,
     )  # fmt: skip
     assert result.kernels_total >= 4  # embed conv, norm, attention matmuls/softmax, ...
     # One trial per kernel the empty database lacked, in place of the global budget.
@@ -169,3 +169,48 @@ def test_compiling_a_pruned_network_for_another_target_than_its_predictor_warns(
     (tmp_path / "pruning.json").write_text(json.dumps({"target": "android-arm64", "device": "s21-cpu"}))
     warn_if_pruned_for_another_target(model, host)
     assert "predicted for target android-arm64, not host" in caplog.text
+
+
+def test_prepacked_weights_are_packed_at_compile_time_and_check_on_device(host_farm, tmp_path):
+    """Layout-free weights: the tuned kernels read weights in their own layout, packed once by
+    the build (so the shipped kernels take shapes the plain lowering never has), same outputs."""
+    from compile.build import _arg_specs, _prim_funcs
+
+    model = export_onnx(TinyConvNet(), tmp_path / "conv.onnx")
+    result = compile_model(model, tmp_path / "art", resolve_target("host"), database_dir=tmp_path / "db",
+                           trials=3, device=host_farm.device, prepack_weights=True)  # fmt: skip
+    assert result.untuned == 0
+    artifact = load_artifact(result.artifact, with_kernels=True)
+    assert artifact.manifest.lowering["prepack_weights"] is True
+    plain = lower(load_model(model, None, tmp_path).mod, resolve_target("host"))
+    plain_shapes = {s.shape for f in _prim_funcs(plain).values() for s in _arg_specs(f)}
+    packed_shapes = {s.shape for k in artifact.kernels() for s in k.args}
+    assert packed_shapes - plain_shapes  # some weight now comes in a tiled layout
+    assert bench_artifact(result.artifact, host_farm.device, FAST, check=True).check.passed
+
+
+def test_prepacking_is_refused_for_gpu_targets():
+    from compile.build import LoweringOptions
+    from runner.errors import EdgesegError
+
+    with pytest.raises(EdgesegError, match="CPU build option") as refused:
+        lower(None, resolve_target("android-mali"), LoweringOptions(prepack_weights=True))
+    assert "--prepack-weights" in refused.value.fix
+
+
+def test_the_prepack_benchmark_pairs_each_packed_kernel_with_its_plain_twin(tmp_path):
+    from tvm.s_tir import meta_schedule as ms
+
+    from bench.weight_prepack import paired_tasks
+    from compile.build import LoweringOptions
+
+    preset = resolve_target("host")
+    mod = load_model(export_onnx(TinyConvNet(), tmp_path / "conv.onnx"), None, tmp_path).mod
+    plain, packed = (ms.relax_integration.extract_tasks(lower(mod, preset, LoweringOptions(prepack_weights=p)),
+                                                         preset.target()) for p in (False, True))  # fmt: skip
+    pairs = paired_tasks(plain, packed, kernels=2)
+    assert len(pairs) == 2  # the two kernels with the most FLOPs x calls
+    for twin, task in pairs:
+        assert "layout_free_buffers" not in (twin.dispatched[0]["main"].attrs or {})
+        assert list(task.dispatched[0]["main"].attrs["layout_free_buffers"])  # the weight (and bias)
+        assert int(twin.weight) == int(task.weight)
