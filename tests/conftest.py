@@ -54,6 +54,21 @@ def host_farm():
 
 
 @pytest.fixture(scope="session")
+def emulated_farm():
+    """A LocalFarm with one RPC server under QEMU (key emu-arm64); skips without QEMU or the sysroot."""
+    from runner.emulator import check_host_tools
+    from runner.errors import EdgesegError
+    from runner.farm import LocalFarm
+
+    try:
+        check_host_tools()
+    except EdgesegError as err:
+        pytest.skip(str(err))
+    with LocalFarm(servers=1, emulate="aarch64") as farm:
+        yield farm
+
+
+@pytest.fixture(scope="session")
 def host_artifact(tmp_path_factory) -> Path:
     """A tiny conv-net artifact for this machine's CPU (do not modify: copy it first)."""
     return build_artifact(tmp_path_factory.mktemp("artifacts") / "host")

@@ -28,19 +28,6 @@ def elf_machine(data: bytes) -> int:
 
 
 @pytest.fixture(scope="module")
-def emulated_farm():
-    from runner.emulator import check_host_tools
-    from runner.farm import LocalFarm
-
-    try:
-        check_host_tools()
-    except EdgesegError as err:
-        pytest.skip(str(err))
-    with LocalFarm(servers=1, emulate="aarch64") as farm:
-        yield farm
-
-
-@pytest.fixture(scope="module")
 def arm64_conv(emulated_farm, tmp_path_factory):
     """The conv net compiled for linux-arm64, tuned (a few trials) on the emulated device."""
     work = tmp_path_factory.mktemp("arm64-conv")

@@ -129,5 +129,5 @@ def test_compile_rewrites_only_when_asked_and_records_it(tmp_path, caplog):
         result = compile_model(path, tmp_path / f"art-{rewrite}", HOST, tmp_path / "db", trials=0,
                                kernel_library=False, rewrite_decoder=rewrite)  # fmt: skip
         manifest = json.loads((result.artifact / "manifest.json").read_text())
-        assert manifest["lowering"] == {"fast_math": True, "rewrite_decoder": rewrite}
+        assert manifest["lowering"] == {"fast_math": True, "rewrite_decoder": rewrite, "prepack_weights": False}
     assert caplog.text.count("decoder rewrite: model FLOPs") == 1

@@ -75,36 +75,36 @@ def test_second_ensure_sysroot_is_a_no_op(sysroot):
     assert not (sysroot / "opt/edgeseg/site-packages/tvm/lib/libtvm_compiler.so").exists()
 
 
-def test_cross_compiled_convnet_runs_on_the_emulated_device(sysroot, tmp_path):
+def test_cross_compiled_convnet_runs_on_the_emulated_device(sysroot, emulated_farm, tmp_path):
     import tvm
     from tvm import relax, rpc
 
     lib_path = tmp_path / "convnet_aarch64.so"
     x, expected = _tiny_convnet_aarch64(lib_path)
     assert lib_path.read_bytes()[18] == 183  # ELF e_machine EM_AARCH64
-    with LocalFarm(emulate="aarch64") as farm:
-        started = time.monotonic()
-        tracker = farm.tracker
-        remote = rpc.connect_tracker(tracker.host, tracker.port).request(EMULATED_KEY, priority=1,
-                                                                         session_timeout=120)  # fmt: skip
-        remote.upload(str(lib_path))
-        vm = relax.VirtualMachine(remote.load_module(lib_path.name), remote.cpu())
-        vm.set_input("main", tvm.runtime.tensor(x, remote.cpu()))
-        vm.invoke_stateful("main")
-        actual = vm.get_outputs("main").numpy()
-        logger.info("connect+upload+load+run: %.1f s", time.monotonic() - started)
-        del vm, remote  # a live remote object would hold the session
+    started = time.monotonic()
+    tracker = emulated_farm.tracker
+    remote = rpc.connect_tracker(tracker.host, tracker.port).request(EMULATED_KEY, priority=1,
+                                                                     session_timeout=120)  # fmt: skip
+    remote.upload(str(lib_path))
+    vm = relax.VirtualMachine(remote.load_module(lib_path.name), remote.cpu())
+    vm.set_input("main", tvm.runtime.tensor(x, remote.cpu()))
+    vm.invoke_stateful("main")
+    actual = vm.get_outputs("main").numpy()
+    logger.info("connect+upload+load+run: %.1f s", time.monotonic() - started)
+    del vm, remote  # a live remote object would hold the session (the farm is shared)
     assert actual.shape == expected.shape
     logger.info("max abs error vs PyTorch: %.2e", np.abs(actual - expected).max())
     np.testing.assert_allclose(actual, expected, atol=1e-5, rtol=1e-5)
 
 
 def test_stopping_the_emulated_farm_leaves_no_process(sysroot):
+    before = {p.pid for p in psutil.Process().children(recursive=True)}  # a shared farm's, say
     farm = LocalFarm(emulate="aarch64").start()
     try:
         ours = ("qemu-aarch64", f"127.0.0.1:{farm.tracker.port}", f"--port {farm.tracker.port}")
         started = [p.pid for p in psutil.Process().children(recursive=True)
-                   if any(mark in _cmdline(p.pid) for mark in ours)]
+                   if p.pid not in before and any(mark in _cmdline(p.pid) for mark in ours)]
         # The notes' pitfall: the server has started its popen_worker, itself under QEMU.
         workers = [pid for pid in started if "tvm.exec.popen_worker" in _cmdline(pid)]
         assert workers and all("qemu-aarch64" in _cmdline(pid) for pid in workers)
