@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         default=["segformer-b0", "segformer-b1", "segformer-b0@0.75"],
                         help=f"comma-separated NAME or NAME@WIDTH, NAME one of {', '.join(list_models())} "
                         "(default segformer-b0,segformer-b1,segformer-b0@0.75)")
-    parser.add_argument("--data", default="synthetic", choices=["synthetic", "synthetic-hard"])
+    parser.add_argument("--data", default="synthetic-hard", choices=["synthetic", "synthetic-hard"])
     parser.add_argument("--input-size", type=int, default=64)
     parser.add_argument("--num-classes", type=int, default=8, help="synthetic: classes (synthetic-hard has 40)")
     parser.add_argument("--batch-size", type=int, default=16)
