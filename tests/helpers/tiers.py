@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 # fixtures that start the RPC farm, compile an artifact or measure a predictor on the farm
-END_TO_END_FIXTURES = frozenset({"host_farm", "host_artifact", "aarch64_artifact",
+END_TO_END_FIXTURES = frozenset({"host_farm", "emulated_farm", "host_artifact", "aarch64_artifact",
                                  "artifact_copy", "segformer_b0_predictor",
                                  "pipeline_run"})
 
@@ -23,6 +23,7 @@ END_TO_END_TESTS = {
                                "test_fast_math_keeps_the_reference_of_the_tiny_models",
                                "test_fast_math_is_recorded_in_the_manifest_and_can_be_turned_off"},
     "test_device_database.py": {"test_two_processes_writing_at_once_lose_no_record"},
+    "test_compile.py": {"test_the_prepack_benchmark_pairs_each_packed_kernel_with_its_plain_twin"},
     "test_step_cost_bench.py": {"test_the_step_cost_bench_times_every_step_of_the_real_search"},
     "test_models.py": {"test_torch_export_program_round_trips"},
     "test_prune_efficientvit.py": {"test_a_tiny_efficientvit_run_meets_its_budget",
