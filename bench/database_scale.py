@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -161,7 +160,9 @@ def main() -> None:
     if args.runs < 5:
         parser.error("--runs must be at least 5 (the statistic is a median)")
     from compile.database import DeviceDatabase, json_database
+    from runner.machine import write_result
 
+    load_before, began = os.getloadavg(), time.monotonic()
     work = shapes(args.workloads)
     probe = work[len(work) // 2]
     result = {"what": "open + query cost, SQLite DeviceDatabase vs MetaSchedule JSONDatabase, fresh process per run",
@@ -193,11 +194,8 @@ def main() -> None:
                       f"{key[:-2]} median {row[key]['median'] * 1e3:.1f} ms (min {row[key]['min'] * 1e3:.1f}, "
                       f"max {row[key]['max'] * 1e3:.1f})"
                       for key in ("open_s", "query_s", "structure_s") if key in row))
-    result["machine"] = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                         "load_average_at_end": [round(x, 2) for x in os.getloadavg()]}
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        write_result(args.out, result, load_before, began)
         print(f"wrote {args.out}")
 
 

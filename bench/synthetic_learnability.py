@@ -19,7 +19,6 @@ the same minutes).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -148,7 +147,10 @@ def capacity_checks(rows: list[dict]) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from runner.machine import write_result
+
     args = parse_args(argv)
+    load_before, started = os.getloadavg(), time.monotonic()
     torch.set_num_threads(args.threads)
     num_classes = build_dataset(args.data, "val", args.input_size, num_classes=args.num_classes, length=1).num_classes
     rows = [run_variant(variant, num_classes, args) for variant in args.models]
@@ -163,12 +165,11 @@ def main(argv: list[str] | None = None) -> int:
         "budget": f"{args.steps} steps" if args.steps else f"{args.minutes} minutes per model",
         "threads": args.threads,
         "val_images": args.val_size,
-        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "rows": rows,
         "capacity_mIoU_points": checks,
     }
     if args.output:
-        args.output.write_text(json.dumps(result, indent=2) + "\n")
+        write_result(args.output, result, load_before, started)
     return 0
 
 
