@@ -1,41 +1,66 @@
-"""TVM-tuned build vs ONNX Runtime vs PyTorch eager, on this machine, in one run.
+"""TVM-tuned builds vs ONNX Runtime vs PyTorch eager, on this machine, in one run.
 
-For a SegFormer-B0-class model (timm pvt_v2_b0 + SegFormer all-MLP decoder, 150 classes,
-random weights: speed does not depend on their values) at each input size: tune and compile
-with edgeseg (trial budget as an argument, tuning time reported), time it over RPC on the
-embedded loopback device, and time ONNX Runtime and PyTorch eager in this process with the
-same thread count and the same protocol (warm-up runs discarded, then repeated single runs;
-median and spread). Ratios are to ONNX Runtime measured in the same run; achieved GFLOP/s is
-the model's FLOPs (TVM's count of its kernels) over the median latency, against the best
-float32 GEMM rate torch reaches here with the same threads (an achievable peak).
+For each input size a registry model (150 classes, random weights: speed does not depend on
+their values) is exported to ONNX twice: as built, and with its decoder merged the way
+`--rewrite-decoder` compiles it (`prune.models.decoder.MergedDecoder`), so ONNX Runtime and
+PyTorch are also timed on the work the rewritten TVM build does; the table then separates what
+the rewrite earns from what the compiler earns. Each TVM lowering named by `--tvm` (`default`:
+fast math; `rewrite`: fast math and the decoder rewrite) is tuned with `--trials` into an empty
+database of its own (on the embedded device, whose timings never overlap builds), checked
+against the reference output and profiled per kernel. Then every engine is timed in
+interleaved rounds with the same threads and protocol (warm-up discarded, then single-call
+samples; median of all rounds). Ratios are to ONNX Runtime on the model as built. GFLOP/s is
+the FLOPs of the graph an engine runs (TVM's count of its lowered kernels times their calls)
+over its median, against the best float32 GEMM rate torch reaches here with the same threads.
 
-    python bench/compile_vs_peers.py --sizes 256 512 --trials 500 --threads 2
+    PYTHONPATH=. python bench/compile_vs_peers.py [--model segformer-b0 --sizes 256 512]
+        [--trials 2000 --tvm default rewrite --threads 2] [-o bench/results/compile_vs_peers.json]
+
+Run it alone: tuning and every timing use this machine's 2 cores.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-import platform
+import os
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from bench.interleaved import sample_stats, time_in_rounds
 from runner.timing import Timing, TimingProtocol, time_callable
 
+LOWERINGS = {"default": {}, "rewrite": {"rewrite_decoder": True}}
+ORIGINAL, MERGED = "", "-merged"
 
-def export_model(size: int, folder: Path) -> Path:
+
+def export_models(name: str, size: int, folder: Path) -> tuple[dict, dict, float]:
+    """The model as built and with its decoder merged (eval mode), their ONNX files, and the
+    largest output difference between the two on a seeded input."""
     import torch
 
     from prune.export import export_onnx
-    from prune.models import create_model
+    from prune.models import SegmentationModel, create_model
+    from prune.models.decoder import MergedDecoder
 
     torch.manual_seed(0)
-    model = create_model("segformer-b0", num_classes=150).eval()
-    return export_onnx(model, size, folder / f"segformer-b0-{size}.onnx")
+    model = create_model(name, num_classes=150).eval()
+    models = {ORIGINAL: model, MERGED: SegmentationModel(model.backbone, MergedDecoder(model.decoder)).eval()}
+    paths = {form: export_onnx(m, size, folder / f"{name}-{size}{form}.onnx") for form, m in models.items()}
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        difference = float((models[MERGED](x) - model(x)).abs().max())
+    return models, paths, difference
+
+
+def graph_flops(path: Path, preset, work: Path) -> float:
+    """FLOPs of one run of an ONNX file as TVM lowers it by default."""
+    from compile.build import lower, model_flops
+    from compile.frontend import load_model
+
+    return model_flops(lower(load_model(path, None, work).mod, preset))
 
 
 def time_onnxruntime(path: Path, size: int, threads: int, protocol: TimingProtocol) -> Timing:
@@ -49,14 +74,10 @@ def time_onnxruntime(path: Path, size: int, threads: int, protocol: TimingProtoc
     return time_callable(lambda: session.run(None, {"input": x}), protocol)
 
 
-def time_pytorch(size: int, threads: int, protocol: TimingProtocol) -> Timing:
+def time_pytorch(model, size: int, threads: int, protocol: TimingProtocol) -> Timing:
     import torch
 
-    from prune.models import create_model
-
     torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    model = create_model("segformer-b0", num_classes=150).eval()
     x = torch.randn(1, 3, size, size)
     with torch.inference_mode():
         return time_callable(lambda: model(x), protocol)
@@ -79,74 +100,104 @@ def _seconds(fn) -> float:
     return time.perf_counter() - start
 
 
-def bench_size(size: int, args: argparse.Namespace, work: Path, protocol: TimingProtocol) -> dict:
+def tune_and_profile(lowering: str, model_path: Path, work: Path, args, preset, device, protocol) -> dict:
+    """Tune one lowering into an empty database, check its outputs, and time its kernels one by one."""
     from compile.api import compile_model
+    from runner.bench import bench_artifact
+
+    started = time.monotonic()
+    result = compile_model(model_path, work / f"artifact-{lowering}", preset, work / f"db-{lowering}",
+                           trials=args.trials, device=device, **LOWERINGS[lowering])  # fmt: skip
+    seconds = time.monotonic() - started
+    profile = bench_artifact(result.artifact, device, protocol, threads=args.threads, check=True, per_kernel=True)
+    flop_of = {t.name: t.flop for t in result.tuning.tasks}
+    slowest = sorted(profile.kernels.rows, key=lambda r: -r.total_ms)[:5]
+    return {
+        "artifact": result.artifact,
+        "flop": sum(t.flop * t.calls for t in result.tuning.tasks),
+        "tuning": {"trials": result.tuning.trials, "seconds": round(seconds, 1), "tasks": len(result.tuning.tasks),
+                   "untuned_kernels": result.untuned, "metaschedule_sum_ms": round(result.tuning.predicted_ms, 3)},
+        "check_max_abs_error": profile.check.max_abs_error,
+        "slowest_kernels": [{"name": r.name, "calls": r.calls, "total_ms": round(r.total_ms, 3),
+                             "gflops": round(flop_of[r.name] / (r.timing.median_ms / 1000) / 1e9, 2)
+                             if r.name in flop_of else None} for r in slowest],
+    }  # fmt: skip
+
+
+def bench_size(size: int, args: argparse.Namespace, work: Path, protocol: TimingProtocol) -> dict:
     from compile.targets import resolve_target
     from runner.bench import bench_artifact
     from runner.farm import use_device
 
-    onnx_path = export_model(size, work)
     preset = resolve_target("host", threads=args.threads)
+    models, paths, merge_difference = export_models(args.model, size, work)
+    flop = {form: graph_flops(path, preset, work) for form, path in paths.items()}
     with use_device(None, None) as device:
-        result = compile_model(
-            onnx_path, work / f"artifact-{size}", preset, database_dir=args.database,
-            trials=args.trials, device=device,
-        )  # fmt: skip
-        tvm = bench_artifact(result.artifact, device, protocol, threads=args.threads, check=True, per_kernel=True)
-    ort = time_onnxruntime(onnx_path, size, args.threads, protocol)
-    torch_eager = time_pytorch(size, args.threads, protocol)
-    flop = sum(t.flop * t.calls for t in result.tuning.tasks)
-    top = sorted(tvm.kernels.rows, key=lambda r: -r.total_ms)[:5] if tvm.kernels else []
-    return {
-        "input_size": size,
-        "gflop": flop / 1e9,
-        "tuning": {"trials": result.tuning.trials, "seconds": result.tuning.seconds,
-                   "tasks": len(result.tuning.tasks), "untuned_kernels": result.untuned},
-        "tvm": _entry(tvm.timing, flop), "onnxruntime": _entry(ort, flop), "pytorch": _entry(torch_eager, flop),
-        "tvm_check_max_abs_error": tvm.check.max_abs_error if tvm.check else None,
-        "top_kernels": [{"name": r.name, "calls": r.calls, "total_ms": r.total_ms} for r in top],
-    }  # fmt: skip
-
-
-def _entry(timing: Timing, flop: float) -> dict:
-    return {**timing.to_dict(), "gflops": flop / (timing.median_ms / 1000) / 1e9}
+        builds = {name: tune_and_profile(name, paths[ORIGINAL], work, args, preset, device, protocol)
+                  for name in args.tvm}  # fmt: skip
+        engines = {f"tvm-{name}": (lambda b=b: bench_artifact(b["artifact"], device, protocol,
+                                                              threads=args.threads).timing.samples_ms)
+                   for name, b in builds.items()}  # fmt: skip
+        for form in (ORIGINAL, MERGED):
+            engines[f"onnxruntime{form}"] = lambda p=paths[form]: time_onnxruntime(p, size, args.threads, protocol).samples_ms
+            engines[f"pytorch{form}"] = lambda m=models[form]: time_pytorch(m, size, args.threads, protocol).samples_ms
+        samples = time_in_rounds(engines, args.rounds)
+    rows = {}
+    for engine, values in samples.items():
+        build = builds.get(engine.removeprefix("tvm-"))
+        work_flop = build["flop"] if build else flop[MERGED if engine.endswith(MERGED) else ORIGINAL]
+        stats = sample_stats(values)
+        rows[engine] = {**stats, "gflop": round(work_flop / 1e9, 4),
+                        "gflops": round(work_flop / (stats["median_ms"] / 1000) / 1e9, 2)}  # fmt: skip
+        if build:
+            rows[engine].update({k: v for k, v in build.items() if k not in ("artifact", "flop")})
+    ort_ms = rows["onnxruntime"]["median_ms"]
+    for row in rows.values():
+        row["over_onnxruntime"] = round(row["median_ms"] / ort_ms, 3)
+    return {"input_size": size, "merged_decoder_max_abs_difference": merge_difference, "engines": rows}
 
 
 def main() -> None:
+    from runner.cli_support import setup_logging
+    from runner.machine import write_result
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="segformer-b0")
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
-    parser.add_argument("--trials", type=int, default=500, help="MetaSchedule trials per size")
+    parser.add_argument("--trials", type=int, default=2000, help="MetaSchedule trials per TVM lowering and size")
+    parser.add_argument("--tvm", nargs="+", choices=sorted(LOWERINGS), default=["default", "rewrite"],
+                        help="TVM lowerings to tune and time")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved timing rounds")
+    parser.add_argument("--repeat", type=int, default=10, help="timed runs per round and engine")
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--repeat", type=int, default=20)
-    parser.add_argument("--database", type=Path, default=Path("bench/results/tuning-host"))
-    parser.add_argument("--out", type=Path, default=Path("bench/results/compile_vs_peers.json"))
+    parser.add_argument("-o", "--out", type=Path, default=Path("bench/results/compile_vs_peers.json"))
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    setup_logging(False)
     protocol = TimingProtocol(warmup=args.warmup, repeat=args.repeat)
+    load_before, started = os.getloadavg(), time.monotonic()
     peak = gemm_peak_gflops(args.threads)
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for size in args.sizes:
-            rows.append(bench_size(size, args, Path(tmp), protocol))
+    with tempfile.TemporaryDirectory(prefix="edgeseg-peers-") as scratch:
+        results = [bench_size(size, args, Path(scratch), protocol) for size in args.sizes]
     report = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
-                    "gemm_peak_gflops": peak},
-        "protocol": protocol.to_dict(), "results": rows,
+        "what": f"{args.model} (150 classes, random weights): TVM tuned with {args.trials} trials per lowering "
+                f"into an empty database, against ONNX Runtime and PyTorch eager on the model as built and "
+                f"with its decoder merged",
+        "protocol": f"{protocol.describe()}; {args.rounds} interleaved rounds, median of all runs; "
+                    f"{args.threads} threads for every engine",
+        "gemm_peak_gflops": round(peak, 1), "results": results,
     }  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(f"\n{protocol.describe()}; threads={args.threads}; GEMM peak {peak:.1f} GFLOP/s (torch, same threads)")
-    print(f"{'size':>5} {'engine':12s} {'median ms':>10} {'std':>7} {'vs ORT':>7} {'GFLOP/s':>8} {'% peak':>7}")
-    for row in rows:
-        ort_ms = row["onnxruntime"]["median_ms"]
-        for engine in ("tvm", "onnxruntime", "pytorch"):
-            e = row[engine]
-            print(f"{row['input_size']:5d} {engine:12s} {e['median_ms']:10.2f} {e['std_ms']:7.2f} "
-                  f"{e['median_ms'] / ort_ms:7.2f} {e['gflops']:8.1f} {100 * e['gflops'] / peak:6.1f}%")  # fmt: skip
-        print(f"      tuning: {row['tuning']['trials']} trials, {row['tuning']['seconds']:.0f} s, "
-              f"{row['tuning']['untuned_kernels']} untuned kernels; slowest TVM kernels: "
-              + ", ".join(f"{k['name']} {k['total_ms']:.2f} ms" for k in row["top_kernels"][:3]))  # fmt: skip
+    write_result(args.out, report, load_before, started)
+    print(f"\n{report['protocol']}; GEMM peak {peak:.1f} GFLOP/s (torch, same threads)")
+    print(f"{'size':>5} {'engine':22s} {'median ms':>10} {'IQR/med':>8} {'vs ORT':>7} {'GFLOP/s':>8} {'% peak':>7}")
+    for result in results:
+        for engine, row in result["engines"].items():
+            print(f"{result['input_size']:5d} {engine:22s} {row['median_ms']:10.2f} {row['iqr_over_median']:8.3f} "
+                  f"{row['over_onnxruntime']:7.2f} {row['gflops']:8.1f} {100 * row['gflops'] / peak:6.1f}%")  # fmt: skip
+            if "tuning" in row:
+                print(f"{'':5} {'':22s} tuned {row['tuning']['trials']} trials in {row['tuning']['seconds']:.0f} s, "
+                      f"{row['tuning']['untuned_kernels']} untuned; slowest kernels: "
+                      + ", ".join(f"{k['name']} {k['total_ms']:.2f} ms" for k in row["slowest_kernels"][:3]))  # fmt: skip
     print(f"\nwritten to {args.out}")
 
 

@@ -23,12 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 from bench.compile_vs_peers import time_onnxruntime
+from bench.interleaved import sample_stats, time_in_rounds
 from compile.api import compile_model
 from compile.targets import resolve_target
 from runner.bench import bench_artifact
@@ -39,12 +39,6 @@ from runner.farm import LocalFarm
 from runner.timing import TimingProtocol
 
 OVERLAP_KEY = "host-overlap"  # not an embedded key: compile.measure leaves MetaSchedule's runner as it is
-
-
-def _stats(samples: list[float]) -> dict:
-    ordered = sorted(samples)
-    return {"median_ms": round(statistics.median(ordered), 3), "min_ms": round(ordered[0], 3),
-            "max_ms": round(ordered[-1], 3), "runs": len(ordered)}
 
 
 def main() -> None:
@@ -80,18 +74,20 @@ def main() -> None:
                 tuning[arm] = {"trials": result.tuning.trials, "seconds": round(time.monotonic() - arm_started, 1),
                                "untuned_kernels": result.untuned,
                                "metaschedule_sum_ms": round(result.tuning.predicted_ms, 3)}
-        samples: dict[str, list[float]] = {"overlap": [], "alone": [], "onnxruntime": []}
         checks = {}
+
+        def timed_build(arm: str, device) -> list[float]:
+            bench = bench_artifact(builds[arm].artifact, device, protocol, threads=args.threads,
+                                   check=arm not in checks)
+            if bench.check is not None:  # checked once, in the first round
+                checks[arm] = bench.check.passed
+            return list(bench.timing.samples_ms)
+
         with LocalFarm() as farm:
-            for _ in range(args.rounds):  # interleaved: drift hits every engine alike
-                for arm, result in builds.items():
-                    bench = bench_artifact(result.artifact, farm.device, protocol, threads=args.threads,
-                                           check=arm not in checks)
-                    if bench.check is not None:  # checked once, in the first round
-                        checks[arm] = bench.check.passed
-                    samples[arm].extend(bench.timing.samples_ms)
-                samples["onnxruntime"].extend(time_onnxruntime(model_path, args.size, args.threads, protocol).samples_ms)
-    rows = {name: _stats(values) for name, values in samples.items()}
+            engines = {arm: (lambda arm=arm: timed_build(arm, farm.device)) for arm in builds}
+            engines["onnxruntime"] = lambda: time_onnxruntime(model_path, args.size, args.threads, protocol).samples_ms
+            samples = time_in_rounds(engines, args.rounds)
+    rows = {name: sample_stats(values) for name, values in samples.items()}
     for arm in builds:
         rows[arm].update(tuning[arm], check_passed=checks[arm],
                          metaschedule_sum_over_measured=round(tuning[arm]["metaschedule_sum_ms"]

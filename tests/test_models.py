@@ -9,7 +9,7 @@ import torch
 
 from prune.export import INPUT_NAME, OUTPUT_NAME, export_onnx, export_program
 from prune.models import MODELS, create_model, list_models, save_weights
-from prune.models.decoder import MLPDecoder
+from prune.models.decoder import MergedDecoder, MLPDecoder
 from prune.models.weights import cached_backbone_file
 from runner.errors import EdgesegError
 
@@ -56,6 +56,20 @@ def test_decoder_with_per_stage_widths_reads_them_from_its_modules():
     feats = [torch.randn(1, c, 16 // 2**i, 16 // 2**i) for i, c in enumerate([8, 16, 24])]
     assert decoder(feats).shape == (1, 3, 16, 16)
     assert decoder.fuse[0].in_channels == 12
+
+
+def test_merged_decoder_gives_the_decoders_outputs_with_one_conv_per_stage():
+    """What benchmarks time ONNX Runtime and PyTorch on, in place of compile's decoder rewrite."""
+    torch.manual_seed(0)
+    decoder = MLPDecoder([8, 16, 24], num_classes=3, embed_dim=[4, 6, 2], fuse_dim=5).eval()
+    decoder.fuse[1].running_mean.uniform_(-1, 1)  # a BN that is not the identity stays after the sum
+    features = [torch.randn(1, c, 16 // 2**i, 16 // 2**i) for i, c in enumerate([8, 16, 24])]
+    merged = MergedDecoder(decoder).eval()
+    with torch.no_grad():
+        expected, got = decoder(features), merged(features)
+    assert [m.weight.shape[:2] for m in merged.stages] == [(5, 8), (5, 16), (5, 24)]
+    assert got.shape == expected.shape == (1, 3, 16, 16)
+    assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
