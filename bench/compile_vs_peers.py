@@ -12,9 +12,12 @@ interleaved rounds with the same threads and protocol (warm-up discarded, then s
 samples; median of all rounds). Ratios are to ONNX Runtime on the model as built. GFLOP/s is
 the FLOPs of the graph an engine runs (TVM's count of its lowered kernels times their calls)
 over its median, against the best float32 GEMM rate torch reaches here with the same threads.
+Tuning is long (2,000 trials take over an hour here): with `--work DIR` a rerun after a crash or
+a kill compiles each database as the interrupted run left it (no more trials; its records, one
+per measured candidate, counted as the trials) and goes on to the timings.
 
     PYTHONPATH=. python bench/compile_vs_peers.py [--model segformer-b0 --sizes 256 512]
-        [--trials 2000 --tvm default rewrite --threads 2] [-o bench/results/compile_vs_peers.json]
+        [--trials 2000 --tvm default rewrite --threads 2] [--work DIR] [-o bench/results/compile_vs_peers.json]
 
 Run it alone: tuning and every timing use this machine's 2 cores.
 """
@@ -22,6 +25,7 @@ Run it alone: tuning and every timing use this machine's 2 cores.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import tempfile
 import time
@@ -100,23 +104,31 @@ def _seconds(fn) -> float:
     return time.perf_counter() - start
 
 
-def tune_and_profile(lowering: str, model_path: Path, work: Path, args, preset, device, protocol) -> dict:
-    """Tune one lowering into an empty database, check its outputs, and time its kernels one by one."""
+def tune_and_profile(lowering: str, size: int, model_path: Path, work: Path, args, preset, device,
+                     protocol) -> dict:
+    """Tune one lowering into an empty database of its own, check its outputs, and time its
+    kernels one by one. A database that an earlier run on the same `--work` left with records
+    (a crash, a kill) is compiled as it stands: no more trials, its records counted as them."""
     from compile.api import compile_model
+    from compile.database import open_database
     from runner.bench import bench_artifact
 
+    database = work / f"db-{size}-{lowering}"
+    earlier = len(open_database(database)) if database.exists() else 0
     started = time.monotonic()
-    result = compile_model(model_path, work / f"artifact-{lowering}", preset, work / f"db-{lowering}",
-                           trials=args.trials, device=device, **LOWERINGS[lowering])  # fmt: skip
+    result = compile_model(model_path, work / f"artifact-{size}-{lowering}", preset, database,
+                           trials=0 if earlier else args.trials, device=device, **LOWERINGS[lowering])  # fmt: skip
     seconds = time.monotonic() - started
     profile = bench_artifact(result.artifact, device, protocol, threads=args.threads, check=True, per_kernel=True)
     flop_of = {t.name: t.flop for t in result.tuning.tasks}
     slowest = sorted(profile.kernels.rows, key=lambda r: -r.total_ms)[:5]
+    tuning = {"trials": earlier or result.tuning.trials, "seconds": None if earlier else round(seconds, 1),
+              "from_earlier_run": bool(earlier), "tasks": len(result.tuning.tasks), "untuned_kernels": result.untuned,
+              "metaschedule_sum_ms": round(result.tuning.predicted_ms, 3)}  # fmt: skip
     return {
         "artifact": result.artifact,
         "flop": sum(t.flop * t.calls for t in result.tuning.tasks),
-        "tuning": {"trials": result.tuning.trials, "seconds": round(seconds, 1), "tasks": len(result.tuning.tasks),
-                   "untuned_kernels": result.untuned, "metaschedule_sum_ms": round(result.tuning.predicted_ms, 3)},
+        "tuning": tuning,
         "check_max_abs_error": profile.check.max_abs_error,
         "slowest_kernels": [{"name": r.name, "calls": r.calls, "total_ms": round(r.total_ms, 3),
                              "gflops": round(flop_of[r.name] / (r.timing.median_ms / 1000) / 1e9, 2)
@@ -133,7 +145,7 @@ def bench_size(size: int, args: argparse.Namespace, work: Path, protocol: Timing
     models, paths, merge_difference = export_models(args.model, size, work)
     flop = {form: graph_flops(path, preset, work) for form, path in paths.items()}
     with use_device(None, None) as device:
-        builds = {name: tune_and_profile(name, paths[ORIGINAL], work, args, preset, device, protocol)
+        builds = {name: tune_and_profile(name, size, paths[ORIGINAL], work, args, preset, device, protocol)
                   for name in args.tvm}  # fmt: skip
         engines = {f"tvm-{name}": (lambda b=b: bench_artifact(b["artifact"], device, protocol,
                                                               threads=args.threads).timing.samples_ms)
@@ -171,14 +183,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="interleaved timing rounds")
     parser.add_argument("--repeat", type=int, default=10, help="timed runs per round and engine")
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--work", type=Path, help="folder kept for exports, databases and builds (default: a "
+                        "temporary one); a rerun on it compiles the databases an interrupted run left")
     parser.add_argument("-o", "--out", type=Path, default=Path("bench/results/compile_vs_peers.json"))
     args = parser.parse_args()
     setup_logging(False)
     protocol = TimingProtocol(warmup=args.warmup, repeat=args.repeat)
     load_before, started = os.getloadavg(), time.monotonic()
     peak = gemm_peak_gflops(args.threads)
-    with tempfile.TemporaryDirectory(prefix="edgeseg-peers-") as scratch:
-        results = [bench_size(size, args, Path(scratch), protocol) for size in args.sizes]
+    with contextlib.ExitStack() as stack:
+        work = args.work or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgeseg-peers-")))
+        work.mkdir(parents=True, exist_ok=True)
+        results = [bench_size(size, args, work, protocol) for size in args.sizes]
     report = {
         "what": f"{args.model} (150 classes, random weights): TVM tuned with {args.trials} trials per lowering "
                 f"into an empty database, against ONNX Runtime and PyTorch eager on the model as built and "
@@ -195,7 +211,9 @@ def main() -> None:
             print(f"{result['input_size']:5d} {engine:22s} {row['median_ms']:10.2f} {row['iqr_over_median']:8.3f} "
                   f"{row['over_onnxruntime']:7.2f} {row['gflops']:8.1f} {100 * row['gflops'] / peak:6.1f}%")  # fmt: skip
             if "tuning" in row:
-                print(f"{'':5} {'':22s} tuned {row['tuning']['trials']} trials in {row['tuning']['seconds']:.0f} s, "
+                spent = row["tuning"]["seconds"]
+                print(f"{'':5} {'':22s} tuned {row['tuning']['trials']} trials "
+                      f"{'in an earlier run' if spent is None else f'in {spent:.0f} s'}, "
                       f"{row['tuning']['untuned_kernels']} untuned; slowest kernels: "
                       + ", ".join(f"{k['name']} {k['total_ms']:.2f} ms" for k in row["slowest_kernels"][:3]))  # fmt: skip
     print(f"\nwritten to {args.out}")
