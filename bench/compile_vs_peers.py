@@ -13,7 +13,7 @@ samples; median of all rounds). Ratios are to ONNX Runtime on the model as built
 the FLOPs of the graph an engine runs (TVM's count of its lowered kernels times their calls)
 over its median, against the best float32 GEMM rate torch reaches here with the same threads.
 Tuning is long (2,000 trials take over an hour here): with `--work DIR` a rerun after a crash or
-a kill compiles each database as the interrupted run left it (no more trials; its records, one
+a kill compiles each database as the interrupted run left it (no more trials, no transfer; its records, one
 per measured candidate, counted as the trials) and goes on to the timings.
 
     PYTHONPATH=. python bench/compile_vs_peers.py [--model segformer-b0 --sizes 256 512]
@@ -116,8 +116,9 @@ def tune_and_profile(lowering: str, size: int, model_path: Path, work: Path, arg
     database = work / f"db-{size}-{lowering}"
     earlier = len(open_database(database)) if database.exists() else 0
     started = time.monotonic()
-    result = compile_model(model_path, work / f"artifact-{size}-{lowering}", preset, database,
-                           trials=0 if earlier else args.trials, device=device, **LOWERINGS[lowering])  # fmt: skip
+    resumed = {"trials": 0, "transfer_candidates": 0} if earlier else {"trials": args.trials}  # leave its records as they are
+    result = compile_model(model_path, work / f"artifact-{size}-{lowering}", preset, database, device=device,
+                           **resumed, **LOWERINGS[lowering])  # fmt: skip
     seconds = time.monotonic() - started
     profile = bench_artifact(result.artifact, device, protocol, threads=args.threads, check=True, per_kernel=True)
     flop_of = {t.name: t.flop for t in result.tuning.tasks}
