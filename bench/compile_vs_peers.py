@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.interleaved import sample_stats, time_in_rounds
+from bench.interleaved import time_in_rounds, timing_row
 from runner.timing import Timing, TimingProtocol, time_callable
 
 LOWERINGS = {"default": {}, "rewrite": {"rewrite_decoder": True}}
@@ -156,10 +156,10 @@ def bench_size(size: int, args: argparse.Namespace, work: Path, protocol: Timing
             engines[f"pytorch{form}"] = lambda m=models[form]: time_pytorch(m, size, args.threads, protocol).samples_ms
         samples = time_in_rounds(engines, args.rounds)
     rows = {}
-    for engine, values in samples.items():
+    for engine, timing in samples.items():
         build = builds.get(engine.removeprefix("tvm-"))
         work_flop = build["flop"] if build else flop[MERGED if engine.endswith(MERGED) else ORIGINAL]
-        stats = sample_stats(values)
+        stats = timing_row(timing)
         rows[engine] = {**stats, "gflop": round(work_flop / 1e9, 4),
                         "gflops": round(work_flop / (stats["median_ms"] / 1000) / 1e9, 2)}  # fmt: skip
         if build:

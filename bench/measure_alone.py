@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from bench.compile_vs_peers import time_onnxruntime
-from bench.interleaved import sample_stats, time_in_rounds
+from bench.interleaved import time_in_rounds, timing_row
 from compile.api import compile_model
 from compile.targets import resolve_target
 from runner.bench import bench_artifact
@@ -87,7 +87,7 @@ def main() -> None:
             engines = {arm: (lambda arm=arm: timed_build(arm, farm.device)) for arm in builds}
             engines["onnxruntime"] = lambda: time_onnxruntime(model_path, args.size, args.threads, protocol).samples_ms
             samples = time_in_rounds(engines, args.rounds)
-    rows = {name: sample_stats(values) for name, values in samples.items()}
+    rows = {name: timing_row(timing) for name, timing in samples.items()}
     for arm in builds:
         rows[arm].update(tuning[arm], check_passed=checks[arm],
                          metaschedule_sum_over_measured=round(tuning[arm]["metaschedule_sum_ms"]
