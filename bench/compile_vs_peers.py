@@ -118,13 +118,13 @@ def tune_and_profile(lowering: str, size: int, model_path: Path, work: Path, arg
     started = time.monotonic()
     resumed = {"trials": 0, "transfer_candidates": 0} if earlier else {"trials": args.trials}  # leave its records as they are
     result = compile_model(model_path, work / f"artifact-{size}-{lowering}", preset, database, device=device,
-                           **resumed, **LOWERINGS[lowering])  # fmt: skip
+                           seed=args.seed, **resumed, **LOWERINGS[lowering])  # fmt: skip
     seconds = time.monotonic() - started
     profile = bench_artifact(result.artifact, device, protocol, threads=args.threads, check=True, per_kernel=True)
     flop_of = {t.name: t.flop for t in result.tuning.tasks}
     slowest = sorted(profile.kernels.rows, key=lambda r: -r.total_ms)[:5]
     tuning = {"trials": earlier or result.tuning.trials, "seconds": None if earlier else round(seconds, 1),
-              "from_earlier_run": bool(earlier), "tasks": len(result.tuning.tasks), "untuned_kernels": result.untuned,
+              "seed": args.seed, "from_earlier_run": bool(earlier), "tasks": len(result.tuning.tasks), "untuned_kernels": result.untuned,
               "metaschedule_sum_ms": round(result.tuning.predicted_ms, 3)}  # fmt: skip
     return {
         "artifact": result.artifact,
@@ -178,6 +178,8 @@ def main() -> None:
     parser.add_argument("--model", default="segformer-b0")
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--trials", type=int, default=2000, help="MetaSchedule trials per TVM lowering and size")
+    parser.add_argument("--seed", type=int, default=0, help="MetaSchedule's search seed (a repeat with another "
+                        "seed shows how much of a figure is the search's draw)")
     parser.add_argument("--tvm", nargs="+", choices=sorted(LOWERINGS), default=["default", "rewrite"],
                         help="TVM lowerings to tune and time")
     parser.add_argument("--threads", type=int, default=2)
