@@ -3,7 +3,8 @@
 Two decoders: ours (prune/models, 1x1-conv projections, no resize on the finest stage) on a timm
 pvt_v2_b0 backbone, and a small independent one written here the way Hugging Face's
 `SegformerDecodeHead` is (Linear on flattened tokens, every stage resized, the concat coarsest
-first, fuse conv + BN + ReLU), so the pass is not tied to one model's graph.
+first, fuse conv + BN + ReLU), so the pass is not tied to one model's graph; and Hugging Face
+transformers' own SegformerForSemanticSegmentation, compiled end to end against ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -131,3 +132,41 @@ def test_compile_rewrites_only_when_asked_and_records_it(tmp_path, caplog):
         manifest = json.loads((result.artifact / "manifest.json").read_text())
         assert manifest["lowering"] == {"fast_math": True, "rewrite_decoder": rewrite, "prepack_weights": False}
     assert caplog.text.count("decoder rewrite: model FLOPs") == 1
+
+
+class SegformerLogits(nn.Module):
+    """Hugging Face's model returns an output object; an exporter of it returns the logits."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=pixel_values).logits
+
+
+def test_a_third_party_segformer_compiles_with_the_rewrite_and_matches_onnxruntime(host_farm, tmp_path, caplog):
+    """Hugging Face transformers' SegformerForSemanticSegmentation (tiny config, random weights),
+    exported to ONNX as a user of that library would: a graph this project never built."""
+    import logging
+
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation
+
+    from compile.api import compile_model
+    from runner.bench import bench_artifact
+    from runner.timing import TimingProtocol
+
+    torch.manual_seed(0)
+    config = SegformerConfig(depths=[1, 1, 1, 1], hidden_sizes=[16, 32, 48, 64], num_attention_heads=[1, 2, 2, 4],
+                             decoder_hidden_size=32, num_labels=5)  # fmt: skip
+    segformer = SegformerForSemanticSegmentation(config)
+    with torch.no_grad():  # running statistics that make the folded BN a real affine map
+        segformer.decode_head.batch_norm.running_mean.uniform_(-0.5, 0.5)
+        segformer.decode_head.batch_norm.running_var.uniform_(0.5, 2.0)
+    path = export_onnx(SegformerLogits(segformer), tmp_path / "hf-segformer.onnx", shape=(1, 3, 64, 64))
+    caplog.set_level(logging.INFO, logger="compile.rewrites")
+    result = compile_model(path, tmp_path / "artifact", HOST, tmp_path / "db", trials=0, kernel_library=False,
+                           transfer_candidates=0, rewrite_decoder=True)  # fmt: skip
+    assert "into the fuse conv of 1 decoder(s)" in caplog.text
+    check = bench_artifact(result.artifact, host_farm.device, TimingProtocol(warmup=0, repeat=1), check=True).check
+    assert check.passed and check.max_abs_error < 1e-4
