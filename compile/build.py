@@ -46,6 +46,7 @@ class LoweringOptions:
 def lower(mod: Any, preset: TargetPreset, options: LoweringOptions = LoweringOptions()) -> Any:
     """The graph passes `options` asks for, then legalize and fuse: the tuning tasks exist only after this."""
     from compile.fast_math import fast_math
+    from compile.layout_views import DepthwiseConvNHWC
     from compile.rewrites import rewrite_decoder
 
     if options.prepack_weights and preset.is_gpu:
@@ -56,7 +57,8 @@ def lower(mod: Any, preset: TargetPreset, options: LoweringOptions = LoweringOpt
 
     def legalize_and_fuse(graph: Any) -> Any:
         with preset.target():
-            passes = [fast_math()] if options.fast_math else []
+            # Always: exact, and it removes the Mix-FFN's layout copies (compile/layout_views.py).
+            passes = [DepthwiseConvNHWC()] + ([fast_math()] if options.fast_math else [])
             fused = relax.get_pipeline("zero")(tvm.transform.Sequential(passes)(graph))
             # Marks each kernel's constant arguments as free to re-lay-out: the workloads (and
             # their database records) differ from the unmarked ones.

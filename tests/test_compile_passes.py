@@ -1,4 +1,4 @@
-"""compile's graph passes before legalization: fast math.
+"""compile's graph passes before legalization: fast math, depthwise convs in NHWC.
 
 Every build here is untuned (`tvm.compile` of the lowered module, run on this CPU): the passes
 change what is computed, not how it is scheduled, so the numbers are what these tests check.
@@ -11,10 +11,12 @@ import json
 import numpy as np
 import pytest
 import tvm
+import tvm_ffi
 from tvm import relax
 
 from compile.build import LoweringOptions, _prim_funcs, lower
 from compile.frontend import load_model
+from compile.layout_views import DepthwiseConvNHWC
 from compile.reference import reference_inputs, reference_outputs
 from compile.targets import resolve_target
 from helpers.tiny_models import TinyAttention, TinyConvNet, TinyMixFFN, export_onnx, export_pt2
@@ -93,3 +95,28 @@ def test_cli_no_fast_math_reaches_compile_model(tmp_path, monkeypatch):
             main([str(path), "--target", "host", "--trials", "0", "-o", str(tmp_path / "o"), *argv])
         assert calls[-1]["fast_math"] is expected
 
+
+
+def _kernels(lowered) -> set[str]:
+    return set(_prim_funcs(lowered))
+
+
+def test_a_mix_ffns_depthwise_conv_runs_in_nhwc_without_layout_copies(tmp_path):
+    """Tokens already are NHWC: with the depthwise conv in NHWC, both copies become reshapes."""
+    model = load_model(export_onnx(TinyMixFFN(), tmp_path / "m.onnx", shape=(1, 3, 32, 32)), None, tmp_path / "w")
+    plain = relax.get_pipeline("zero")(model.mod)  # legalized and fused without edgeseg's passes
+    lowered = lower(model.mod, HOST)
+    assert [k for k in _kernels(plain) if "transpose" in k and "erf" in k]  # the copy back, fused with GELU
+    assert not [k for k in _kernels(lowered) if "transpose" in k and "erf" in k]
+    assert len([k for k in _kernels(lowered) if "transpose" in k]) == len([k for k in _kernels(plain) if "transpose" in k]) - 2
+    assert 'data_layout="NHWC"' in DepthwiseConvNHWC()(model.mod).script()
+    inputs = reference_inputs(model)
+    (expected,) = reference_outputs(model, inputs)
+    (actual,) = run_lowered(lowered, inputs)
+    np.testing.assert_allclose(actual, expected, atol=1e-5)
+
+
+def test_a_depthwise_conv_on_nchw_data_stays_nchw(tmp_path):
+    """NHWC there would add two copies instead of removing them."""
+    model = load_model(export_onnx(TinyConvNet(), tmp_path / "m.onnx"), None, tmp_path / "w")
+    assert tvm_ffi.structural_equal(DepthwiseConvNHWC()(model.mod), model.mod)
