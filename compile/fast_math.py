@@ -25,6 +25,8 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from compile.relax_passes import mutate_functions
+
 
 @mutator
 class _GeluAsErf(PyExprMutator):
@@ -47,11 +49,7 @@ class GeluAsErf:
     """Write every float32 `nn.gelu` with `erf`, so that FastMathTransform reaches it."""
 
     def transform_module(self, mod: Any, _ctx: Any) -> Any:  # noqa: D102
-        rewriter = _GeluAsErf(mod)
-        for gv, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
-        return rewriter.builder_.get()
+        return mutate_functions(mod, _GeluAsErf)
 
 
 def fast_math() -> tvm.transform.Pass:

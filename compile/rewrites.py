@@ -45,6 +45,8 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from compile.relax_passes import static_shape
+
 logger = logging.getLogger(__name__)
 
 # Per-pixel layouts of a stage's activations; "ch" is the channel axis, "group" which reshapes
@@ -70,16 +72,6 @@ _DEFAULT_DTYPES = ("", "None", "void", "float32")  # how 0.27 prints an out_dtyp
 def _shape(layout: str, c: int, h: int, w: int) -> tuple[int, ...]:
     return {"NCHW": (1, c, h, w), "NCL": (1, c, h * w), "NLC": (1, h * w, c), "LC": (h * w, c),
             "NHWC": (1, h, w, c)}[layout]  # fmt: skip
-
-
-def _static_shape(expr: relax.Expr) -> tuple[int, ...] | None:
-    shape = getattr(expr.ty, "shape", None)
-    if shape is None or not hasattr(shape, "values"):
-        return None
-    try:
-        return tuple(int(v) for v in shape.values)
-    except TypeError:  # symbolic
-        return None
 
 
 def _is_float32(expr: relax.Expr) -> bool:
@@ -158,11 +150,11 @@ class _Graph:
         name = _op_name(expr)
         if name == "relax.reshape":
             inner = self.constant(expr.args[0])
-            shape = _static_shape(expr)
+            shape = static_shape(expr)
             return None if inner is None or shape is None else inner.reshape(shape)
         if name == "relax.broadcast_to":
             inner = self.constant(expr.args[0])
-            shape = _static_shape(expr)
+            shape = static_shape(expr)
             return None if inner is None or shape is None else np.broadcast_to(inner, shape)
         if name == "relax.permute_dims":
             inner = self.constant(expr.args[0])
@@ -185,7 +177,7 @@ class _Graph:
         # Deepest NCHW start first: every value above it then has no other user.
         for start in range(len(ops)):
             source = ops[start][1]
-            shape = _static_shape(source)
+            shape = static_shape(source)
             if shape is None or len(shape) != 4 or shape[0] != 1 or not _is_float32(source):
                 continue
             affine = _Affine("NCHW", np.eye(shape[1]), np.zeros(shape[1]), shape[2], shape[3])
@@ -230,7 +222,7 @@ class _Graph:
     def _step(self, x: _Affine, call: relax.Call) -> _Affine | None:
         """The affine map after `call` applied to `x`'s output, or None if not per pixel."""
         name = _op_name(call)
-        shape = _static_shape(call)
+        shape = static_shape(call)
         if shape is None or not _is_float32(call):
             return None
         group, ch = _LAYOUTS[x.layout]
@@ -301,7 +293,7 @@ class _Graph:
             return None
         if self.uses.get(call.args[0], 0) != 1:
             return None
-        shape = _static_shape(concat)
+        shape = static_shape(concat)
         axis = int(concat.attrs.axis) if concat.attrs.axis is not None else None
         if shape is None or axis not in (1, -3):
             return None
@@ -337,7 +329,7 @@ class _DecoderRewriter(PyExprMutator):
             y = self.builder_.emit(relax.op.nn.conv2d(self.visit_expr(stage.source), relax.const(merged)))
             if np.any(bias):
                 y = self.builder_.emit(relax.op.add(y, relax.const(bias.reshape(1, -1, 1, 1))))
-            if stage.resize is not None and _static_shape(stage.resize)[2:] != _static_shape(stage.source)[2:]:
+            if stage.resize is not None and static_shape(stage.resize)[2:] != static_shape(stage.source)[2:]:
                 r = stage.resize
                 y = self.builder_.emit(relax.Call(r.op, [y, *r.args[1:]], r.attrs))
             elif stage.resize is not None and stage.resize.attrs.coordinate_transformation_mode not in (
