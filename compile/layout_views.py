@@ -6,8 +6,9 @@ a 3x3 depthwise conv and back: `transpose(1, 2).reshape(1, C, H, W)`, then
 block. The tokens already are NHWC, so with the conv in NHWC the chain
 tokens -> NCHW -> NHWC keeps every element in place: a reshape, which costs nothing.
 
-Two passes, run before legalization: `DepthwiseConvNHWC` writes every NCHW depthwise conv2d as
-permute -> NHWC conv -> permute back (moving a per-channel bias add inside), then
+Two passes, run before legalization: `DepthwiseConvNHWC` writes an NCHW depthwise conv2d whose input
+is a layout chain that NHWC turns into a reshape (tokens, not NCHW data) as permute -> NHWC
+conv -> permute back (moving a per-channel bias add inside), then
 `LayoutChainsAsReshapes` writes every chain of permutes and reshapes whose composite leaves the
 memory order unchanged as one reshape of the chain's source. Exact: the same products and sums.
 """
