@@ -123,13 +123,7 @@ class _LayoutChains(PyExprMutator):
 
 
 def _out_shape(call: relax.Call) -> tuple[int, ...] | None:
-    """The result shape of a layout op, also for a call not yet normalized (no type)."""
-    try:
-        known = static_shape(call)
-    except (AttributeError, tvm.TVMError, ValueError):
-        known = None
-    if known is not None:
-        return known
+    """The result shape of a layout op, from its arguments: also for a call not yet normalized (no type)."""
     shape = static_shape(call.args[0])
     if shape is None:
         return None
