@@ -14,7 +14,7 @@ the FLOPs of the graph an engine runs (TVM's count of its lowered kernels times 
 over its median, against the best float32 GEMM rate torch reaches here with the same threads (a
 reference, not the CPU's ceiling: tuned kernels can beat it where torch's BLAS does not use the
 widest vector units).
-Tuning is long (2,000 trials take over an hour here): with `--work DIR` a rerun after a crash or
+Tuning is long (2,000 trials took 38-64 min here): with `--work DIR` a rerun after a crash or
 a kill compiles each database as the interrupted run left it (no more trials, no transfer; its records, one
 per measured candidate, counted as the trials) and goes on to the timings.
 
