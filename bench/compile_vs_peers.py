@@ -11,15 +11,16 @@ against the reference output and profiled per kernel. Then every engine is timed
 interleaved rounds with the same threads and protocol (warm-up discarded, then single-call
 samples; median of all rounds). Ratios are to ONNX Runtime on the model as built. GFLOP/s is
 the FLOPs of the graph an engine runs (TVM's count of its lowered kernels times their calls)
-over its median, against the best float32 GEMM rate torch reaches here with the same threads (a
-reference, not the CPU's ceiling: tuned kernels can beat it where torch's BLAS does not use the
-widest vector units).
+over its median, against this CPU's GEMM peak measured first in the same run
+(bench/gemm_peak.py: a `--gemm-n` cubed matmul in torch, ONNX Runtime and TVM tuned with
+`--gemm-trials`; the best engine's rate).
 Tuning is long (2,000 trials took 38-64 min here): with `--work DIR` a rerun after a crash or
 a kill compiles each database as the interrupted run left it (no more trials, no transfer; its records, one
 per measured candidate, counted as the trials) and goes on to the timings.
 
     PYTHONPATH=. python bench/compile_vs_peers.py [--model segformer-b0 --sizes 256 512]
-        [--trials 2000 --tvm default rewrite --threads 2] [--work DIR] [-o bench/results/compile_vs_peers.json]
+        [--trials 2000 --tvm default rewrite --threads 2] [--gemm-n 1024 --gemm-trials 500] [--work DIR]
+        [-o bench/results/compile_vs_peers.json]
 
 Run it alone: tuning and every timing use this machine's 2 cores.
 """
@@ -35,7 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.gemm_peak import add_gemm_arguments, measure_gemm_peak, print_gemm_peak
 from bench.interleaved import time_in_rounds, timing_row
+from bench.peers import compile_resumably, time_onnxruntime
 from runner.timing import Timing, TimingProtocol, time_callable
 
 LOWERINGS = {"default": {}, "rewrite": {"rewrite_decoder": True}}
@@ -69,17 +72,6 @@ def graph_flops(path: Path, preset, work: Path) -> float:
     return model_flops(lower(load_model(path, None, work).mod, preset))
 
 
-def time_onnxruntime(path: Path, size: int, threads: int, protocol: TimingProtocol) -> Timing:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype("float32")
-    return time_callable(lambda: session.run(None, {"input": x}), protocol)
-
-
 def time_pytorch(model, size: int, threads: int, protocol: TimingProtocol) -> Timing:
     import torch
 
@@ -89,45 +81,21 @@ def time_pytorch(model, size: int, threads: int, protocol: TimingProtocol) -> Ti
         return time_callable(lambda: model(x), protocol)
 
 
-def gemm_peak_gflops(threads: int, n: int = 2048, repeats: int = 10) -> float:
-    """Best float32 GEMM rate of torch here: what a well-kept BLAS reaches on this CPU, the
-    reference for every engine's GFLOP/s (not the ceiling: its BLAS may not use every vector unit)."""
-    import torch
-
-    torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
-    best = min(_seconds(lambda: torch.mm(a, b)) for _ in range(repeats))
-    return 2 * n**3 / best / 1e9
-
-
-def _seconds(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def tune_and_profile(lowering: str, size: int, model_path: Path, work: Path, args, preset, device,
                      protocol) -> dict:
     """Tune one lowering into an empty database of its own, check its outputs, and time its
     kernels one by one. A database that an earlier run on the same `--work` left with records
     (a crash, a kill) is compiled as it stands: no more trials, its records counted as them."""
-    from compile.api import compile_model
-    from compile.database import open_database
     from runner.bench import bench_artifact
 
-    database = work / f"db-{size}-{lowering}"
-    earlier = len(open_database(database)) if database.exists() else 0
-    started = time.monotonic()
-    resumed = {"trials": 0, "transfer_candidates": 0} if earlier else {"trials": args.trials}  # leave its records as they are
-    result = compile_model(model_path, work / f"artifact-{size}-{lowering}", preset, database, device=device,
-                           seed=args.seed, **resumed, **LOWERINGS[lowering])  # fmt: skip
-    seconds = time.monotonic() - started
+    result, trials, seconds = compile_resumably(model_path, work / f"artifact-{size}-{lowering}",
+                                                work / f"db-{size}-{lowering}", args.trials, preset, device,
+                                                args.seed, **LOWERINGS[lowering])  # fmt: skip
     profile = bench_artifact(result.artifact, device, protocol, threads=args.threads, check=True, per_kernel=True)
     flop_of = {t.name: t.flop for t in result.tuning.tasks}
     slowest = sorted(profile.kernels.rows, key=lambda r: -r.total_ms)[:5]
-    tuning = {"trials": earlier or result.tuning.trials, "seconds": None if earlier else round(seconds, 1),
-              "seed": args.seed, "from_earlier_run": bool(earlier), "tasks": len(result.tuning.tasks), "untuned_kernels": result.untuned,
+    tuning = {"trials": trials, "seconds": seconds, "seed": args.seed, "from_earlier_run": seconds is None,
+              "tasks": len(result.tuning.tasks), "untuned_kernels": result.untuned,
               "metaschedule_sum_ms": round(result.tuning.predicted_ms, 3)}  # fmt: skip
     return {
         "artifact": result.artifact,
@@ -140,24 +108,23 @@ def tune_and_profile(lowering: str, size: int, model_path: Path, work: Path, arg
     }  # fmt: skip
 
 
-def bench_size(size: int, args: argparse.Namespace, work: Path, protocol: TimingProtocol) -> dict:
+def bench_size(size: int, args: argparse.Namespace, work: Path, device, protocol: TimingProtocol) -> dict:
     from compile.targets import resolve_target
     from runner.bench import bench_artifact
-    from runner.farm import use_device
 
     preset = resolve_target("host", threads=args.threads)
     models, paths, merge_difference = export_models(args.model, size, work)
     flop = {form: graph_flops(path, preset, work) for form, path in paths.items()}
-    with use_device(None, None) as device:
-        builds = {name: tune_and_profile(name, size, paths[ORIGINAL], work, args, preset, device, protocol)
-                  for name in args.tvm}  # fmt: skip
-        engines = {f"tvm-{name}": (lambda b=b: bench_artifact(b["artifact"], device, protocol,
-                                                              threads=args.threads).timing.samples_ms)
-                   for name, b in builds.items()}  # fmt: skip
-        for form in (ORIGINAL, MERGED):
-            engines[f"onnxruntime{form}"] = lambda p=paths[form]: time_onnxruntime(p, size, args.threads, protocol).samples_ms
-            engines[f"pytorch{form}"] = lambda m=models[form]: time_pytorch(m, size, args.threads, protocol).samples_ms
-        samples = time_in_rounds(engines, args.rounds)
+    x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype("float32")
+    builds = {name: tune_and_profile(name, size, paths[ORIGINAL], work, args, preset, device, protocol)
+              for name in args.tvm}  # fmt: skip
+    engines = {f"tvm-{name}": (lambda b=b: bench_artifact(b["artifact"], device, protocol,
+                                                          threads=args.threads).timing.samples_ms)
+               for name, b in builds.items()}  # fmt: skip
+    for form in (ORIGINAL, MERGED):
+        engines[f"onnxruntime{form}"] = lambda p=paths[form]: time_onnxruntime(p, x, args.threads, protocol).samples_ms
+        engines[f"pytorch{form}"] = lambda m=models[form]: time_pytorch(m, size, args.threads, protocol).samples_ms
+    samples = time_in_rounds(engines, args.rounds)
     rows = {}
     for engine, timing in samples.items():
         build = builds.get(engine.removeprefix("tvm-"))
@@ -175,6 +142,7 @@ def bench_size(size: int, args: argparse.Namespace, work: Path, protocol: Timing
 
 def main() -> None:
     from runner.cli_support import setup_logging
+    from runner.farm import use_device
     from runner.machine import write_result
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -186,6 +154,7 @@ def main() -> None:
     parser.add_argument("--tvm", nargs="+", choices=sorted(LOWERINGS), default=["default", "rewrite"],
                         help="TVM lowerings to tune and time")
     parser.add_argument("--threads", type=int, default=2)
+    add_gemm_arguments(parser)
     parser.add_argument("--rounds", type=int, default=4, help="interleaved timing rounds")
     parser.add_argument("--repeat", type=int, default=10, help="timed runs per round and engine")
     parser.add_argument("--warmup", type=int, default=3)
@@ -196,22 +165,26 @@ def main() -> None:
     setup_logging(False)
     protocol = TimingProtocol(warmup=args.warmup, repeat=args.repeat)
     load_before, started = os.getloadavg(), time.monotonic()
-    peak = gemm_peak_gflops(args.threads)
     with contextlib.ExitStack() as stack:
         work = args.work or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgeseg-peers-")))
         work.mkdir(parents=True, exist_ok=True)
-        results = [bench_size(size, args, work, protocol) for size in args.sizes]
+        device = stack.enter_context(use_device(None, None))
+        gemm = measure_gemm_peak(args.gemm_n, args.gemm_trials, args.threads, args.seed, work / "gemm", device,
+                                 protocol, args.rounds)  # fmt: skip
+        results = [bench_size(size, args, work, device, protocol) for size in args.sizes]
+    peak = gemm["peak_gflops"]
     report = {
         "what": f"{args.model} (150 classes, random weights): TVM tuned with {args.trials} trials per lowering "
                 f"into an empty database, against ONNX Runtime and PyTorch eager on the model as built and "
                 f"with its decoder merged",
         "protocol": f"{protocol.describe()}; {args.rounds} interleaved rounds, median of all runs; "
                     f"{args.threads} threads for every engine",
-        "gemm_peak_gflops": round(peak, 1), "results": results,
+        "gemm": gemm, "results": results,
     }  # fmt: skip
     write_result(args.out, report, load_before, started)
-    print(f"\n{report['protocol']}; torch GEMM {peak:.1f} GFLOP/s (same threads)")
-    print(f"{'size':>5} {'engine':22s} {'median ms':>10} {'IQR/med':>8} {'vs ORT':>7} {'GFLOP/s':>8} {'% GEMM':>7}")
+    print(f"\n{report['protocol']}")
+    print_gemm_peak(gemm)
+    print(f"{'size':>5} {'engine':22s} {'median ms':>10} {'IQR/med':>8} {'vs ORT':>7} {'GFLOP/s':>8} {'% peak':>7}")
     for result in results:
         for engine, row in result["engines"].items():
             print(f"{result['input_size']:5d} {engine:22s} {row['median_ms']:10.2f} {row['iqr_over_median']:8.3f} "
@@ -221,7 +194,8 @@ def main() -> None:
                 print(f"{'':5} {'':22s} tuned {row['tuning']['trials']} trials "
                       f"{'in an earlier run' if spent is None else f'in {spent:.0f} s'}, "
                       f"{row['tuning']['untuned_kernels']} untuned; slowest kernels: "
-                      + ", ".join(f"{k['name']} {k['total_ms']:.2f} ms" for k in row["slowest_kernels"][:3]))  # fmt: skip
+                      + ", ".join(f"{k['name']} {k['total_ms']:.2f} ms ({k['gflops'] or 0:.0f} GFLOP/s)"
+                                  for k in row["slowest_kernels"]))  # fmt: skip
     print(f"\nwritten to {args.out}")
 
 
