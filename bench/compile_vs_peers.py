@@ -14,9 +14,10 @@ the FLOPs of the graph an engine runs (TVM's count of its lowered kernels times 
 over its median, against this CPU's GEMM peak measured first in the same run
 (bench/gemm_peak.py: a `--gemm-n` cubed matmul in torch, ONNX Runtime and TVM tuned with
 `--gemm-trials`; the best engine's rate).
-Tuning is long (2,000 trials took 38-67 min here, plus 9 min for the GEMM peak): with `--work DIR` a rerun after a crash or
-a kill compiles each database as the interrupted run left it (no more trials, no transfer; its records, one
-per measured candidate, counted as the trials) and goes on to the timings.
+Tuning is long (2,000 trials took 38-67 min here, plus 9 min for the GEMM peak): with
+`--work DIR` a rerun after a crash or a kill compiles each database as the interrupted run
+left it (no more trials, no transfer; its records, one per measured candidate, counted as the
+trials) and goes on to the timings.
 
     PYTHONPATH=. python bench/compile_vs_peers.py [--model segformer-b0 --sizes 256 512]
         [--trials 2000 --tvm default rewrite --threads 2] [--gemm-n 1024 --gemm-trials 500] [--work DIR]
