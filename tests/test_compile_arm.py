@@ -64,6 +64,52 @@ def test_linux_arm64_attention_matches_the_host_reference(emulated_farm, tmp_pat
     _check_on_emulator(result.artifact, emulated_farm)
 
 
+@pytest.fixture(scope="module")
+def hf_segformer(tmp_path_factory) -> Path:
+    """Hugging Face's tiny SegFormer as ONNX: GELU (fast math), Mix-FFN depthwise convs (NHWC
+    views) and an all-MLP decoder (the rewrite), every graph pass compile has."""
+    import torch
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation
+
+    from test_compile_rewrites import SegformerLogits
+
+    torch.manual_seed(0)
+    config = SegformerConfig(depths=[1, 1, 1, 1], hidden_sizes=[16, 32, 48, 64], num_attention_heads=[1, 2, 2, 4],
+                             decoder_hidden_size=32, num_labels=5)  # fmt: skip
+    model = SegformerLogits(SegformerForSemanticSegmentation(config).eval())
+    return export_onnx(model, tmp_path_factory.mktemp("hf-segformer") / "m.onnx", shape=(1, 3, 64, 64))
+
+
+def _lowering(artifact: Path) -> dict:
+    return Manifest.from_dict(json.loads((artifact / "manifest.json").read_text())).lowering
+
+
+@pytest.mark.emulated
+@needs_cross_gcc
+def test_linux_arm64_segformer_with_every_pass_matches_the_host_reference(hf_segformer, emulated_farm, tmp_path,
+                                                                          caplog):  # fmt: skip
+    import logging
+
+    caplog.set_level(logging.INFO, logger="compile.rewrites")
+    result = compile_model(hf_segformer, tmp_path / "art", resolve_target("linux-arm64", threads=1), tmp_path / "db",
+                           trials=0, transfer_candidates=0, kernel_library=False, rewrite_decoder=True)  # fmt: skip
+    assert "into the fuse conv of 1 decoder(s)" in caplog.text
+    assert _lowering(result.artifact)["fast_math"] and _lowering(result.artifact)["rewrite_decoder"]
+    _check_on_emulator(result.artifact, emulated_farm)
+
+
+def test_android_arm64_takes_the_same_graph_passes(hf_segformer, tmp_path, monkeypatch, caplog):
+    import logging
+
+    monkeypatch.delenv("TVM_NDK_CC", raising=False)
+    caplog.set_level(logging.INFO, logger="compile.rewrites")
+    preset, runtime = resolve_phone("s21-exynos").resolve(None)
+    result = compile_model(hf_segformer, tmp_path / "art", preset, tmp_path / "db", trials=0, transfer_candidates=0,
+                           kernel_library=False, runtime=runtime, export="tar", rewrite_decoder=True)  # fmt: skip
+    assert "into the fuse conv of 1 decoder(s)" in caplog.text
+    assert _lowering(result.artifact)["fast_math"] and _lowering(result.artifact)["rewrite_decoder"]
+
+
 @pytest.mark.emulated
 @needs_cross_gcc
 def test_arm64_code_of_a_tuned_build_differs_from_the_untuned_one(arm64_conv, tmp_path):

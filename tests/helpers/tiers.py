@@ -26,6 +26,7 @@ END_TO_END_TESTS = {
     "test_compile.py": {"test_the_prepack_benchmark_pairs_each_packed_kernel_with_its_plain_twin"},
     "test_step_cost_bench.py": {"test_the_step_cost_bench_times_every_step_of_the_real_search"},
     "test_gemm_peak_bench.py": {"test_the_peak_is_the_best_of_three_engines_timed_on_one_matmul"},
+    "test_compile_arm.py": {"test_android_arm64_takes_the_same_graph_passes"},
     "test_models.py": {"test_torch_export_program_round_trips"},
     "test_prune_efficientvit.py": {"test_a_tiny_efficientvit_run_meets_its_budget",
                                    "test_efficientvit_seg_b0_masked_shrunk_and_described"},
