@@ -39,7 +39,7 @@ import numpy as np
 
 from bench.gemm_peak import add_gemm_arguments, measure_gemm_peak, print_gemm_peak
 from bench.interleaved import time_in_rounds, timing_row
-from bench.peers import compile_resumably, time_onnxruntime
+from bench.peers import add_timing_arguments, compile_resumably, time_onnxruntime
 from runner.timing import Timing, TimingProtocol, time_callable
 
 LOWERINGS = {"default": {}, "rewrite": {"rewrite_decoder": True}}
@@ -154,11 +154,8 @@ def main() -> None:
                         "seed shows how much of a figure is the search's draw)")
     parser.add_argument("--tvm", nargs="+", choices=sorted(LOWERINGS), default=["default", "rewrite"],
                         help="TVM lowerings to tune and time")
-    parser.add_argument("--threads", type=int, default=2)
+    add_timing_arguments(parser)
     add_gemm_arguments(parser)
-    parser.add_argument("--rounds", type=int, default=4, help="interleaved timing rounds")
-    parser.add_argument("--repeat", type=int, default=10, help="timed runs per round and engine")
-    parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--work", type=Path, help="folder kept for exports, databases and builds (default: a "
                         "temporary one); a rerun on it compiles the databases an interrupted run left")
     parser.add_argument("-o", "--out", type=Path, default=Path("bench/results/compile_vs_peers.json"))

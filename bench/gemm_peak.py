@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from bench.interleaved import time_in_rounds, timing_row
-from bench.peers import compile_resumably, time_onnxruntime
+from bench.peers import add_timing_arguments, compile_resumably, time_onnxruntime
 from runner.timing import TimingProtocol, time_callable
 
 
@@ -96,11 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_gemm_arguments(parser)
-    parser.add_argument("--threads", type=int, default=2)
+    add_timing_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="MetaSchedule's search seed")
-    parser.add_argument("--rounds", type=int, default=4, help="interleaved timing rounds")
-    parser.add_argument("--repeat", type=int, default=10, help="timed runs per round and engine")
-    parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--work", type=Path, help="folder kept for the model, database and build (default: a "
                         "temporary one); a rerun on it compiles the database an interrupted run left")
     parser.add_argument("-o", "--out", type=Path, default=Path("bench/results/gemm_peak.json"))

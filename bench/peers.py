@@ -3,12 +3,21 @@ protocol, and a TVM build tuned into a database of its own that a rerun after a 
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
 import numpy as np
 
 from runner.timing import Timing, TimingProtocol, time_callable
+
+
+def add_timing_arguments(parser: argparse.ArgumentParser) -> None:
+    """The threads and interleaved-timing options every peer comparison takes."""
+    parser.add_argument("--threads", type=int, default=2, help="threads for every engine")
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved timing rounds")
+    parser.add_argument("--repeat", type=int, default=10, help="timed runs per round and engine")
+    parser.add_argument("--warmup", type=int, default=3)
 
 
 def time_onnxruntime(path: Path, x: np.ndarray, threads: int, protocol: TimingProtocol) -> Timing:
