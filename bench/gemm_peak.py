@@ -4,7 +4,7 @@ for it, interleaved in one run with the same threads and protocol. The best engi
 GFLOP/s is the measured peak that bench/compile_vs_peers.py rates every kernel against: a
 vector unit's published width is a bound at a clock nobody measured, not a measurement.
 
-    PYTHONPATH=. python bench/gemm_peak.py [--n 1024 --trials 500 --threads 2] [--work DIR]
+    PYTHONPATH=. python bench/gemm_peak.py [--gemm-n 1024 --gemm-trials 500 --threads 2] [--work DIR]
         [-o bench/results/gemm_peak.json]
 
 Run it alone: tuning and timing use this machine's 2 cores (500 trials took 8.7 min here).

@@ -38,6 +38,7 @@ import math
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -142,7 +143,7 @@ class DeviceDatabase(PyDatabase):
             self._conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None,
                                          check_same_thread=False)
             self._sql(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            self._sql("PRAGMA journal_mode = WAL")
+            self._enable_wal()
             self._initialise()
         except sqlite3.OperationalError as err:
             raise EdgesegError(f"The tuning database {self.path} could not be opened: {err}.",
@@ -158,6 +159,20 @@ class DeviceDatabase(PyDatabase):
         self._check_version()
 
     # ---- opening -------------------------------------------------------------------------
+
+    def _enable_wal(self) -> None:
+        """Switch the file to WAL, retried until the busy timeout: while another process opening
+        the same new file holds its lock, SQLite refuses the switch at once ("database is
+        locked") without waiting in its busy handler (seen with two writers opening one folder)."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                self._sql("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def _initialise(self) -> None:
         """Create the schema once, and import a MetaSchedule JSON pair found beside it, inside one

@@ -194,6 +194,25 @@ WRITER = textwrap.dedent("""
 """)
 
 
+def test_opening_waits_for_another_process_that_holds_a_new_file_locked(tmp_path):
+    """SQLite refuses the switch to WAL at once while another connection writes a new file."""
+    import sqlite3
+    import threading
+
+    (tmp_path / "db").mkdir()
+    other = sqlite3.connect(str(tmp_path / "db" / "tuning.sqlite"), isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("CREATE TABLE scratch(x)")
+    release = threading.Timer(0.5, lambda: other.execute("COMMIT"))
+    release.start()
+    try:
+        db = DeviceDatabase(str(tmp_path / "db"))
+    finally:
+        release.join()
+        other.close()
+    assert len(db) == 0 and db.meta["schema_version"]
+
+
 def test_two_processes_writing_at_once_lose_no_record(tmp_path):
     import time
 
