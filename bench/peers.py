@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +33,7 @@ def time_onnxruntime(path: Path, x: np.ndarray, threads: int, protocol: TimingPr
 
 
 def compile_resumably(model_path: Path, out_dir: Path, database: Path, trials: int, preset, device,
-                      seed: int, **options) -> tuple:
+                      seed: int, **options) -> tuple[Any, int, float | None]:
     """`compile_model` with `trials` into `database`, or, when an interrupted run on the same
     folder left records there, compiled as it stands (no more trials, no transfer).
 

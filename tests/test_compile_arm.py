@@ -66,18 +66,11 @@ def test_linux_arm64_attention_matches_the_host_reference(emulated_farm, tmp_pat
 
 @pytest.fixture(scope="module")
 def hf_segformer(tmp_path_factory) -> Path:
-    """Hugging Face's tiny SegFormer as ONNX: GELU (fast math), Mix-FFN depthwise convs (NHWC
-    views) and an all-MLP decoder (the rewrite), every graph pass compile has."""
-    import torch
-    from transformers import SegformerConfig, SegformerForSemanticSegmentation
+    """GELU (fast math), Mix-FFN depthwise convs (NHWC views) and an all-MLP decoder (the
+    rewrite): every graph pass compile has."""
+    from test_compile_rewrites import export_tiny_hf_segformer
 
-    from test_compile_rewrites import SegformerLogits
-
-    torch.manual_seed(0)
-    config = SegformerConfig(depths=[1, 1, 1, 1], hidden_sizes=[16, 32, 48, 64], num_attention_heads=[1, 2, 2, 4],
-                             decoder_hidden_size=32, num_labels=5)  # fmt: skip
-    model = SegformerLogits(SegformerForSemanticSegmentation(config).eval())
-    return export_onnx(model, tmp_path_factory.mktemp("hf-segformer") / "m.onnx", shape=(1, 3, 64, 64))
+    return export_tiny_hf_segformer(tmp_path_factory.mktemp("hf-segformer") / "m.onnx")
 
 
 def _lowering(artifact: Path) -> dict:

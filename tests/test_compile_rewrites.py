@@ -9,6 +9,8 @@ transformers' own SegformerForSemanticSegmentation, compiled end to end against 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -145,25 +147,31 @@ class SegformerLogits(nn.Module):
         return self.model(pixel_values=pixel_values).logits
 
 
-def test_a_third_party_segformer_compiles_with_the_rewrite_and_matches_onnxruntime(host_farm, tmp_path, caplog):
-    """Hugging Face transformers' SegformerForSemanticSegmentation (tiny config, random weights),
-    exported to ONNX as a user of that library would: a graph this project never built."""
-    import logging
-
+def export_tiny_hf_segformer(path: Path) -> Path:
+    """Hugging Face's SegformerForSemanticSegmentation (tiny config, random weights, BN statistics
+    that make the folded BN a real affine map) as ONNX at 64 px: a graph this project never built."""
     from transformers import SegformerConfig, SegformerForSemanticSegmentation
-
-    from compile.api import compile_model
-    from runner.bench import bench_artifact
-    from runner.timing import TimingProtocol
 
     torch.manual_seed(0)
     config = SegformerConfig(depths=[1, 1, 1, 1], hidden_sizes=[16, 32, 48, 64], num_attention_heads=[1, 2, 2, 4],
                              decoder_hidden_size=32, num_labels=5)  # fmt: skip
     segformer = SegformerForSemanticSegmentation(config)
-    with torch.no_grad():  # running statistics that make the folded BN a real affine map
+    with torch.no_grad():
         segformer.decode_head.batch_norm.running_mean.uniform_(-0.5, 0.5)
         segformer.decode_head.batch_norm.running_var.uniform_(0.5, 2.0)
-    path = export_onnx(SegformerLogits(segformer), tmp_path / "hf-segformer.onnx", shape=(1, 3, 64, 64))
+    return export_onnx(SegformerLogits(segformer), path, shape=(1, 3, 64, 64))
+
+
+def test_a_third_party_segformer_compiles_with_the_rewrite_and_matches_onnxruntime(host_farm, tmp_path, caplog):
+    """Hugging Face transformers' SegformerForSemanticSegmentation (tiny config, random weights),
+    exported to ONNX as a user of that library would: a graph this project never built."""
+    import logging
+
+    from compile.api import compile_model
+    from runner.bench import bench_artifact
+    from runner.timing import TimingProtocol
+
+    path = export_tiny_hf_segformer(tmp_path / "hf-segformer.onnx")
     caplog.set_level(logging.INFO, logger="compile.rewrites")
     result = compile_model(path, tmp_path / "artifact", HOST, tmp_path / "db", trials=0, kernel_library=False,
                            transfer_candidates=0, rewrite_decoder=True)  # fmt: skip
