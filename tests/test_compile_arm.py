@@ -13,7 +13,7 @@ import pytest
 from compile.api import compile_model
 from compile.devices import resolve_phone
 from compile.targets import resolve_target
-from helpers.tiny_models import TinyAttention, TinyConvNet, export_onnx
+from helpers.tiny_models import TinyAttention, TinyConvNet, export_onnx, export_tiny_hf_segformer
 from runner.artifact import Manifest, load_artifact
 from runner.errors import ArtifactError, EdgesegError
 
@@ -68,8 +68,6 @@ def test_linux_arm64_attention_matches_the_host_reference(emulated_farm, tmp_pat
 def hf_segformer(tmp_path_factory) -> Path:
     """GELU (fast math), Mix-FFN depthwise convs (NHWC views) and an all-MLP decoder (the
     rewrite): every graph pass compile has."""
-    from test_compile_rewrites import export_tiny_hf_segformer
-
     return export_tiny_hf_segformer(tmp_path_factory.mktemp("hf-segformer") / "m.onnx")
 
 

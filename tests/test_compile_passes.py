@@ -18,17 +18,8 @@ from compile.build import LoweringOptions, _prim_funcs, lower
 from compile.frontend import load_model
 from compile.layout_views import DepthwiseConvNHWC
 from compile.reference import reference_inputs, reference_outputs
-from compile.targets import resolve_target
+from helpers.lowered import HOST, run_lowered
 from helpers.tiny_models import TinyAttention, TinyConvNet, TinyMixFFN, export_onnx, export_pt2
-
-HOST = resolve_target("host")
-
-
-def run_lowered(lowered, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
-    vm = relax.VirtualMachine(tvm.compile(lowered, target=HOST.target()), tvm.cpu())
-    out = vm["main"](*(tvm.runtime.tensor(x) for x in inputs.values()))
-    outs = [out] if hasattr(out, "numpy") else list(out)
-    return [o.numpy() for o in outs]
 
 
 def llvm_ir(lowered) -> str:

@@ -9,8 +9,6 @@ transformers' own SegformerForSemanticSegmentation, compiled end to end against 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -21,8 +19,8 @@ from compile.build import LoweringOptions, lower, model_flops
 from compile.frontend import load_model
 from compile.reference import reference_inputs
 from compile.rewrites import rewrite_decoder
-from helpers.tiny_models import TinyAttention, TinyConvNet, export_onnx, export_pt2
-from test_compile_passes import HOST, run_lowered
+from helpers.lowered import HOST, run_lowered
+from helpers.tiny_models import TinyAttention, TinyConvNet, export_onnx, export_pt2, export_tiny_hf_segformer
 
 
 class TokenMLPDecoder(nn.Module):
@@ -134,32 +132,6 @@ def test_compile_rewrites_only_when_asked_and_records_it(tmp_path, caplog):
         manifest = json.loads((result.artifact / "manifest.json").read_text())
         assert manifest["lowering"] == {"fast_math": True, "rewrite_decoder": rewrite, "prepack_weights": False}
     assert caplog.text.count("decoder rewrite: model FLOPs") == 1
-
-
-class SegformerLogits(nn.Module):
-    """Hugging Face's model returns an output object; an exporter of it returns the logits."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values=pixel_values).logits
-
-
-def export_tiny_hf_segformer(path: Path) -> Path:
-    """Hugging Face's SegformerForSemanticSegmentation (tiny config, random weights, BN statistics
-    that make the folded BN a real affine map) as ONNX at 64 px: a graph this project never built."""
-    from transformers import SegformerConfig, SegformerForSemanticSegmentation
-
-    torch.manual_seed(0)
-    config = SegformerConfig(depths=[1, 1, 1, 1], hidden_sizes=[16, 32, 48, 64], num_attention_heads=[1, 2, 2, 4],
-                             decoder_hidden_size=32, num_labels=5)  # fmt: skip
-    segformer = SegformerForSemanticSegmentation(config)
-    with torch.no_grad():
-        segformer.decode_head.batch_norm.running_mean.uniform_(-0.5, 0.5)
-        segformer.decode_head.batch_norm.running_var.uniform_(0.5, 2.0)
-    return export_onnx(SegformerLogits(segformer), path, shape=(1, 3, 64, 64))
 
 
 def test_a_third_party_segformer_compiles_with_the_rewrite_and_matches_onnxruntime(host_farm, tmp_path, caplog):

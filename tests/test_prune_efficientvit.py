@@ -12,8 +12,7 @@ from prune.selection import kept_counts
 from prune.settings import PruneSettings
 from prune.shrink import shrink
 from prune.train import run_pruning
-from helpers.random_gates import masked_output_and_plan
-from test_prune_shrink import randomise_norms
+from helpers.random_gates import masked_output_and_plan, randomise_norms
 
 SIZE = 64
 

@@ -13,18 +13,9 @@ from prune.attention import PrunedPvtAttention
 from prune.gates import Gates
 from prune.groups import build_groups
 from prune.shrink import apply_plan, shrink
+from helpers.random_gates import randomise_norms
 from prune_tiny_nets import TinySegNet
 from runner.errors import EdgesegError
-
-
-def randomise_norms(model: torch.nn.Module) -> torch.nn.Module:
-    """Non-trivial BatchNorm statistics, so eval-mode norms are not identities."""
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.5, 0.5)
-                module.running_var.uniform_(0.5, 1.5)
-    return model
 
 
 def masked_then_shrunk(model, example, unit, prune_outputs=False, scores=None):

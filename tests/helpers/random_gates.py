@@ -1,5 +1,5 @@
 """A model's output under random gates, and the plan those gates keep: the masked side of every
-masked == shrunk test."""
+masked == shrunk test; and the BatchNorm statistics that make such a test mean something."""
 
 from __future__ import annotations
 
@@ -25,3 +25,13 @@ def masked_output_and_plan(model: nn.Module, groups: GroupSet, description: Mode
     plan = gates.kept_units()
     gates.detach()
     return masked, plan
+
+
+def randomise_norms(model: torch.nn.Module) -> torch.nn.Module:
+    """Non-trivial BatchNorm statistics, so eval-mode norms are not identities."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 1.5)
+    return model

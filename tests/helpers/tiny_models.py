@@ -1,4 +1,5 @@
-"""Tiny models for compile/runner tests: a conv net and an attention block, as ONNX or .pt2."""
+"""Tiny models for compile/runner tests: a conv net, an attention block, a Mix-FFN and Hugging Face's
+tiny SegFormer, as ONNX or .pt2."""
 
 from __future__ import annotations
 
@@ -85,3 +86,29 @@ def export_pt2(model: nn.Module, path: Path, shape=(1, 3, 16, 16)) -> Path:
     program = torch.export.export(model.eval(), (torch.randn(*shape),))
     torch.export.save(program, str(path))
     return path
+
+
+class SegformerLogits(nn.Module):
+    """Hugging Face's model returns an output object; an exporter of it returns the logits."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=pixel_values).logits
+
+
+def export_tiny_hf_segformer(path: Path) -> Path:
+    """Hugging Face's SegformerForSemanticSegmentation (tiny config, random weights, BN statistics
+    that make the folded BN a real affine map) as ONNX at 64 px: a graph this project never built."""
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation
+
+    torch.manual_seed(0)
+    config = SegformerConfig(depths=[1, 1, 1, 1], hidden_sizes=[16, 32, 48, 64], num_attention_heads=[1, 2, 2, 4],
+                             decoder_hidden_size=32, num_labels=5)  # fmt: skip
+    segformer = SegformerForSemanticSegmentation(config)
+    with torch.no_grad():
+        segformer.decode_head.batch_norm.running_mean.uniform_(-0.5, 0.5)
+        segformer.decode_head.batch_norm.running_var.uniform_(0.5, 2.0)
+    return export_onnx(SegformerLogits(segformer), path, shape=(1, 3, 64, 64))
