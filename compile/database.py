@@ -272,6 +272,16 @@ class DeviceDatabase(PyDatabase):
         with self._lock:
             self._conn.close()
 
+    def backup_to(self, path: Path) -> None:
+        """Write a consistent copy of the whole file to `path` with SQLite's backup API: a file copy
+        could catch another process's write half-way through the WAL."""
+        out = sqlite3.connect(str(path))
+        try:
+            with self._lock:
+                self._conn.backup(out)
+        finally:
+            out.close()
+
     # ---- workloads -----------------------------------------------------------------------
 
     def _find(self, mod: Any) -> tuple[int, Workload] | None:
@@ -507,6 +517,29 @@ def open_database(path: Path, target: Any = None) -> DeviceDatabase:
             _OPEN[key] = (db, _inode(folder / FILENAME))
     db.check_target(target)
     return db
+
+
+def snapshot_database(source: Path, dest: Path) -> int:
+    """Make folder `dest` a copy of the tuning database in folder `source` (replacing what `dest`
+    held), taken as one consistent snapshot even while another process writes `source`; returns
+    its record count. Benchmarks that must give every network the same schedules to start from
+    compile each into a fresh snapshot of one base, so no network inherits another's tuning."""
+    origin = open_database(source)
+    dest = Path(dest).expanduser().resolve()
+    if dest == origin.folder.resolve():
+        raise EdgesegError(f"Cannot snapshot the tuning database {dest} onto itself.", "Name another folder.")
+    dest.mkdir(parents=True, exist_ok=True)
+    with _OPEN_LOCK:  # this process's connection to the old copy must not outlive it
+        stale, _ = _OPEN.pop((os.getpid(), str(dest)), (None, None))
+    if stale is not None:
+        stale.close()
+    partial = dest / (FILENAME + ".partial")
+    partial.unlink(missing_ok=True)
+    origin.backup_to(partial)
+    for leftover in (dest / (FILENAME + "-wal"), dest / (FILENAME + "-shm")):
+        leftover.unlink(missing_ok=True)
+    os.replace(partial, dest / FILENAME)
+    return len(open_database(dest))
 
 
 def _inode(path: Path) -> int | None:

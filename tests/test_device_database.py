@@ -11,40 +11,15 @@ from pathlib import Path
 
 import pytest
 import tvm
-from tvm import te, topi
 from tvm.s_tir import meta_schedule as ms
 
-from compile.database import DeviceDatabase, FILENAME, export_json, import_json, json_database, open_database
+from compile.database import (DeviceDatabase, FILENAME, export_json, import_json, json_database, open_database,
+                              snapshot_database)
 from compile.workload_structure import structure_key
+from helpers.tuning_records import TARGET, best, matmul, record, relu
 from runner.errors import EdgesegError
 
-TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "znver4", "num-cores": 2})
 REPO = Path(__file__).resolve().parents[1]
-
-
-def matmul(m: int, k: int, n: int):
-    a = te.placeholder((m, k), name="A")
-    b = te.placeholder((k, n), name="B")
-    return tvm.IRModule({"main": te.create_prim_func([a, b, topi.matmul(a, b)])})
-
-
-def relu(n: int):
-    a = te.placeholder((n,), name="A")
-    return tvm.IRModule({"main": te.create_prim_func([a, topi.nn.relu(a)])})
-
-
-def record(db, mod, run_secs, target=TARGET):
-    """A real record: a trace with two sampled splits of the workload's first block."""
-    sch = tvm.s_tir.Schedule(mod, seed=1)
-    loops = sch.get_loops(sch.get_child_blocks(sch.get_sblock("root"))[0])
-    sch.split(loops[0], sch.sample_perfect_tile(loops[0], n=2))
-    args = ms.arg_info.ArgInfo.from_prim_func(mod["main"])
-    return ms.database.TuningRecord(sch.trace, db.commit_workload(mod), run_secs, target, args)
-
-
-def best(db, mod):
-    found = db.query_tuning_record(mod, TARGET, "main")
-    return None if found is None else [round(float(s), 9) for s in found.run_secs]
 
 
 def test_top_k_matches_metaschedule_json_database_on_invalid_and_tied_records(tmp_path):
@@ -108,6 +83,23 @@ def test_transferred_record_carries_its_provenance(tmp_path):
     assert db.provenance(matmul(4, 4, 4), TARGET) is None
     db.commit_tuning_record(record(db, new, [1e-4]))  # tuned afterwards, and faster: now the best
     assert db.provenance(new, TARGET) is None
+
+
+def test_a_snapshot_starts_equal_to_its_source_and_then_goes_its_own_way(tmp_path):
+    source = open_database(tmp_path / "base", TARGET)
+    tuned, other = matmul(16, 8, 8), matmul(24, 8, 8)
+    source.commit_tuning_record(record(source, tuned, [1e-4]))
+    assert snapshot_database(tmp_path / "base", tmp_path / "copy") == 1
+    copy = open_database(tmp_path / "copy", TARGET)
+    assert best(copy, tuned) == [1e-4]
+    copy.commit_tuning_record(record(copy, other, [2e-4]))  # a network's own tuning stays in its copy
+    assert best(source, other) is None and len(source) == 1
+    source.commit_tuning_record(record(source, relu(64), [1e-6]))
+    assert snapshot_database(tmp_path / "base", tmp_path / "copy") == 2  # a fresh copy forgets the old one
+    fresh = open_database(tmp_path / "copy", TARGET)
+    assert fresh is not copy and best(fresh, other) is None and best(fresh, tuned) == [1e-4]
+    with pytest.raises(EdgesegError, match="onto itself"):
+        snapshot_database(tmp_path / "base", tmp_path / "base")
 
 
 def test_another_tvm_version_is_refused(tmp_path):
@@ -181,7 +173,7 @@ def test_cli_exports_and_imports(tmp_path, capsys):
 WRITER = textwrap.dedent("""
     import sys, time
     sys.path[:0] = [{repo!r}, {tests!r}]
-    from test_device_database import matmul, record
+    from helpers.tuning_records import matmul, record
     from compile.database import open_database
     db = open_database(sys.argv[1])
     start = float(sys.argv[3])
