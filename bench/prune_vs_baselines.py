@@ -6,14 +6,21 @@
 
 For every (method, budget, seed): `prune.train.run_pruning` on a synthetic task (`--data`) into its own
 folder (resumable: a finished run is returned as is), `compile.api.compile_model` of its
-model.onnx for the `host` preset with the device's tuning database (new kernels get `--trials`
-MetaSchedule trials per network; 0 builds from the database alone, whose missing kernels are
-naive untuned code), then `runner.bench.bench_artifact` with the runner's timing protocol and
-its numeric check, all on one embedded loopback farm. The unpruned network is a point too
-(method "unpruned", first seed): prune's `dense` method keeps every unit and gives it the same
-plain training and fine-tuning steps as the baselines. The baselines and the unpruned network of
-a seed share that plain training (`prune.shared_training`, in OUT/work/plain_training): it is
-trained once per seed instead of once per point.
+model.onnx for the `host` preset, then `runner.bench.bench_artifact` with the runner's timing protocol and
+its numeric check, all on one embedded loopback farm.
+
+The unpruned network is a point too (method "unpruned", first seed): prune's `dense` method keeps
+every unit and gives it the same plain training and fine-tuning steps as the baselines. The
+baselines and the unpruned network of a seed share that plain training (`prune.shared_training`, in
+OUT/work/plain_training): it is trained once per seed instead of once per point.
+
+Every network gets the same tuning treatment, whatever the compile order: the run takes one
+snapshot of the tuning database (`--database`, default the host device's) when it begins
+(OUT/work/base_database, kept for resumed runs), and each network compiles into a fresh copy of
+that snapshot (OUT/work/point_database): exact records and schedule transfer from it, then
+`--trials` MetaSchedule trials for what is left (0: those kernels stay naive untuned code). Its
+own tuning dies with its copy, so no later network inherits it. A database filled by
+`python -m latency_model collect` for the model is the base that leaves the least to chance.
 
 Budgets are fractions of the unpruned network's predicted latency (`--budgets-ms`: absolute ms
 in the predictor's units). Each finished point is appended (fsynced) to OUT/points.jsonl at once:
@@ -62,6 +69,7 @@ from runner.errors import EdgesegError
 log = logging.getLogger("bench.prune_vs_baselines")
 
 POINTS, RESULT, PLOT, SETTINGS, RETIMED = "points.jsonl", "result.json", "pareto.png", "settings.json", "retimed.json"
+BASE_DATABASE, POINT_DATABASE = "base_database", "point_database"  # folders in OUT/work
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,13 +165,13 @@ def unpruned_latency(base: Any) -> tuple[float, float]:
 
 @dataclasses.dataclass(frozen=True)
 class Measuring:
-    """Everything a point needs besides its spec: one device, one database, one protocol."""
+    """Everything a point needs besides its spec: one device, one base database, one protocol."""
 
     base: Any  # PruneSettings
     work: Path
     device: Any
     preset: Any
-    database: Path
+    base_database: Path  # the run's snapshot every network's tuning starts from
     trials: int
     protocol: Any
     threads: int | None
@@ -173,6 +181,7 @@ class Measuring:
 def measure_point(spec: PointSpec, m: Measuring) -> dict[str, Any]:
     """Prune (or resume), compile and benchmark one point; its record for points.jsonl."""
     from compile.api import compile_model
+    from compile.database import snapshot_database
     from prune.shared_training import SharedTraining
     from prune.train import run_pruning
     from runner.bench import bench_artifact
@@ -186,7 +195,9 @@ def measure_point(spec: PointSpec, m: Measuring) -> dict[str, Any]:
     report = run_pruning(settings, run_dir, progress=m.progress,
                          shared_training=SharedTraining(m.work / "plain_training")).report
     pruned = time.monotonic()
-    compiled = compile_model(run_dir / "model.onnx", artifact_dir, m.preset, m.database, m.trials, device=m.device,
+    database = m.work / POINT_DATABASE  # this network's own copy: it inherits no other network's tuning
+    start_records = snapshot_database(m.base_database, database)
+    compiled = compile_model(run_dir / "model.onnx", artifact_dir, m.preset, database, m.trials, device=m.device,
                              kernel_library=False)  # whole networks only: half the build
     built = time.monotonic()
     bench = bench_artifact(artifact_dir, m.device, m.protocol, threads=m.threads, check=True)
@@ -199,13 +210,33 @@ def measure_point(spec: PointSpec, m: Measuring) -> dict[str, Any]:
         "measured_std_ms": bench.timing.std_ms, "measured_runs": bench.timing.runs, "fps": bench.fps,
         "threads": bench.threads, "check_max_abs_error": bench.check.max_abs_error,
         "compile": {"trials": compiled.tuning.trials, "tuning_seconds": round(compiled.tuning.seconds, 1),
-                    "kernels_tuned": compiled.kernels_tuned, "kernels_total": compiled.kernels_total},
+                    "kernels_tuned": compiled.kernels_tuned, "kernels_total": compiled.kernels_total,
+                    "base_records": start_records, "task_sources": compiled.tuning.to_dict()["sources"]},
         "seconds": {"prune": round(pruned - started, 1), "compile": round(built - pruned, 1),
                     "bench": round(done - built, 1)},
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "utc_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "paths": {"run": str(run_dir), "artifact": str(artifact_dir)},
     }
+
+
+def base_snapshot(database: Path, folder: Path) -> tuple[Path, int]:
+    """(folder, records): the snapshot of `database` every network of the run starts from, taken
+    once, so a resumed run gives its new networks the same start as the finished ones."""
+    from compile.database import FILENAME, open_database, snapshot_database
+
+    records = len(open_database(folder)) if (folder / FILENAME).is_file() else snapshot_database(database, folder)
+    log.info("every network's tuning starts from %s: %d records (a snapshot of %s)", folder, records, database)
+    return folder, records
+
+
+def tuning_note(trials: int, database: Path, base_records: int) -> str:
+    """How every network got its schedules: the same treatment for all, whatever the compile order."""
+    rest = (f"then {trials} MetaSchedule trials for the kernels left" if trials
+            else "kernels left without a record are naive untuned code")
+    return (f"every network compiled into its own fresh copy of one snapshot of {database} ({base_records} records, "
+            f"taken when the run began): exact records and schedule transfer from it, {rest}; no network inherits "
+            "another's tuning")
 
 
 def retime(points: Sequence[dict[str, Any]], device: Any, protocol: Any, threads: int | None, rounds: int,
@@ -258,8 +289,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--search-steps", type=int, default=100)
     p.add_argument("--finetune-steps", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--data", default="synthetic", choices=["synthetic", "synthetic-hard"],
-                   help="the synthetic task (synthetic-hard: 40 classes that need capacity; default synthetic)")
+    p.add_argument("--data", default="synthetic-hard", choices=["synthetic", "synthetic-hard"],
+                   help="the synthetic task (synthetic-hard, the default: 40 classes that need capacity; "
+                   "synthetic: 8 easy classes, on which pruning to 0.75 loses nothing)")
     p.add_argument("--classes", type=int, default=8, help="synthetic classes (synthetic-hard has its own 40)")
     p.add_argument("--train-scenes", type=int, default=None, help="synthetic training scenes (default 2000)")
     p.add_argument("--val-scenes", type=int, default=None, help="synthetic validation scenes (default 200)")
@@ -267,7 +299,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="MetaSchedule trials per compiled network for kernels the database lacks "
                    "(0: database only, missing kernels stay naive untuned code; default 128)")
     p.add_argument("--database", type=Path, default=None,
-                   help="tuning database (default: the host device's workspace database)")
+                   help="tuning database every network starts from, as a snapshot taken when the run "
+                   "begins; never written (default: the host device's workspace database)")
     p.add_argument("--threads", type=int, default=None, help="device threads while timing (default: all)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeat", type=int, default=20)
@@ -349,7 +382,9 @@ def run(args: argparse.Namespace) -> int:
     device_units = args.predictor != FLOPS
     fixed = {k: v for k, v in base.to_dict().items() if k not in ("method", "budget_ms", "fps", "seed")}
     check_same_settings(args.out, {"prune": fixed, "trials": args.trials, "database": str(database),
-                                   "protocol": protocol.to_dict(), "threads": args.threads})
+                                   "protocol": protocol.to_dict(), "threads": args.threads,
+                                   "tuning": "a fresh copy of the base snapshot per network"})
+    base_database, base_records = base_snapshot(database, args.out / "work" / BASE_DATABASE)
     plan = plan_points(args.methods, budgets, args.seeds, full_ms, uniform_budgets)
     points_path = args.out / POINTS
     points = read_points(points_path)
@@ -361,7 +396,7 @@ def run(args: argparse.Namespace) -> int:
         todo = []
     keys = {s.key for s in plan}
     with use_device(None, None) as device:
-        m = Measuring(base, args.out / "work", device, preset, database, args.trials, protocol, args.threads,
+        m = Measuring(base, args.out / "work", device, preset, base_database, args.trials, protocol, args.threads,
                       not args.no_progress)
         for spec in tqdm(todo, desc="points", disable=args.no_progress):
             record = measure_point(spec, m)
@@ -389,10 +424,9 @@ def run(args: argparse.Namespace) -> int:
                      "uniform_only_budget_fractions": [b / full_ms for b in uniform_budgets],
                      "unpruned_predicted_ms": full_ms,
                      "min_predicted_ms": min_ms, "predictor_units": "device ms" if device_units else "nominal ms (FLOPs)",
-                     "trials_per_network": args.trials, "database": str(database),
+                     "trials_per_network": args.trials, "database": str(database), "base_records": base_records,
                      "threads": args.threads},
-        "tuning_note": (f"{args.trials} MetaSchedule trials per network for kernels the database lacks"
-                        if args.trials else "database only: kernels the database lacks are naive untuned code")
+        "tuning_note": tuning_note(args.trials, database, base_records)
                        + f"; {untuned} untuned kernel(s) over all {len(summary['points'])} networks",
         "protocol": {**protocol.to_dict(), "described": protocol.describe()},
         "retiming": (f"measured ms: median of {args.retime_rounds} round-robin timings of every network at the end "

@@ -131,3 +131,17 @@ def test_the_comparison_says_what_every_point_was_trained_with():
                                       search_weight_decay=1e-3))
     assert "2 x (40 search + 30 fine-tuning) steps" in said
     assert "weight decay 0.001 in the search and 0.0001 in the fine-tuning" in said
+
+
+def test_the_base_snapshot_is_taken_once_so_a_resumed_run_starts_every_network_alike(tmp_path):
+    from bench.prune_vs_baselines import base_snapshot
+    from compile.database import open_database
+    from helpers.tuning_records import TARGET, best, matmul, record
+
+    workspace = open_database(tmp_path / "workspace", TARGET)
+    workspace.commit_tuning_record(record(workspace, matmul(16, 8, 8), [1e-4]))
+    folder, records = base_snapshot(tmp_path / "workspace", tmp_path / "out" / "base")
+    assert records == 1
+    workspace.commit_tuning_record(record(workspace, matmul(24, 8, 8), [1e-4]))  # other work goes on meanwhile
+    assert base_snapshot(tmp_path / "workspace", tmp_path / "out" / "base") == (folder, 1)
+    assert best(open_database(folder, TARGET), matmul(24, 8, 8)) is None
