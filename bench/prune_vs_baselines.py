@@ -220,14 +220,18 @@ def measure_point(spec: PointSpec, m: Measuring) -> dict[str, Any]:
     }
 
 
-def base_snapshot(database: Path, folder: Path) -> tuple[Path, int]:
-    """(folder, records): the snapshot of `database` every network of the run starts from, taken
+def base_snapshot(database: Path, folder: Path) -> int:
+    """Records in `folder`, the snapshot of `database` every network of the run starts from, taken
     once, so a resumed run gives its new networks the same start as the finished ones."""
     from compile.database import FILENAME, open_database, snapshot_database
 
     records = len(open_database(folder)) if (folder / FILENAME).is_file() else snapshot_database(database, folder)
     log.info("every network's tuning starts from %s: %d records (a snapshot of %s)", folder, records, database)
-    return folder, records
+    if not records:
+        log.warning("the base tuning database %s holds no records: every network tunes from scratch with its "
+                    "--trials. Fill one first (python -m latency_model collect --model ...) and pass it as "
+                    "--database.", database)
+    return records
 
 
 def tuning_note(trials: int, database: Path, base_records: int) -> str:
@@ -299,8 +303,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="MetaSchedule trials per compiled network for kernels the database lacks "
                    "(0: database only, missing kernels stay naive untuned code; default 128)")
     p.add_argument("--database", type=Path, default=None,
-                   help="tuning database every network starts from, as a snapshot taken when the run "
-                   "begins; never written (default: the host device's workspace database)")
+                   help="tuning database folder every network starts from, as a snapshot taken when the "
+                   "run begins; no network writes to it (default: the host device's workspace database)")
     p.add_argument("--threads", type=int, default=None, help="device threads while timing (default: all)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeat", type=int, default=20)
@@ -361,6 +365,10 @@ def run(args: argparse.Namespace) -> int:
         raise EdgesegError(f"Unknown method(s) {unknown or args.methods}.", f"Use some of: {', '.join(METHODS)}.")
     if not args.seeds:
         raise EdgesegError("No seed given.", "Pass --seeds as a comma-separated list, e.g. 0,1,2.")
+    if args.database is not None and not args.database.is_dir():
+        raise EdgesegError(f"The tuning database {args.database} does not exist.",
+                           "Pass the folder a collection or compile tuned into (it holds tuning.sqlite), "
+                           "or leave --database out to start from the host device's database.")
     started = time.monotonic()
     base = PruneSettings(model=args.model, data=args.data, predictor=args.predictor, budget_ms=1.0,
                          input_size=args.input_size, epochs=args.epochs, search_steps=args.search_steps,
@@ -384,7 +392,8 @@ def run(args: argparse.Namespace) -> int:
     check_same_settings(args.out, {"prune": fixed, "trials": args.trials, "database": str(database),
                                    "protocol": protocol.to_dict(), "threads": args.threads,
                                    "tuning": "a fresh copy of the base snapshot per network"})
-    base_database, base_records = base_snapshot(database, args.out / "work" / BASE_DATABASE)
+    base_database = args.out / "work" / BASE_DATABASE
+    base_records = base_snapshot(database, base_database)
     plan = plan_points(args.methods, budgets, args.seeds, full_ms, uniform_budgets)
     points_path = args.out / POINTS
     points = read_points(points_path)

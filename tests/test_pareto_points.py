@@ -140,8 +140,16 @@ def test_the_base_snapshot_is_taken_once_so_a_resumed_run_starts_every_network_a
 
     workspace = open_database(tmp_path / "workspace", TARGET)
     workspace.commit_tuning_record(record(workspace, matmul(16, 8, 8), [1e-4]))
-    folder, records = base_snapshot(tmp_path / "workspace", tmp_path / "out" / "base")
-    assert records == 1
+    folder = tmp_path / "out" / "base"
+    assert base_snapshot(tmp_path / "workspace", folder) == 1
     workspace.commit_tuning_record(record(workspace, matmul(24, 8, 8), [1e-4]))  # other work goes on meanwhile
-    assert base_snapshot(tmp_path / "workspace", tmp_path / "out" / "base") == (folder, 1)
+    assert base_snapshot(tmp_path / "workspace", folder) == 1
     assert best(open_database(folder, TARGET), matmul(24, 8, 8)) is None
+
+
+def test_a_database_that_does_not_exist_is_refused_before_anything_is_written(tmp_path):
+    from bench.prune_vs_baselines import parse_args, run
+
+    with pytest.raises(EdgesegError, match="does not exist"):
+        run(parse_args(["--database", str(tmp_path / "typo"), "-o", str(tmp_path / "out")]))
+    assert not (tmp_path / "out").exists()
