@@ -128,12 +128,23 @@ def measure_layer(config: LayerConfig, device: Device, preset: Any, database_dir
     return record, result.tuning.seconds
 
 
+@dataclass(frozen=True)
+class LayerTuning:
+    """What `tune_layers` spent: seconds, search trials over all anchors, and the trials that
+    went into each config's kernels (by config key; a kernel shared by configs counts for each)."""
+
+    seconds: float = 0.0
+    trials: int = 0
+    anchors: int = 0
+    kernels: int = 0
+    trials_by_config: Mapping[str, int] = field(default_factory=dict)
+
+
 def tune_layers(configs: Sequence[LayerConfig], device: Device, preset: Any, database_dir: Path,
                 trials_per_layer: int, progress: bool = True,
-                networks: Sequence[Path] = ()) -> tuple[float, dict[str, int]]:
+                networks: Sequence[Path] = ()) -> LayerTuning:
     """Tune the anchor kernels of all `configs` into the database in ONE MetaSchedule run, then
-    give every other kernel a schedule transferred from them: its seconds, and the trials spent
-    on each config's kernels (by config key).
+    give every other kernel a schedule transferred from them.
 
     Anchors (`anchor_kernels`) are the largest and the smallest kernel of each structure: they
     get `trials_per_layer` trials each (the first round half of them, the rest by latency share),
@@ -154,7 +165,7 @@ def tune_layers(configs: Sequence[LayerConfig], device: Device, preset: Any, dat
     from compile.tuning import ms, tune_extracted
 
     if not configs or trials_per_layer == 0:
-        return 0.0, {}
+        return LayerTuning()
     tasks: dict[int, Any] = {}
     kernels_of: dict[str, list[int]] = {}
     with tempfile.TemporaryDirectory(prefix="edgeseg-extract-") as scratch:
@@ -182,8 +193,8 @@ def tune_layers(configs: Sequence[LayerConfig], device: Device, preset: Any, dat
     log.info("%d kernels: %d anchors tuned (%d trials), %d of the other %d transferred from them",
              len(tasks), len(anchors), report.trials, transfer.count("transferred"), len(rest))
     spent = {kernel: task.trials for kernel, task in zip(anchors, report.tasks)}
-    return (report.seconds + transfer.seconds,
-            {key: sum(spent.get(k, 0) for k in kernels) for key, kernels in kernels_of.items()})
+    return LayerTuning(report.seconds + transfer.seconds, report.trials, len(anchors), len(tasks),
+                       {key: sum(spent.get(k, 0) for k in kernels) for key, kernels in kernels_of.items()})
 
 
 def anchor_kernels(tasks: Mapping[int, Any]) -> list[int]:
@@ -239,8 +250,9 @@ def collect(configs: Sequence[LayerConfig], device: Device, preset: Any, out: Pa
     log.info("%d configs: %d already measured in %s, %d to measure on %s (%s)", len(unique),
              len(unique) - len(todo), out, len(todo), device, preset.name)
     measured: list[MeasurementRecord] = []
-    tuning_seconds, pretuned = tune_layers(todo, device, preset, database_dir, trials_per_layer,
-                                           progress, networks if todo else ())
+    pretuned = tune_layers(todo, device, preset, database_dir, trials_per_layer, progress,
+                           networks if todo else ())
+    tuning_seconds = pretuned.seconds
     with tqdm(todo, desc="collect", unit="layer", disable=not progress) as bar:
         for config in bar:
             bar.set_postfix_str(config.kind)
@@ -249,7 +261,7 @@ def collect(configs: Sequence[LayerConfig], device: Device, preset: Any, out: Pa
                                                 trials_per_layer, protocol, Path(scratch), source,
                                                 threads)
             record = replace(
-                record, tuning_trials=(record.tuning_trials or 0) + pretuned.get(config.key, 0))
+                record, tuning_trials=(record.tuning_trials or 0) + pretuned.trials_by_config.get(config.key, 0))
             measurements.append(record)
             measured.append(record)
             tuning_seconds += tuned_s
