@@ -10,12 +10,11 @@ is retried once and resumes after what it already measured.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -29,11 +28,12 @@ from runner.artifact import (
     load_artifact,
 )
 from runner.device import Device
+from runner.drift import DriftReference, corrected_samples
 from runner.emulator.server import EMULATED_KEY
 from runner.errors import ArtifactError, CheckFailed
 from runner.kernels import KernelTable, kernel_table, time_kernels
 from runner.session import is_dropped_session, run_with_retry
-from runner.timing import Timing, TimingProtocol, time_function
+from runner.timing import Timing, TimingProtocol, time_function, time_round_robin
 
 logger = logging.getLogger(__name__)
 
@@ -243,7 +243,6 @@ def bench_artifact(
 def _bench_in_session(remote: Any, plan: _Plan, measured: _Measured) -> None:
     """The benchmark's steps in one session, skipping what `measured` already holds."""
     import tvm
-    from tvm.runtime.vm import VirtualMachine
 
     dev = _compute_device(remote, plan.device, plan.artifact)
     _run_probe(remote, plan.device, plan.artifact)
@@ -254,10 +253,8 @@ def _bench_in_session(remote: Any, plan: _Plan, measured: _Measured) -> None:
         logger.warning("asked for %d threads; the device runs %d", plan.threads,
                        measured.threads)  # fmt: skip
     is_cpu = dev.dlpack_device_type() == remote.cpu().dlpack_device_type()
-    vm = VirtualMachine(_upload_and_load(remote, plan.artifact.path(MODEL_LIB)),
-                        [dev] if is_cpu else [dev, remote.cpu()])  # fmt: skip
-    inputs, expected = plan.artifact.reference()
-    vm.set_input("main", *[tvm.runtime.tensor(value, dev) for value in inputs.values()])
+    vm = _load_vm(remote, dev, is_cpu, plan.artifact, MODEL_LIB)
+    expected = plan.artifact.reference()[1]
     if plan.check and measured.check is None:
         vm.invoke_stateful("main")
         measured.check = _compare(_flatten(vm.get_outputs("main")), expected, plan.atol,
@@ -277,23 +274,100 @@ def _bench_in_session(remote: Any, plan: _Plan, measured: _Measured) -> None:
 def _time_in_turns(remote: Any, dev: Any, is_cpu: bool, vm: Any, plan: _Plan) -> tuple[Timing, BaselineComparison]:
     """The artifact and its baseline timed in turns: both warmed up, then `rounds` rounds of
     each, the protocol's samples split between the rounds."""
+    other = _load_vm(remote, dev, is_cpu, plan.baseline, "baseline-" + MODEL_LIB)
+    ours, theirs = time_round_robin([vm, other], dev, plan.protocol, plan.rounds)
+    ratios = tuple(mine.median_ms / base.median_ms for mine, base in zip(ours, theirs))
+    return _joined(ours), BaselineComparison(str(plan.baseline.folder), _joined(theirs), ratios)
+
+
+def _joined(rounds: Sequence[Timing]) -> Timing:
+    return Timing(tuple(sample for timing in rounds for sample in timing.samples_ms))
+
+
+def _load_vm(remote: Any, dev: Any, is_cpu: bool, artifact: Artifact, remote_name: str) -> Any:
+    """The artifact's model loaded into a Relax VM on the device, its reference input set."""
     import tvm
     from tvm.runtime.vm import VirtualMachine
 
-    other = VirtualMachine(_upload_and_load(remote, plan.baseline.path(MODEL_LIB), "baseline-" + MODEL_LIB),
-                           [dev] if is_cpu else [dev, remote.cpu()])  # fmt: skip
-    other.set_input("main", *[tvm.runtime.tensor(value, dev) for value in plan.baseline.reference()[0].values()])
-    per_round = dataclasses.replace(plan.protocol, warmup=0, repeat=-(-plan.protocol.repeat // plan.rounds))
-    warm = dataclasses.replace(plan.protocol, repeat=1)
-    for machine in (vm, other):
-        time_function(machine, "invoke_stateful", dev, ("main",), warm)
-    ours, theirs, ratios = [], [], []
-    for _ in range(plan.rounds):
-        mine, base = (time_function(m, "invoke_stateful", dev, ("main",), per_round) for m in (vm, other))
-        ours += mine.samples_ms
-        theirs += base.samples_ms
-        ratios.append(mine.median_ms / base.median_ms)
-    return Timing(tuple(ours)), BaselineComparison(str(plan.baseline.folder), Timing(tuple(theirs)), tuple(ratios))
+    vm = VirtualMachine(_upload_and_load(remote, artifact.path(MODEL_LIB), remote_name),
+                        [dev] if is_cpu else [dev, remote.cpu()])  # fmt: skip
+    vm.set_input("main", *[tvm.runtime.tensor(value, dev) for value in artifact.reference()[0].values()])
+    return vm
+
+
+@dataclass(frozen=True)
+class BatchTiming:
+    """One artifact of a batch timed round-robin: its raw samples and, with a drift reference,
+    the reference's median in every round and the samples scaled to the reference's nominal
+    speed (`runner.drift`)."""
+
+    artifact: str
+    raw: Timing
+    threads: int  # the device's thread pool while timing
+    reference_ms: tuple[float, ...] = ()
+    corrected: Timing | None = None
+
+    @property
+    def timing(self) -> Timing:
+        """The figure: drift-corrected when a reference was timed, else raw."""
+        return self.corrected or self.raw
+
+
+def bench_batch(
+    artifact_dirs: Sequence[str | Path],
+    device: Device,
+    protocol: TimingProtocol,
+    reference: DriftReference | None = None,
+    threads: int | None = None,
+    session_timeout_s: float = 600,
+    wait_s: float = 60.0,
+) -> list[BatchTiming]:
+    """Time several artifacts for one target in ONE session, round-robin over the protocol's
+    rounds, with the device's drift reference in every round when the protocol asks for it:
+    every artifact meets the same machine states, and the reference puts them in one unit with
+    figures taken at other times; the rounds are spread over the protocol's `sessions`. No
+    numeric check (`bench_artifact --check` has one)."""
+    if protocol.drift_reference != (reference is not None):
+        raise ArtifactError(
+            f"the timing protocol {'asks for' if protocol.drift_reference else 'has no'} a drift reference, "
+            f"and {'none' if reference is None else 'one'} was given.",
+            "Pass the device's drift reference with a protocol that uses it (latency_model builds one per "
+            "device), or a protocol without it.")
+    artifacts = [load_artifact(folder) for folder in artifact_dirs]
+    extra = [load_artifact(reference.artifact)] if reference is not None else []
+    presets = {a.manifest.target.preset for a in artifacts + extra}
+    if len(presets) > 1:
+        raise ArtifactError(f"a batch holds artifacts for several targets ({', '.join(sorted(presets))}); one "
+                            "device runs one.", "Time each target's artifacts on its own device.")
+    if not artifacts:
+        return []
+
+    per_session = -(-protocol.rounds // protocol.sessions)
+    share = replace(protocol, repeat=per_session * -(-protocol.repeat // protocol.rounds), rounds=per_session,
+                    sessions=1)
+
+    def in_session(remote: Any) -> tuple[int, list[list[Timing]]]:
+        first = artifacts[0]
+        dev = _compute_device(remote, device, first)
+        _run_probe(remote, device, first)
+        if threads is not None:
+            remote.get_function("runtime.config_threadpool")(BIG_CORES, threads)
+        is_cpu = dev.dlpack_device_type() == remote.cpu().dlpack_device_type()
+        machines = [_load_vm(remote, dev, is_cpu, a, f"batch{i}-{MODEL_LIB}") for i, a in enumerate(artifacts + extra)]
+        return int(remote.get_function("runtime.NumThreads")()), time_round_robin(machines, dev, share, per_session)
+
+    rounds: list[list[Timing]] = [[] for _ in artifacts + extra]
+    for _ in range(protocol.sessions):  # each session is a process of its own on the device: a figure spans several
+        pool, timed = run_with_retry(device, in_session, what=f"timing a batch of {len(artifacts)} artifacts",
+                                     session_timeout_s=session_timeout_s, wait_s=wait_s)  # fmt: skip
+        for own, more in zip(rounds, timed):
+            own.extend(more)
+    if reference is None:
+        return [BatchTiming(str(a.folder), _joined(own), pool) for a, own in zip(artifacts, rounds)]
+    reference_ms = tuple(t.median_ms for t in rounds[-1])
+    return [BatchTiming(str(a.folder), _joined(own), pool, reference_ms,
+                        Timing(corrected_samples([t.samples_ms for t in own], reference_ms, reference.nominal_ms)))
+            for a, own in zip(artifacts, rounds[:-1])]
 
 
 def _check_failed(plan: _Plan, check: CheckResult) -> CheckFailed:

@@ -36,10 +36,25 @@ def whole_number(minimum: int) -> Callable[[str], int]:
     return number_in(int, minimum)
 
 
-def add_timing_flags(parser: argparse.ArgumentParser) -> None:
+DRIFT_SESSIONS = 5  # `latency_model collect/validate`: sessions a figure spans (bench/results, repeatability)
+
+
+def add_timing_flags(parser: argparse.ArgumentParser, drift: bool = False) -> None:
     """The timing protocol's flags, one set for every command that times (`runner bench`,
-    `latency_model collect/validate`): layers and networks are measured by the same rules."""
+    `latency_model collect/validate`): layers and networks are measured by the same rules.
+    `drift`: the command times beside the device's drift reference (`runner.drift`), in rounds."""
     default = TimingProtocol()
+    if drift:
+        parser.add_argument("--timing-rounds", type=whole_number(1), default=None,
+                            help="take the samples in this many rounds, in turns with the other layers of a batch "
+                            "and the device's drift reference (default: --repeat, one sample a round)")
+        parser.add_argument("--timing-sessions", type=whole_number(1), default=None,
+                            help="spread the rounds over this many RPC sessions, each a process of its own on the "
+                            f"device with its own memory layout and thread placement (default {DRIFT_SESSIONS}, "
+                            "at most the rounds)")
+        parser.add_argument("--no-drift-reference", dest="drift_reference", action="store_false",
+                            help="do not scale samples by the device's drift reference (raw times; a predictor "
+                            "learns from one kind only)")
     parser.add_argument("--warmup", type=whole_number(0), default=default.warmup, help="discarded warm-up runs")
     parser.add_argument("--repeat", type=whole_number(1), default=default.repeat, help="timed samples")
     parser.add_argument("--number", type=whole_number(1), default=default.number, help="runs per sample")
@@ -52,8 +67,11 @@ def add_timing_flags(parser: argparse.ArgumentParser) -> None:
 
 def timing_protocol(args: argparse.Namespace) -> TimingProtocol:
     """The protocol of the flags `add_timing_flags` added."""
+    rounds = getattr(args, "timing_rounds", 1) or args.repeat
+    sessions = getattr(args, "timing_sessions", 1) or min(DRIFT_SESSIONS, rounds)
     return TimingProtocol(warmup=args.warmup, repeat=args.repeat, number=args.number,
-                          min_repeat_ms=args.min_repeat_ms, cooldown_ms=args.cooldown_ms)
+                          min_repeat_ms=args.min_repeat_ms, cooldown_ms=args.cooldown_ms, rounds=rounds, sessions=sessions,
+                          drift_reference=getattr(args, "drift_reference", False))
 
 
 def setup_logging(verbose: bool) -> None:

@@ -8,13 +8,22 @@ samples (thermal throttling on phones). `latency_model` times single layers with
 benchmarks time host-side peers (ONNX Runtime, PyTorch) with `time_callable` by the same rules.
 A timing whose samples spread by more than `max_spread` (interquartile range over the median)
 is not a figure: `latency_model collect` times it again, then records it as noisy.
+
+A shared machine (and a phone that heats up) changes speed over seconds and minutes, and every
+kernel slows together: `rounds` spreads the samples over rounds taken in turns with whatever is
+timed beside (a batch of layers, a baseline), and `drift_reference` times the device's drift
+reference in every round and scales each round's samples by its nominal over its time in that
+round (`runner.drift`), so figures taken minutes or days apart share one unit. A session is a
+process of its own on the device, with its own memory layout and thread placement, and the
+same layer measured in two sessions a second apart differed by up to 30%: `sessions` spreads
+the rounds over that many sessions, so a figure is a median over several of them.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable, Sequence
 
 from runner.errors import EdgesegError
@@ -33,6 +42,9 @@ class TimingProtocol:
     min_repeat_ms: int = 10
     cooldown_ms: int = 0
     max_spread: float = 0.25
+    rounds: int = 1
+    drift_reference: bool = False
+    sessions: int = 1
 
     def __post_init__(self) -> None:
         if self.warmup < 0 or self.repeat < 1 or self.number < 1:
@@ -44,6 +56,12 @@ class TimingProtocol:
         if self.min_repeat_ms < 0 or self.cooldown_ms < 0:
             raise EdgesegError(f"timing protocol {self} has a negative duration.",
                                "Pass --min-repeat-ms and --cooldown-ms as 0 or more.")  # fmt: skip
+        if not 1 <= self.rounds <= self.repeat:
+            raise EdgesegError(f"timing protocol {self} takes {self.repeat} samples in {self.rounds} rounds.",
+                               "Pass --timing-rounds between 1 and --repeat (a round takes one sample or more).")
+        if not 1 <= self.sessions <= self.rounds:
+            raise EdgesegError(f"timing protocol {self} spreads {self.rounds} rounds over {self.sessions} sessions.",
+                               "Pass --timing-sessions between 1 and --timing-rounds (a session takes a round or more).")
         if not self.max_spread > 0:
             raise EdgesegError(f"timing protocol {self} has a spread limit of {self.max_spread}.",
                                "Pass a positive limit, e.g. 0.25 (interquartile range / median).")
@@ -59,7 +77,14 @@ class TimingProtocol:
             text += f" (at least {self.min_repeat_ms} ms per sample)"
         if self.cooldown_ms:
             text += f", {self.cooldown_ms} ms cool-down between samples"
+        if self.rounds > 1:
+            text += f", in {self.rounds} rounds taken in turns with what is timed beside"
+        if self.sessions > 1:
+            text += f", spread over {self.sessions} RPC sessions"
+        if self.drift_reference:
+            text += ", each round's samples scaled by the drift reference's nominal over its time in that round"
         return text + "; timed on the device's own clock (TVM time_evaluator)"
+
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -152,6 +177,23 @@ def time_function(
         cooldown_interval_ms=protocol.cooldown_ms,
     )(*args)
     return Timing(tuple(float(seconds) * 1000.0 for seconds in result.results))
+
+
+def time_round_robin(machines: Sequence[Any], dev: Any, protocol: TimingProtocol, rounds: int) -> list[list[Timing]]:
+    """Relax VMs (inputs set) timed in turns: each warmed up, then `rounds` rounds in which each
+    takes its share of the protocol's samples (repeat / rounds, rounded up) one after the other.
+    Per machine, its Timing of every round: a drift of the device's speed meets all of them
+    alike within a round."""
+    warm = replace(protocol, repeat=1, rounds=1, sessions=1, drift_reference=False)
+    share = replace(protocol, warmup=0, repeat=-(-protocol.repeat // rounds), rounds=1, sessions=1,
+                    drift_reference=False)
+    for machine in machines:
+        time_function(machine, "invoke_stateful", dev, ("main",), warm)
+    timings: list[list[Timing]] = [[] for _ in machines]
+    for _ in range(rounds):
+        for machine, own in zip(machines, timings):
+            own.append(time_function(machine, "invoke_stateful", dev, ("main",), share))
+    return timings
 
 
 def time_callable(fn: Callable[[], Any], protocol: TimingProtocol) -> Timing:

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from runner.artifact import REFERENCE, load_artifact, write_manifest
-from runner.bench import bench_artifact
+from runner.bench import bench_artifact, bench_batch
 from runner.device import Device, Tracker
+from runner.drift import DriftReference
 from runner.emulator import free_port
 from runner.errors import ArtifactError, CheckFailed, DeviceError
 from runner.report import render_bench
@@ -54,6 +55,25 @@ def test_a_baseline_is_timed_in_turns_in_the_same_session_and_their_ratio_report
     assert "benched / baseline" in render_bench(result)
     with pytest.raises(ArtifactError, match="built for target 'linux-arm64'"):
         bench_artifact(host_artifact, host_farm.device, QUICK, baseline=aarch64_artifact)
+
+
+def test_a_batch_is_timed_round_robin_and_scaled_by_the_drift_reference(host_farm, host_artifact, artifact_copy,
+                                                                        aarch64_artifact):
+    protocol = TimingProtocol(warmup=1, repeat=4, rounds=2, sessions=2, drift_reference=True)  # a round a session
+    reference = DriftReference(host_artifact, 0.5)
+    first, second = bench_batch([host_artifact, artifact_copy], host_farm.device, protocol, reference)
+    assert first.artifact == str(host_artifact) and second.artifact == str(artifact_copy)
+    for timed in (first, second):
+        assert timed.raw.runs == timed.corrected.runs == 4 and len(timed.reference_ms) == 2 and timed.threads >= 1
+        scale = [0.5 / r for r in timed.reference_ms for _ in range(2)]  # two samples a round
+        assert timed.corrected.samples_ms == pytest.approx([s * f for s, f in zip(timed.raw.samples_ms, scale)])
+        assert timed.timing is timed.corrected
+    (plain,) = bench_batch([host_artifact], host_farm.device, TimingProtocol(warmup=0, repeat=3))
+    assert plain.corrected is None and plain.timing is plain.raw and plain.raw.runs == 3
+    with pytest.raises(ArtifactError, match="asks for a drift reference, and none"):
+        bench_batch([host_artifact], host_farm.device, protocol)
+    with pytest.raises(ArtifactError, match="several targets"):
+        bench_batch([host_artifact, aarch64_artifact], host_farm.device, TimingProtocol(repeat=1))
 
 
 def test_a_wrong_reference_output_raises_check_failed_with_the_errors(host_farm, artifact_copy):

@@ -18,6 +18,7 @@ from runner.artifact import (
     write_manifest,
 )
 from runner.device import Tracker
+from runner.drift import REFERENCE_FILE, DriftReference, corrected_samples, round_speeds
 from runner.errors import ArtifactError, EdgesegError
 from runner.timing import Timing, TimingProtocol
 
@@ -57,10 +58,41 @@ def test_a_timing_spread_beyond_the_protocols_limit_is_noisy():
 
 
 @pytest.mark.parametrize("bad", [{"repeat": 0}, {"warmup": -1}, {"number": 0}, {"cooldown_ms": -5},
-                                 {"max_spread": 0}])
+                                 {"max_spread": 0}, {"rounds": 0}, {"repeat": 4, "rounds": 5},
+                                 {"repeat": 4, "rounds": 2, "sessions": 3}])
 def test_timing_protocol_refuses_unusable_settings(bad):
     with pytest.raises(EdgesegError):
         TimingProtocol(**bad)
+
+
+def test_a_protocol_in_rounds_with_a_drift_reference_says_so_and_differs_from_one_without():
+    plain, drifting = TimingProtocol(), TimingProtocol(rounds=20, drift_reference=True, sessions=5)
+    assert "rounds" not in plain.describe() and "drift reference" not in plain.describe()
+    assert "in 20 rounds" in drifting.describe() and "drift reference" in drifting.describe()
+    assert "over 5 RPC sessions" in drifting.describe()
+    assert plain != drifting and TimingProtocol(**drifting.to_dict()) == drifting
+
+
+def test_drift_correction_scales_each_round_by_the_references_nominal_over_its_time():
+    # The device ran at half speed in round 2: both its samples and the reference doubled.
+    samples = [(1.0, 1.2), (2.0, 2.4), (1.0, 1.2)]
+    reference = [0.5, 1.0, 0.5]
+    assert corrected_samples(samples, reference, 0.5) == pytest.approx((1.0, 1.2) * 3)
+    assert round_speeds(reference, 0.5) == {"median": 1.0, "min": 0.5, "max": 1.0}
+    with pytest.raises(ValueError):
+        corrected_samples(samples, reference[:2], 0.5)
+
+
+def test_a_drift_reference_round_trips_and_a_damaged_one_names_the_fix(tmp_path):
+    reference = DriftReference(tmp_path, 0.0123, "decoder_proj:h=16")
+    reference.save()
+    assert DriftReference.load(tmp_path) == reference
+    (tmp_path / REFERENCE_FILE).write_text('{"nominal_ms": 0}')
+    with pytest.raises(ArtifactError, match="nominal time 0.*Delete"):
+        DriftReference.load(tmp_path)
+    (tmp_path / REFERENCE_FILE).write_text("{not json")
+    with pytest.raises(ArtifactError, match="unreadable.*Delete"):
+        DriftReference.load(tmp_path)
 
 
 def test_the_tracker_wire_constants_match_tvm():
@@ -130,3 +162,24 @@ def test_time_callable_follows_the_protocol():
     timing = time_callable(lambda: (calls.append(1), time.sleep(0.002)), TimingProtocol(warmup=2, repeat=4, number=3, min_repeat_ms=0))
     assert timing.runs == 4 and len(calls) == 2 + 4 * 3
     assert all(2.0 <= sample < 200.0 for sample in timing.samples_ms)  # ms per call: each call sleeps 2 ms
+
+
+def test_collect_and_validate_time_in_rounds_beside_the_drift_reference_and_runner_bench_does_not():
+    import argparse as ap
+
+    from runner.cli_support import add_timing_flags, timing_protocol
+
+    layers, networks = ap.ArgumentParser(), ap.ArgumentParser()
+    add_timing_flags(layers, drift=True)
+    add_timing_flags(networks)
+    default = timing_protocol(layers.parse_args([]))
+    assert default.drift_reference and default.rounds == default.repeat == 20  # one sample a round
+    assert default.sessions == 5
+    short = timing_protocol(layers.parse_args(["--repeat", "3"]))
+    assert short.rounds == short.sessions == 3  # never more sessions than rounds
+    raw = timing_protocol(layers.parse_args(["--timing-rounds", "4", "--timing-sessions", "2", "--no-drift-reference"]))
+    assert raw.rounds == 4 and raw.sessions == 2 and not raw.drift_reference
+    with pytest.raises(EdgesegError, match="--timing-rounds"):
+        timing_protocol(layers.parse_args(["--repeat", "2", "--timing-rounds", "5"]))
+    bench = timing_protocol(networks.parse_args([]))
+    assert bench.rounds == bench.sessions == 1 and not bench.drift_reference
