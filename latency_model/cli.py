@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--unit", type=whole_number(1), default=8,
                    help="channel step of the sampled widths (default 8; 1 samples every width, which is what "
                    "`alignment` needs to tell which step pays off)")
-    add_timing_flags(c)
+    add_timing_flags(c, drift=True)
     c.add_argument("-o", "--out", type=Path, default=None, help=HELP["out"])
 
     a = commands.add_parser("alignment", parents=[common], help="the channel step that pays off on the "
@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MetaSchedule trials per kernel of a variant that the tuning database "
                    "lacks; 0 (default): build from the database that collect filled, as it is")
     v.add_argument("--seed", type=int, default=0, help="variant sampling seed")
-    add_timing_flags(v)
+    add_timing_flags(v, drift=True)
     v.add_argument("-o", "--out", type=Path, required=True,
                    help="folder for the variants' ONNX files, measurements.jsonl (a rerun "
                    "resumes from it), validation.json and validation.png")

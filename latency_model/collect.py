@@ -35,6 +35,7 @@ from typing import Any, Mapping, Sequence
 from tqdm import tqdm
 
 from latency_model.description import ModelDescription
+from latency_model.drift_reference import device_drift_reference
 from latency_model.export import export_layer
 from latency_model.layers import LayerConfig
 from latency_model.records import (
@@ -51,6 +52,7 @@ from latency_model.sampling import (
     sample_kept,
 )
 from runner.device import Device
+from runner.drift import DriftReference
 from runner.errors import EdgesegError
 from runner.timing import TimingProtocol
 
@@ -94,38 +96,52 @@ class Source:
     num_classes: int | None = None
 
 
-def measure_layer(config: LayerConfig, device: Device, preset: Any, database_dir: Path,
-                  trials_per_layer: int, protocol: TimingProtocol, scratch: Path,
-                  source: Source = Source(), threads: int | None = None) -> tuple[MeasurementRecord, float]:
-    """Export, compile (from the database: `tune_layers` ran first; a kernel it did not cover
-    gets a transferred schedule, never a search) and bench one config; its record and the
-    seconds spent tuning. `threads`: the device's thread pool while timing, as the whole
-    network will run (a phone preset's big cores; None: the device's default, as `runner
-    bench` leaves it for a network without a preset)."""
-    from compile.api import compile_model
-    from runner.bench import bench_artifact
+BATCH = 12  # layers compiled, then timed round-robin in one session; a crash loses at most one batch
 
-    model, _ = export_layer(config, scratch / "layer.onnx")
-    result = compile_model(model, scratch / "artifact", preset, database_dir=database_dir,
-                           trials=0, device=device, kernel_library=False)
-    bench = bench_artifact(result.artifact, device, protocol, threads=threads)
-    if protocol.is_noisy(bench.timing):  # once more: a burst of other work, or the layer itself?
-        log.info("%s: samples spread %.0f%% of the median, over the limit %.0f%%; measuring again",
-                 config.key, 100 * bench.timing.spread, 100 * protocol.max_spread)
-        bench = bench_artifact(result.artifact, device, protocol, threads=threads)
-    noisy = protocol.is_noisy(bench.timing)
-    if noisy:
-        log.warning("%s: samples spread %.0f%% of the median twice (limit %.0f%%): recorded as noisy, left "
-                    "out of training", config.key, 100 * bench.timing.spread, 100 * protocol.max_spread)
+
+def measure_layers(configs: Sequence[LayerConfig], device: Device, preset: Any, database_dir: Path,
+                   trials_per_layer: int, protocol: TimingProtocol, scratch: Path,
+                   source: Source = Source(), threads: int | None = None,
+                   reference: DriftReference | None = None) -> tuple[list[MeasurementRecord], float]:
+    """Export and compile every config (from the database: `tune_layers` ran first; a kernel it
+    did not cover gets a transferred schedule, never a search), then time them all round-robin
+    in one session, with the device's drift reference when the protocol has one
+    (`runner.bench.bench_batch`): their records, and the seconds spent tuning. `threads`: the
+    device's thread pool while timing, as the whole network will run (a phone preset's big cores;
+    None: the device's default, as `runner bench` leaves it for a network without a preset)."""
+    from compile.api import compile_model
+    from runner.bench import bench_batch
+
+    built = []
+    for index, config in enumerate(configs):
+        model, _ = export_layer(config, scratch / f"layer{index}.onnx")
+        built.append(compile_model(model, scratch / f"artifact{index}", preset, database_dir=database_dir,
+                                   trials=0, device=device, kernel_library=False))
+    timings = bench_batch([b.artifact for b in built], device, protocol, reference, threads)
+    noisy = [i for i, t in enumerate(timings) if protocol.is_noisy(t.timing)]
+    if noisy:  # once more: a burst of other work, or the layer itself?
+        log.info("%s: samples spread over the limit %.0f%% of the median; measuring again",
+                 ", ".join(configs[i].key for i in noisy), 100 * protocol.max_spread)
+        for i, again in zip(noisy, bench_batch([built[i].artifact for i in noisy], device, protocol, reference,
+                                               threads)):
+            timings[i] = again
     tvm_version, edgeseg_version = installed_versions()
-    record = MeasurementRecord(
-        config=config, target_preset=preset.name, target=target_dict(preset),
-        device_key=device.key, median_ms=bench.timing.median_ms, std_ms=bench.timing.std_ms,
-        run_ms=tuple(bench.timing.samples_ms), tvm_version=tvm_version,
-        edgeseg_version=edgeseg_version, tuning_trials=result.tuning.trials, protocol=protocol,
-        trials_per_layer=trials_per_layer, model=source.model, input_size=source.input_size,
-        num_classes=source.num_classes, threads=bench.threads, noisy=noisy)
-    return record, result.tuning.seconds
+    records = []
+    for config, result, timed in zip(configs, built, timings):
+        figure = timed.timing
+        is_noisy = protocol.is_noisy(figure)
+        if is_noisy:
+            log.warning("%s: samples spread %.0f%% of the median twice (limit %.0f%%): recorded as noisy, left "
+                        "out of training", config.key, 100 * figure.spread, 100 * protocol.max_spread)
+        records.append(MeasurementRecord(
+            config=config, target_preset=preset.name, target=target_dict(preset),
+            device_key=device.key, median_ms=figure.median_ms, std_ms=figure.std_ms,
+            run_ms=tuple(figure.samples_ms), tvm_version=tvm_version,
+            edgeseg_version=edgeseg_version, tuning_trials=result.tuning.trials, protocol=protocol,
+            trials_per_layer=trials_per_layer, model=source.model, input_size=source.input_size,
+            num_classes=source.num_classes, threads=timed.threads, noisy=is_noisy,
+            reference_ms=timed.reference_ms, reference_nominal_ms=reference.nominal_ms if reference else None))
+    return records, sum(b.tuning.seconds for b in built)
 
 
 @dataclass(frozen=True)
@@ -232,13 +248,25 @@ def _check_settings(trials_per_layer: int, protocol: TimingProtocol, out: Path,
             "Collect into another file with -o, or use the settings of the records in it.")
 
 
+def _check_reference(reference: DriftReference, out: Path, earlier: Sequence[MeasurementRecord]) -> None:
+    """Refuse a collection into a file whose drift-corrected records are in another reference's unit."""
+    nominals = {r.reference_nominal_ms for r in earlier if r.reference_nominal_ms is not None}
+    if nominals - {reference.nominal_ms}:
+        raise EdgesegError(
+            f"{out} holds records scaled to a drift reference of nominal {min(nominals):.4g} ms; this device's "
+            f"reference ({reference.artifact}) has {reference.nominal_ms:.4g} ms: the figures would be in two "
+            "units.", "Collect into another file with -o (the reference was rebuilt since that file was written).")
+
+
 def collect(configs: Sequence[LayerConfig], device: Device, preset: Any, out: Path,
             database_dir: Path, trials_per_layer: int, protocol: TimingProtocol,
             progress: bool = True, source: Source = Source(),
             networks: Sequence[Path] = (), threads: int | None = None) -> CollectReport:
     """Measure every config not yet in `out` for this device key and preset, in order;
     `networks`: whole models whose kernels join the tuning (`tune_layers`); `threads`: as
-    `measure_layer`."""
+    `measure_layers`. Layers are measured in batches of `BATCH`, each record appended (fsynced)
+    when its batch is timed; with a protocol that has a drift reference, the device's reference
+    (`device_drift_reference`, built on first use) is timed in every round."""
     started = time.monotonic()
     measurements = MeasurementLog(out)
     earlier = [r for r in measurements.read()
@@ -250,22 +278,27 @@ def collect(configs: Sequence[LayerConfig], device: Device, preset: Any, out: Pa
     log.info("%d configs: %d already measured in %s, %d to measure on %s (%s)", len(unique),
              len(unique) - len(todo), out, len(todo), device, preset.name)
     measured: list[MeasurementRecord] = []
+    reference = None
+    if todo and protocol.drift_reference:  # before any tuning: a file in another unit is refused at once
+        reference = device_drift_reference(device, preset, database_dir, protocol, trials_per_layer)
+        _check_reference(reference, Path(out), earlier)
     pretuned = tune_layers(todo, device, preset, database_dir, trials_per_layer, progress,
                            networks if todo else ())
     tuning_seconds = pretuned.seconds
-    with tqdm(todo, desc="collect", unit="layer", disable=not progress) as bar:
-        for config in bar:
-            bar.set_postfix_str(config.kind)
+    with tqdm(total=len(todo), desc="collect", unit="layer", disable=not progress) as bar:
+        for start in range(0, len(todo), BATCH):
+            batch = todo[start:start + BATCH]
             with tempfile.TemporaryDirectory(prefix="edgeseg-collect-") as scratch:
-                record, tuned_s = measure_layer(config, device, preset, database_dir,
-                                                trials_per_layer, protocol, Path(scratch), source,
-                                                threads)
-            record = replace(
-                record, tuning_trials=(record.tuning_trials or 0) + pretuned.trials_by_config.get(config.key, 0))
-            measurements.append(record)
-            measured.append(record)
+                records, tuned_s = measure_layers(batch, device, preset, database_dir, trials_per_layer, protocol,
+                                                  Path(scratch), source, threads, reference)
+            for record in records:
+                record = replace(record, tuning_trials=(record.tuning_trials or 0)
+                                 + pretuned.trials_by_config.get(record.key, 0))
+                measurements.append(record)
+                measured.append(record)
+                log.debug("%s: %.4f ms", record.key, record.median_ms)
             tuning_seconds += tuned_s
-            log.debug("%s: %.4f ms", config.key, record.median_ms)
+            bar.update(len(batch))
     return CollectReport(Path(out), tuple(measured), len(unique) - len(todo),
                          time.monotonic() - started, tuning_seconds)
 

@@ -30,7 +30,8 @@ from runner.timing import TimingProtocol
 
 log = logging.getLogger(__name__)
 
-OPTIONAL = ("utc_time", "tuning_trials", "protocol", "trials_per_layer", "model", "input_size", "num_classes", "threads", "noisy")
+OPTIONAL = ("utc_time", "tuning_trials", "protocol", "trials_per_layer", "model", "input_size", "num_classes", "threads",
+            "noisy", "reference_ms", "reference_nominal_ms")
 
 
 def utc_now() -> str:
@@ -47,7 +48,10 @@ class MeasurementRecord:
     `trials_per_layer`, `model`, `input_size` and `num_classes` are None in records written
     before they were stored, and so is `threads`, the device's thread pool while timing.
     `noisy`: the samples spread beyond the protocol's limit twice (`collect` re-measured once);
-    kept for the record, left out of training."""
+    kept for the record, left out of training. With a drift reference (the protocol says so),
+    `run_ms` are the samples scaled to the reference's nominal speed (`runner.drift`),
+    `reference_ms` the reference's median in each round and `reference_nominal_ms` its nominal:
+    the raw samples are run_ms x reference / nominal, round by round."""
 
     config: LayerConfig
     target_preset: str
@@ -67,6 +71,8 @@ class MeasurementRecord:
     num_classes: int | None = None
     threads: int | None = None
     noisy: bool = False
+    reference_ms: tuple[float, ...] = ()
+    reference_nominal_ms: float | None = None
 
     @property
     def key(self) -> str:
@@ -95,6 +101,8 @@ class MeasurementRecord:
             "num_classes": self.num_classes,
             "threads": self.threads,
             "noisy": self.noisy,
+            "reference_ms": list(self.reference_ms),
+            "reference_nominal_ms": self.reference_nominal_ms,
             "tvm_version": self.tvm_version,
             "edgeseg_version": self.edgeseg_version,
             "utc_time": self.utc_time,
@@ -113,7 +121,8 @@ class MeasurementRecord:
             raise ValueError(f"key {data['key']!r} does not match its config ({config.key!r})")
         values = {n: data[n] for n in names if n in data}
         values.update(config=config, run_ms=tuple(float(v) for v in data["run_ms"]),
-                      median_ms=float(data["median_ms"]), std_ms=float(data["std_ms"]))
+                      median_ms=float(data["median_ms"]), std_ms=float(data["std_ms"]),
+                      reference_ms=tuple(float(v) for v in data.get("reference_ms") or ()))
         if data.get("protocol") is not None:
             values["protocol"] = TimingProtocol(**data["protocol"])
         if values["median_ms"] <= 0:

@@ -27,6 +27,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from latency_model.drift_reference import device_drift_reference
 from latency_model.evaluate import MIN_PREDICTED_MS
 from latency_model.jsonl import JsonLinesLog, LineKind
 from latency_model.layers import LayerConfig
@@ -34,6 +35,7 @@ from latency_model.metrics import Metrics, compute_metrics, pct
 from latency_model.predictor import Predictor
 from latency_model.records import utc_now
 from runner.device import Device
+from runner.drift import DriftReference
 from runner.errors import EdgesegError
 from runner.timing import TimingProtocol
 
@@ -155,17 +157,19 @@ def leave_one_out_overhead(measured: np.ndarray, layer_sum: np.ndarray) -> np.nd
 
 
 def measure_variant(variant: Variant, device: Device, preset: Any, database_dir: Path,
-                    trials: int, protocol: TimingProtocol, threads: int | None = None) -> VariantMeasurement:
+                    trials: int, protocol: TimingProtocol, threads: int | None = None,
+                    reference: DriftReference | None = None) -> VariantMeasurement:
     """Compile (tuning `trials` trials per kernel the database lacks) and bench one variant
-    (`threads`: as `collect.measure_layer`)."""
+    (`threads`: as `collect.measure_layers`), in turns with the device's drift reference when the
+    protocol has one, as the layers the predictor learnt from were timed."""
     from compile.api import compile_model
-    from runner.bench import bench_artifact
+    from runner.bench import bench_batch
 
     with tempfile.TemporaryDirectory(prefix="edgeseg-validate-") as scratch:
         result = compile_model(Path(variant.model_path), Path(scratch) / "artifact", preset,
                                database_dir=database_dir, trials=0, trials_per_task=trials,
                                device=device, kernel_library=False)
-        bench = bench_artifact(result.artifact, device, protocol, threads=threads)
+        (bench,) = bench_batch([result.artifact], device, protocol, reference, threads)
     tasks = result.tuning.tasks
     return VariantMeasurement(
         name=variant.name, layers=tuple(c.key for c in variant.configs), kept=dict(variant.kept),
@@ -202,7 +206,7 @@ def validate_variants(predictor: Predictor, variants: Sequence[Variant], device:
                       threads: int | None = None) -> ValidationReport:
     """Compile and bench every variant; compare with the predicted sum of its layers. With
     `out_dir`: resumable (see the module doc), and the report and plot are written there.
-    `threads`: as `collect.measure_layer`."""
+    `threads`: as `collect.measure_layers`."""
     if not variants:
         raise EdgesegError("No variants to validate.", "Pass at least one pruned variant.")
     if len({v.name for v in variants}) != len(variants):
@@ -214,13 +218,16 @@ def validate_variants(predictor: Predictor, variants: Sequence[Variant], device:
     if done:
         log.info("reusing %d measured variants of %s", len(done), measurements.path)
     taken: list[VariantMeasurement] = []
+    reference = None
+    if protocol.drift_reference and len(done) < len(variants):
+        reference = device_drift_reference(device, preset, database_dir, protocol, trials)
     with tqdm(variants, desc="validate", unit="model", disable=not progress) as bar:
         for variant in bar:
             bar.set_postfix_str(variant.name)
             measured = done.get(variant.name)
             if measured is None:
                 measured = measure_variant(variant, device, preset, database_dir, trials,
-                                           protocol, threads)
+                                           protocol, threads, reference)
                 if measurements:
                     measurements.append_dict(measured.to_dict())
             taken.append(measured)

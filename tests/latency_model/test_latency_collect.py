@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -11,10 +12,12 @@ from compile.targets import resolve_target
 from latency_model import layers as L
 from latency_model.collect import collect
 from latency_model.records import read_records
+from runner.drift import DriftReference
 from runner.errors import EdgesegError
 from runner.timing import TimingProtocol
 
 FAST = TimingProtocol(warmup=1, repeat=3)
+DRIFT = TimingProtocol(warmup=1, repeat=3, rounds=3, drift_reference=True)  # collect's protocol, shortened
 # One tuning task each: a MetaSchedule round costs 10-30 s here whatever the trial count.
 TINY = [L.LayerNorm(4, 4, 8), L.ConvNormAct(8, 8, 8, 4, 1)]
 
@@ -24,7 +27,7 @@ def collected(host_farm, tmp_path_factory):
     work = tmp_path_factory.mktemp("collect")
     preset = resolve_target("host")
     report = collect(TINY, host_farm.device, preset, work / "data.jsonl", work / "db",
-                     trials_per_layer=1, protocol=FAST, progress=False)
+                     trials_per_layer=1, protocol=DRIFT, progress=False)
     return work, preset, report
 
 
@@ -44,7 +47,7 @@ def test_collect_writes_one_sane_record_per_config(collected, host_farm):
 def test_rerun_measures_nothing_new(collected, host_farm):
     work, preset, _ = collected
     again = collect(TINY, host_farm.device, preset, work / "data.jsonl", work / "db",
-                    trials_per_layer=1, protocol=FAST, progress=False)
+                    trials_per_layer=1, protocol=DRIFT, progress=False)
     assert again.measured == () and again.skipped == 2
     assert len(read_records(work / "data.jsonl")) == 2
 
@@ -68,8 +71,29 @@ def test_torn_last_line_is_cut_and_the_rest_resumes(collected, host_farm, tmp_pa
 def test_records_carry_the_protocol_trials_and_source(collected):
     work, _, _ = collected
     for record in read_records(work / "data.jsonl"):
-        assert record.protocol == FAST and record.trials_per_layer == 1
+        assert record.protocol == DRIFT and record.trials_per_layer == 1
         assert record.model is None and record.input_size is None  # configs of no model
+
+
+def test_layers_are_timed_in_rounds_beside_the_devices_drift_reference(collected):
+    work, _, _ = collected
+    reference = DriftReference.load(work / "db" / "drift_reference")  # built once, with the database
+    assert reference.nominal_ms > 0 and "decoder_proj" in reference.what
+    for record in read_records(work / "data.jsonl"):
+        assert len(record.reference_ms) == 3 and all(r > 0 for r in record.reference_ms)  # one per round
+        assert record.reference_nominal_ms == reference.nominal_ms
+
+
+def test_a_rebuilt_drift_reference_cannot_add_records_in_another_unit(collected, host_farm, tmp_path):
+    work, preset, _ = collected
+    shutil.copytree(work / "db", tmp_path / "db")
+    shutil.copy(work / "data.jsonl", tmp_path / "data.jsonl")
+    rebuilt = DriftReference.load(tmp_path / "db" / "drift_reference")
+    dataclasses.replace(rebuilt, nominal_ms=2 * rebuilt.nominal_ms).save()
+    with pytest.raises(EdgesegError, match="two units"):
+        collect([L.LayerNorm(4, 4, 12)], host_farm.device, preset, tmp_path / "data.jsonl", tmp_path / "db",
+                trials_per_layer=1, protocol=DRIFT, progress=False)
+    assert len(read_records(tmp_path / "data.jsonl")) == 2
 
 
 def test_collecting_with_another_setting_into_the_same_file_is_refused(collected, host_farm,

@@ -141,13 +141,16 @@ def test_records_written_before_settings_were_stored_read_as_unknown(tmp_path):
 
 def test_settings_model_and_size_round_trip(tmp_path):
     record = dataclasses.replace(make_record(ONE_OF_EACH[0]), protocol=TimingProtocol(
-        warmup=2, repeat=7, min_repeat_ms=10), trials_per_layer=8, model="segformer-b0",
-        input_size=64, num_classes=8, threads=2, noisy=True)
+        warmup=2, repeat=7, min_repeat_ms=10, rounds=7, drift_reference=True), trials_per_layer=8,
+        model="segformer-b0", input_size=64, num_classes=8, threads=2, noisy=True,
+        reference_ms=(0.5, 0.6, 0.5, 0.5, 0.7, 0.5, 0.5), reference_nominal_ms=0.5)
     log = MeasurementLog(tmp_path / "data.jsonl")
     log.append(record)
     line = json.loads(log.path.read_text())
     assert line["protocol"] == {"warmup": 2, "repeat": 7, "number": 1, "min_repeat_ms": 10,
-                                "cooldown_ms": 0, "max_spread": 0.25}
+                                "cooldown_ms": 0, "max_spread": 0.25, "rounds": 7, "drift_reference": True,
+                                "sessions": 1}
+    assert line["reference_ms"][4] == 0.7 and line["reference_nominal_ms"] == 0.5
     assert line["trials_per_layer"] == 8 and line["model"] == "segformer-b0"
     assert line["num_classes"] == 8 and line["threads"] == 2 and line["noisy"] is True
     assert read_records(log.path) == [record]
