@@ -110,8 +110,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
@@ -251,6 +249,7 @@ def _validate(args: argparse.Namespace) -> int:
     preset, threads = _preset(args)
     predictor.check_compatible(key, preset.name)  # before any model is built or device asked
     protocol = timing_protocol(args)
+    predictor.check_timed_alike(protocol.drift_reference, None, threads)
     _warn_if_made_otherwise(predictor.manifest, args.model, args.input_size, protocol, args.classes)
     variants = build_variants(args.model, args.input_size, args.variants, args.seed, args.out,
                               num_classes=args.classes)

@@ -40,9 +40,9 @@ class FlopsBaseline:
         f = np.array([flops(c) for c in configs], dtype=np.float64)
         y = np.asarray(measured_ms, dtype=np.float64)
         kinds = np.array([c.kind for c in configs])
-        per_type = {k: _line(f[kinds == k], y[kinds == k])
+        per_type = {k: fit_line(f[kinds == k], y[kinds == k])
                     for k in LAYER_TYPES if np.any(kinds == k)}
-        return cls(per_type, _line(f, y))
+        return cls(per_type, fit_line(f, y))
 
     def predict_ms(self, configs: Sequence[LayerConfig]) -> np.ndarray:
         out = np.empty(len(configs))
@@ -52,8 +52,8 @@ class FlopsBaseline:
         return np.maximum(out, MIN_PREDICTED_MS)
 
 
-def _line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Least-squares line; through the origin when x has a single distinct value."""
+def fit_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Least-squares line (slope, intercept); through the origin when x has a single distinct value."""
     if np.unique(x).size < 2:
         return float(np.sum(x * y) / max(np.sum(x * x), 1e-300)), 0.0
     slope, intercept = np.polyfit(x, y, 1)

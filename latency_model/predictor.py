@@ -11,7 +11,9 @@ are not one quantity.
 A predictor folder holds `predictor.json` (manifest: feature schema, device key, target, mode,
 model files; the timing protocol, trials per layer, model and input size when every record
 agrees on them), one XGBoost JSON model per design part and `training_report.json`. Loading
-checks the feature schema; `check_compatible` refuses a device or target it was not made for.
+checks the feature schema; `check_compatible` refuses a device or target it was not made for,
+and `check_timed_alike` networks timed in another unit (raw against drift-corrected, another
+drift reference) or on another thread count.
 """
 
 from __future__ import annotations
@@ -211,6 +213,33 @@ class Predictor:
                 "Use the predictor trained on that device and target, or collect measurements "
                 "there and train one.")
 
+    def check_timed_alike(self, drift_reference: bool, reference_nominal_ms: float | None,
+                          threads: int | None) -> None:
+        """Raise EdgesegError unless whole networks timed beside a drift reference or not
+        (`drift_reference`), of nominal `reference_nominal_ms`, on `threads`, come out in the unit
+        of this predictor's layers. What the manifest or the caller does not know is not compared."""
+        protocol = self.manifest.get("protocol")
+        theirs = bool(protocol.get("drift_reference")) if isinstance(protocol, dict) else None
+        if theirs is not None and theirs != drift_reference:
+            kinds = {True: "scaled by a drift reference", False: "raw"}
+            raise EdgesegError(
+                f"The predictor in {self.directory} was trained on layer timings {kinds[theirs]}; these networks "
+                f"would be timed {kinds[drift_reference]}: two units.",
+                "Time the networks as its layers were (" + ("leave out --no-drift-reference" if theirs
+                                                            else "pass --no-drift-reference") + ").")
+        nominal = self.manifest.get("reference_nominal_ms")
+        if drift_reference and None not in (nominal, reference_nominal_ms) \
+                and abs(nominal - reference_nominal_ms) > 1e-9 * nominal:
+            raise EdgesegError(
+                f"The predictor in {self.directory} is in the unit of a drift reference of nominal {nominal:.6g} ms; "
+                f"the device's reference now has {reference_nominal_ms:.6g} ms (rebuilt since): two units.",
+                "Collect and train again with the device's current reference.")
+        made_on = self.manifest.get("threads")
+        if None not in (made_on, threads) and made_on != threads:
+            raise EdgesegError(
+                f"The predictor in {self.directory} learnt layers timed on {made_on} threads, not {threads}.",
+                f"Time the networks on {made_on} threads, or collect on {threads} and train again.")
+
     def predict_ms(self, configs: Sequence[LayerConfig]) -> np.ndarray:
         """Predicted latency in ms of each config, in order."""
         out = np.empty(len(configs), dtype=np.float64)
@@ -297,14 +326,16 @@ def train_predictor(records: Sequence[MeasurementRecord], out_dir: str | os.Path
 
 def _shared_origin(records: Sequence[MeasurementRecord]) -> dict[str, Any]:
     """Manifest entries every record agrees on: the timing protocol and trials per layer (one
-    setting, `check_one_setting`), and the model, input size and class count the layers were
-    sampled from (`prune` refuses a predictor made for another). Unknown or mixed values are
-    left out."""
+    setting, `check_one_setting`), the model, input size and class count the layers were
+    sampled from (`prune` refuses a predictor made for another), and the nominal time of the drift
+    reference the samples were scaled to (the unit of the predictor's ms). Unknown or mixed values
+    are left out."""
     out: dict[str, Any] = {}
     for key, value in (("protocol", lambda r: r.protocol.to_dict() if r.protocol else None),
                        ("trials_per_layer", lambda r: r.trials_per_layer),
                        ("model", lambda r: r.model), ("input_size", lambda r: r.input_size),
-                       ("num_classes", lambda r: r.num_classes), ("threads", lambda r: r.threads)):
+                       ("num_classes", lambda r: r.num_classes), ("threads", lambda r: r.threads),
+                       ("reference_nominal_ms", lambda r: r.reference_nominal_ms)):
         values = {json.dumps(value(r), sort_keys=True) for r in records}
         if len(values) == 1 and (found := json.loads(values.pop())) is not None:
             out[key] = found

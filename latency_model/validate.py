@@ -5,7 +5,12 @@ device runs). Each is compiled with the device's tuning database and timed with 
 protocol; its prediction is the sum of the predicted layer latencies plus a constant overhead
 (the graph executor's per-call cost and the kernels between layers no layer config holds). The
 overhead is fitted leave-one-out, each variant's from the others' residuals, so no variant's own
-measurement enters its prediction; the overhead fitted on all of them is reported alongside.
+measurement enters its prediction; the overhead fitted on all of them is reported alongside, also
+as a share of the median variant (how much of a network its layers do not account for).
+
+Beside it, the line a FLOPs-guided pruner assumes: ms = a x the variant's FLOPs + b, fitted
+leave-one-out on the other variants' measurements in the same way. A layer predictor is worth its
+collection only where it beats that line.
 
 With an output folder, each variant's measurement is appended (fsynced) to
 `measurements.jsonl` there as soon as it is taken, and a rerun reuses the measurements whose
@@ -28,7 +33,8 @@ import numpy as np
 from tqdm import tqdm
 
 from latency_model.drift_reference import device_drift_reference
-from latency_model.evaluate import MIN_PREDICTED_MS
+from latency_model.evaluate import MIN_PREDICTED_MS, fit_line
+from latency_model.features import flops
 from latency_model.jsonl import JsonLinesLog, LineKind
 from latency_model.layers import LayerConfig
 from latency_model.metrics import Metrics, compute_metrics, pct
@@ -110,6 +116,8 @@ class ValidationReport:
     database_hits: tuple[float, ...]  # share of each variant's kernels found tuned before tuning
     metrics: Metrics
     layer_sum_metrics: Metrics  # the bare sum, no overhead
+    flops_predicted_ms: tuple[float, ...]  # the FLOPs line, leave-one-out
+    flops_metrics: Metrics
     plot: str | None = None
     kept: tuple[Mapping[str, int], ...] = ()
     resumed: int = 0  # measurements reused from an earlier run
@@ -124,27 +132,46 @@ class ValidationReport:
                                                          self.database_hits, kept)],
                 "overhead_ms": self.overhead_ms, "overhead_fit": "mean residual; "
                 "each variant's prediction uses the mean over the other variants",
+                "overhead_share_of_median_variant": self.overhead_share,
                 "metrics": self.metrics.to_dict(),
-                "layer_sum_metrics": self.layer_sum_metrics.to_dict(), "plot": self.plot,
+                "layer_sum_metrics": self.layer_sum_metrics.to_dict(),
+                "flops_line": {"fit": "ms = a x FLOPs + b over the other variants (leave-one-out)",
+                               "predicted_ms": list(self.flops_predicted_ms),
+                               "metrics": self.flops_metrics.to_dict()},
+                "plot": self.plot,
                 "resumed": self.resumed, **self.setting}
 
+    @property
+    def overhead_share(self) -> float:
+        """The fitted overhead over the median measured variant."""
+        return self.overhead_ms / float(np.median(self.measured_ms))
+
     def table(self) -> str:
-        """Per-variant rows, then the metrics with and without the overhead (for the CLI)."""
+        """Per-variant rows, then the metrics with and without the overhead and the FLOPs line's
+        (for the CLI)."""
         head = (f"{'variant':<10}{'measured ms':>13}{'layer sum ms':>14}{'predicted ms':>14}"
                 f"{'db hits':>9}")
         rows = [head, "-" * len(head)]
         for name, m, s, p, h in zip(self.names, self.measured_ms, self.layer_sum_ms,
                                     self.predicted_ms, self.database_hits):
             rows.append(f"{name:<10}{m:>13.3f}{s:>14.3f}{p:>14.3f}{pct(h):>9}")
-        for label, metrics in (("sum + overhead", self.metrics),
-                               ("layer sum", self.layer_sum_metrics)):
+        for label, metrics in (("sum + overhead", self.metrics), ("layer sum", self.layer_sum_metrics),
+                               ("FLOPs line", self.flops_metrics)):
             rows.append(f"{label}: +-5% {pct(metrics.within_5)}, +-10% "
                         f"{pct(metrics.within_10)}, RMSE {metrics.rmse_ms:.3f} ms, RMSPE "
                         f"{pct(metrics.rmspe)}, Spearman {metrics.spearman:.3f}")
-        rows.append(f"overhead {self.overhead_ms:.3f} ms (mean residual; each variant's "
-                    f"prediction uses the others'); {self.resumed} of {len(self.names)} "
+        rows.append(f"overhead {self.overhead_ms:.3f} ms, {pct(self.overhead_share)} of the median variant "
+                    f"(mean residual; each variant's prediction uses the others'); {self.resumed} of {len(self.names)} "
                     "measurements reused from an earlier run")
         return "\n".join(rows)
+
+
+def leave_one_out_flops_line(measured: np.ndarray, variant_flops: np.ndarray) -> np.ndarray:
+    """Each variant's ms from the line through the other variants' (FLOPs, ms)."""
+    x, y = np.asarray(variant_flops, dtype=np.float64), np.asarray(measured, dtype=np.float64)
+    others = [np.arange(x.size) != i for i in range(x.size)]
+    lines = [fit_line(x[keep], y[keep]) if keep.any() else (0.0, 0.0) for keep in others]
+    return np.array([slope * x[i] + intercept for i, (slope, intercept) in enumerate(lines)])
 
 
 def leave_one_out_overhead(measured: np.ndarray, layer_sum: np.ndarray) -> np.ndarray:
@@ -218,9 +245,11 @@ def validate_variants(predictor: Predictor, variants: Sequence[Variant], device:
     if done:
         log.info("reusing %d measured variants of %s", len(done), measurements.path)
     taken: list[VariantMeasurement] = []
+    predictor.check_timed_alike(protocol.drift_reference, None, threads)
     reference = None
     if protocol.drift_reference and len(done) < len(variants):
         reference = device_drift_reference(device, preset, database_dir, protocol, trials)
+        predictor.check_timed_alike(True, reference.nominal_ms, threads)
     with tqdm(variants, desc="validate", unit="model", disable=not progress) as bar:
         for variant in bar:
             bar.set_postfix_str(variant.name)
@@ -237,12 +266,15 @@ def validate_variants(predictor: Predictor, variants: Sequence[Variant], device:
     sums = np.array([float(predictor.predict_ms(list(v.configs)).sum()) for v in variants])
     # an overhead fit can go negative on tiny models; keep predictions positive (log plots)
     predicted = np.maximum(sums + leave_one_out_overhead(meas, sums), MIN_PREDICTED_MS)
+    variant_flops = np.array([sum(flops(c) for c in v.configs) for v in variants], dtype=np.float64)
+    flops_line = np.maximum(leave_one_out_flops_line(meas, variant_flops), MIN_PREDICTED_MS)
     report = ValidationReport(
         names=tuple(v.name for v in variants), measured_ms=tuple(meas.tolist()),
         layer_sum_ms=tuple(sums.tolist()), predicted_ms=tuple(float(p) for p in predicted),
         overhead_ms=float(np.mean(meas - sums)),
         database_hits=tuple(m.database_hit_rate for m in taken),
         metrics=compute_metrics(predicted, meas), layer_sum_metrics=compute_metrics(sums, meas),
+        flops_predicted_ms=tuple(flops_line.tolist()), flops_metrics=compute_metrics(flops_line, meas),
         kept=tuple(dict(v.kept) for v in variants), resumed=len(done),
         setting={"device_key": device.key, "target_preset": preset.name, "trials": trials,
                  "protocol": protocol.to_dict(), "predictor": str(predictor.directory),
@@ -259,7 +291,8 @@ def _write(report: ValidationReport, out: Path) -> ValidationReport:
     plot = out / PLOT
     measured = np.array(report.measured_ms)
     scatter_plot(plot, measured, {"layer sum + overhead": np.array(report.predicted_ms),
-                                  "layer sum": np.array(report.layer_sum_ms)},
+                                  "layer sum": np.array(report.layer_sum_ms),
+                                  "FLOPs line": np.array(report.flops_predicted_ms)},
                  np.array(["model"] * measured.size))
     report = replace(report, plot=str(plot))
     (out / REPORT).write_text(json.dumps(report.to_dict(), indent=2) + "\n")

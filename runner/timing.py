@@ -85,7 +85,6 @@ class TimingProtocol:
             text += ", each round's samples scaled by the drift reference's nominal over its time in that round"
         return text + "; timed on the device's own clock (TVM time_evaluator)"
 
-
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -19,6 +19,7 @@ from helpers.tiny_models import export_onnx
 from latency_model import layers as L
 from latency_model.collect import collect_adaptive
 from latency_model.description import Group, LayerSlot, ModelDescription
+from latency_model.features import flops
 from latency_model.layer_modules import build_layer
 from latency_model.cli import main
 from latency_model.predictor import Predictor
@@ -27,6 +28,7 @@ from latency_model.sampling import layer_configs, sample_kept
 from latency_model.validate import (
     MEASUREMENTS,
     Variant,
+    leave_one_out_flops_line,
     leave_one_out_overhead,
     validate_variants,
 )
@@ -73,6 +75,10 @@ def test_validate_compares_whole_variants_with_the_predicted_sum(trained_predict
     assert report.predicted_ms[0] == pytest.approx(
         max(report.layer_sum_ms[0] + report.measured_ms[1] - report.layer_sum_ms[1], 1e-6))
     assert report.database_hits == (0.0, 0.0)  # an empty database, nothing tuned
+    # beside it, the FLOPs line: with two variants each one's line is the other's ms per FLOP
+    variant_flops = [sum(flops(c) for c in v.configs) for v in variants]
+    assert report.flops_predicted_ms[0] == pytest.approx(report.measured_ms[1] * variant_flops[0] / variant_flops[1])
+    assert report.flops_metrics.n == 2 and "FLOPs line: +-5%" in report.table()
     assert report.metrics.n == 2 and (tmp_path / "out" / "validation.png").stat().st_size > 0
     assert (tmp_path / "out" / "validation.json").exists()
     # a rerun (after a crash, or with another predictor) reuses every measurement
@@ -96,6 +102,15 @@ def test_leave_one_out_overhead_excludes_each_variants_own_residual():
     measured, sums = np.array([3.0, 5.0, 10.0]), np.array([1.0, 2.0, 4.0])
     assert leave_one_out_overhead(measured, sums).tolist() == [4.5, 4.0, 2.5]
     assert leave_one_out_overhead(measured[:1], sums[:1]).tolist() == [0.0]
+
+
+def test_leave_one_out_flops_line_fits_each_variant_on_the_others():
+    variant_flops = np.array([1.0, 2.0, 3.0, 4.0])
+    measured = 2.0 * variant_flops + 1.0
+    measured[3] = 100.0  # an outlier moves every line but its own
+    predicted = leave_one_out_flops_line(measured, variant_flops)
+    assert predicted[3] == pytest.approx(9.0)  # 2 x 4 + 1, from the three points on the line
+    assert all(abs(p - m) > 1 for p, m in zip(predicted[:3], measured[:3]))
 
 
 def test_adaptive_round_measures_neighbours_of_poorly_predicted_configs(host_farm, tmp_path):
@@ -122,7 +137,7 @@ def test_validate_command_measures_random_pruned_variants(segformer_b0_predictor
     assert main(["validate", str(segformer_b0_predictor), "--model", "segformer-b0",
                  "--input-size", "64", "--variants", "1", "--trials-per-task", "0",
                  "--warmup", "1", "--repeat", "3", "--min-repeat-ms", "0", "--seed", "1",
-                 "--json", "-o", str(out)]) == 0
+                 "--no-drift-reference", "--json", "-o", str(out)]) == 0  # its layers were timed raw
     report = json.loads(capsys.readouterr().out)
     assert [v["name"] for v in report["variants"]] == ["v00"] and report["resumed"] == 0
     predictor = Predictor.load(segformer_b0_predictor)
@@ -151,7 +166,26 @@ def test_validate_refuses_a_predictor_of_another_device_or_target_before_any_wor
     assert "trained for device key 'host-cpu'" in capsys.readouterr().err
     assert main(["validate", *common, "--target", "linux-arm64"]) == 2
     assert "'linux-arm64'" in capsys.readouterr().err
+    assert main(["validate", *common]) == 2  # drift-corrected networks against raw layer timings
+    assert "layer timings raw; these networks would be timed scaled by a drift reference: two units" \
+        in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_predictor_refuses_networks_timed_in_another_unit_or_on_other_threads(tmp_path):
+    manifest = {"protocol": TimingProtocol(drift_reference=True).to_dict(), "reference_nominal_ms": 0.25,
+                "threads": 2}
+    predictor = Predictor("global", {}, manifest, {}, tmp_path, "fingerprint")
+    predictor.check_timed_alike(True, 0.25, 2)
+    predictor.check_timed_alike(True, None, None)  # what the caller does not know yet is not compared
+    with pytest.raises(EdgesegError, match="two units") as error:
+        predictor.check_timed_alike(False, None, 2)
+    assert "leave out --no-drift-reference" in error.value.fix
+    with pytest.raises(EdgesegError, match="rebuilt since"):
+        predictor.check_timed_alike(True, 0.3, 2)
+    with pytest.raises(EdgesegError, match="timed on 2 threads, not 4"):
+        predictor.check_timed_alike(True, 0.25, 4)
+    Predictor("global", {}, {}, {}, tmp_path, "old").check_timed_alike(False, None, 4)  # a manifest naming none
 
 
 def test_kept_counts_become_the_first_units_of_each_group():
