@@ -23,7 +23,10 @@ own tuning dies with its copy, so no later network inherits it. A database fille
 `python -m latency_model collect` for the model is the base that leaves the least to chance.
 
 Budgets are fractions of the unpruned network's predicted latency (`--budgets-ms`: absolute ms
-in the predictor's units). Each finished point is appended (fsynced) to OUT/points.jsonl at once:
+in the predictor's units). A device predictor collected beside a drift reference (collect's
+protocol) is in milliseconds at the speed the device had when that reference was made; every
+network is then timed beside the same reference (`runner.drift`, found in `--database`, the
+collection's), so its measured ms are in the budget's unit. Each finished point is appended (fsynced) to OUT/points.jsonl at once:
 a rerun with the same settings skips what is there. Runs and artifacts live in OUT/work/ (not for
 git). The summary (OUT/result.json, OUT/pareto.png) gives, per method and budget, mean and std
 over seeds of mIoU and measured ms; the bilevel-minus-uniform mIoU gap in points at the same
@@ -34,9 +37,10 @@ compared with the budget directly when the predictor is a device predictor (same
 `flops` (nominal ms) the measured budget is the budget fraction times the unpruned network's
 measured latency.
 
-At the end every network is timed again, `--retime-rounds` rounds round-robin (OUT/retimed.json):
-the summary's measured ms are those medians, which met the same load, since the timings taken right
-after each build are minutes to hours apart on this shared machine.
+At the end every network is timed again in `--retime-rounds` rounds, each a session of its own
+timing every network round-robin (beside the reference, if any; OUT/retimed.json): the summary's
+measured ms are the medians over rounds, which met the same machine states, since the timings
+taken right after each build are minutes to hours apart on this shared machine.
 
 Cost: a point is one pruning run (epochs x (search + fine-tune steps) plus an evaluation per epoch),
 one compile (about a minute untuned; with trials, MetaSchedule rounds of 10-30 s per kernel the
@@ -176,6 +180,7 @@ class Measuring:
     protocol: Any
     threads: int | None
     progress: bool
+    reference: Any = None  # the DriftReference whose unit the predictor's ms are in (None: raw ms)
 
 
 def measure_point(spec: PointSpec, m: Measuring) -> dict[str, Any]:
@@ -184,7 +189,7 @@ def measure_point(spec: PointSpec, m: Measuring) -> dict[str, Any]:
     from compile.database import snapshot_database
     from prune.shared_training import SharedTraining
     from prune.train import run_pruning
-    from runner.bench import bench_artifact
+    from runner.bench import bench_artifact, bench_batch
 
     if spec.method == UNPRUNED:
         settings = dataclasses.replace(m.base, method="dense", budget_ms=None, seed=spec.seed)
@@ -201,13 +206,17 @@ def measure_point(spec: PointSpec, m: Measuring) -> dict[str, Any]:
                              kernel_library=False)  # whole networks only: half the build
     built = time.monotonic()
     bench = bench_artifact(artifact_dir, m.device, m.protocol, threads=m.threads, check=True)
+    timing, raw = bench.timing, {}
+    if m.reference is not None:  # the budget's unit: ms at the reference's nominal speed
+        (beside,) = bench_batch([artifact_dir], m.device, in_rounds(m.protocol, m.reference), m.reference, m.threads)
+        timing, raw = beside.timing, {"measured_raw_median_ms": beside.raw.median_ms}
     done = time.monotonic()
     return {
         "key": spec.key, "method": spec.method, "seed": spec.seed, "budget_ms": spec.budget_ms,
         "budget_fraction": spec.budget_fraction, "predicted_ms": report["predicted_ms"],
         "unpruned_predicted_ms": report["unpruned_predicted_ms"], "miou": report["miou"],
-        "dropped_to_fit": report["dropped_to_fit"], "measured_median_ms": bench.timing.median_ms,
-        "measured_std_ms": bench.timing.std_ms, "measured_runs": bench.timing.runs, "fps": bench.fps,
+        "dropped_to_fit": report["dropped_to_fit"], "measured_median_ms": timing.median_ms, **raw,
+        "measured_std_ms": timing.std_ms, "measured_runs": timing.runs, "fps": 1000.0 / timing.median_ms,
         "threads": bench.threads, "check_max_abs_error": bench.check.max_abs_error,
         "compile": {"trials": compiled.tuning.trials, "tuning_seconds": round(compiled.tuning.seconds, 1),
                     "kernels_tuned": compiled.kernels_tuned, "kernels_total": compiled.kernels_total,
@@ -243,20 +252,53 @@ def tuning_note(trials: int, database: Path, base_records: int) -> str:
             "another's tuning")
 
 
+def in_rounds(protocol: Any, reference: Any) -> Any:
+    """`protocol` taken one sample a round, round-robin in one session (beside `reference` if any)."""
+    return dataclasses.replace(protocol, rounds=protocol.repeat, sessions=1, drift_reference=reference is not None)
+
+
 def retime(points: Sequence[dict[str, Any]], device: Any, protocol: Any, threads: int | None, rounds: int,
-           progress: bool) -> dict[str, list[float]]:
-    """Time every point's artifact `rounds` times, round-robin, so every network meets the same
-    load: the timings taken after each build are minutes to hours apart on a shared machine."""
+           progress: bool, reference: Any = None) -> dict[str, list[float]]:
+    """Every point's median in each of `rounds` sessions, each timing all the networks round-robin
+    (beside `reference`, in its unit, when given), so every network meets the same machine states:
+    the timings taken after each build are minutes to hours apart on a shared machine."""
     from tqdm import tqdm
 
-    from runner.bench import bench_artifact
+    from runner.bench import bench_batch
 
     times: dict[str, list[float]] = {p["key"]: [] for p in points}
+    artifacts = [Path(p["paths"]["artifact"]) for p in points]
     for _ in tqdm(range(rounds), desc="re-timing rounds", disable=not progress):
-        for p in points:
-            timing = bench_artifact(Path(p["paths"]["artifact"]), device, protocol, threads=threads).timing
-            times[p["key"]].append(timing.median_ms)
+        for p, timed in zip(points, bench_batch(artifacts, device, in_rounds(protocol, reference), reference, threads)):
+            times[p["key"]].append(timed.timing.median_ms)
     return times
+
+
+def predictor_reference(predictor: str, database: Path) -> Any:
+    """The drift reference whose unit a device predictor's ms are in, from the collection's
+    database (None: a FLOPs predictor, or one collected without a reference: raw ms)."""
+    from latency_model.drift_reference import FOLDER
+    from latency_model.predictor import MANIFEST
+    from prune.settings import FLOPS
+    from runner.drift import REFERENCE_FILE, DriftReference
+
+    if predictor == FLOPS:
+        return None
+    manifest = json.loads((Path(predictor) / MANIFEST).read_text())
+    if not (manifest.get("protocol") or {}).get("drift_reference"):
+        return None
+    folder = database / FOLDER
+    if not (folder / REFERENCE_FILE).is_file():
+        raise EdgesegError(f"The predictor {predictor} prices layers in ms at the speed of the drift reference of the "
+                           f"database it was collected into, and {database} has no {FOLDER}/.",
+                           "Pass that collection's tuning database as --database.")
+    reference = DriftReference.load(folder)
+    nominal = manifest.get("reference_nominal_ms")
+    if nominal is not None and abs(nominal - reference.nominal_ms) > 1e-9 * nominal:
+        raise EdgesegError(f"The predictor {predictor} is in the unit of a drift reference of nominal {nominal:.6g} ms; "
+                           f"{folder} has {reference.nominal_ms:.6g} ms: two units.",
+                           "Pass the tuning database the predictor's layers were collected into as --database.")
+    return reference
 
 
 # ---- command line ----
@@ -341,6 +383,15 @@ def trained_with(base: Any) -> str:
             + (f"from {b.weights}" if b.weights else "from random weights"))
 
 
+def units(device_units: bool, reference: Any) -> str:
+    """What the budgets' and measured figures' milliseconds are."""
+    if not device_units:
+        return "nominal ms (FLOPs)"
+    if reference is None:
+        return "device ms (raw)"
+    return f"device ms at the speed of the drift reference {reference.artifact} (nominal {reference.nominal_ms:.4g} ms)"
+
+
 def _span_seconds(points: Sequence[dict[str, Any]]) -> float | None:
     """From the first point's start to the last point's end, by their timestamps (resumed runs too)."""
     if not points:
@@ -388,10 +439,12 @@ def run(args: argparse.Namespace) -> int:
     protocol = TimingProtocol(warmup=args.warmup, repeat=args.repeat, min_repeat_ms=args.min_repeat_ms,
                               cooldown_ms=args.cooldown_ms)
     device_units = args.predictor != FLOPS
+    reference = predictor_reference(args.predictor, database)
     fixed = {k: v for k, v in base.to_dict().items() if k not in ("method", "budget_ms", "fps", "seed")}
     check_same_settings(args.out, {"prune": fixed, "trials": args.trials, "database": str(database),
                                    "protocol": protocol.to_dict(), "threads": args.threads,
-                                   "tuning": "a fresh copy of the base snapshot per network"})
+                                   "tuning": "a fresh copy of the base snapshot per network",
+                                   "drift_reference_nominal_ms": reference.nominal_ms if reference else None})
     base_database = args.out / "work" / BASE_DATABASE
     base_records = base_snapshot(database, base_database)
     plan = plan_points(args.methods, budgets, args.seeds, full_ms, uniform_budgets)
@@ -406,7 +459,7 @@ def run(args: argparse.Namespace) -> int:
     keys = {s.key for s in plan}
     with use_device(None, None) as device:
         m = Measuring(base, args.out / "work", device, preset, base_database, args.trials, protocol, args.threads,
-                      not args.no_progress)
+                      not args.no_progress, reference)
         for spec in tqdm(todo, desc="points", disable=args.no_progress):
             record = measure_point(spec, m)
             record.update(budget_check(record, unpruned_measured([*points, record]), device_units))
@@ -415,7 +468,7 @@ def run(args: argparse.Namespace) -> int:
             log.info("%s: mIoU %.4f, predicted %.4g ms (budget %.4g), measured %.4g ms", spec.key,
                      record["miou"], record["predicted_ms"], spec.budget_ms, record["measured_median_ms"])
         planned = [p for p in points if p["key"] in keys]
-        times = retime(planned, device, protocol, args.threads, args.retime_rounds, not args.no_progress)
+        times = retime(planned, device, protocol, args.threads, args.retime_rounds, not args.no_progress, reference)
     (args.out / RETIMED).write_text(json.dumps({"rounds": args.retime_rounds, "times_ms": times}, indent=2) + "\n")
     summary = summarize(apply_retimes(planned, times), device_units)
     step_cost = json.loads(STEP_COST.read_text()) if STEP_COST.exists() else None
@@ -432,13 +485,13 @@ def run(args: argparse.Namespace) -> int:
                      "budget_fractions": [b / full_ms for b in budgets],
                      "uniform_only_budget_fractions": [b / full_ms for b in uniform_budgets],
                      "unpruned_predicted_ms": full_ms,
-                     "min_predicted_ms": min_ms, "predictor_units": "device ms" if device_units else "nominal ms (FLOPs)",
+                     "min_predicted_ms": min_ms, "predictor_units": units(device_units, reference),
                      "trials_per_network": args.trials, "database": str(database), "base_records": base_records,
                      "threads": args.threads},
         "tuning_note": tuning_note(args.trials, database, base_records)
                        + f"; {untuned} untuned kernel(s) over all {len(summary['points'])} networks",
         "protocol": {**protocol.to_dict(), "described": protocol.describe()},
-        "retiming": (f"measured ms: median of {args.retime_rounds} round-robin timings of every network at the end "
+        "retiming": (f"measured ms: median over {args.retime_rounds} sessions, each timing every network round-robin at the end "
                      "(the timing right after each build is kept as measured_at_build_ms)" if args.retime_rounds
                      else "measured ms: timed right after each build"),
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],

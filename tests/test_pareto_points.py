@@ -1,5 +1,6 @@
 """bench/pareto_points.py and the resumable points file of bench/prune_vs_baselines.py, on
-synthetic point records (no training, no timing)."""
+synthetic point records (no training); the networks' unit (a drift reference) and re-timing, on
+the loopback farm with small artifacts."""
 
 from __future__ import annotations
 
@@ -153,3 +154,53 @@ def test_a_database_that_does_not_exist_is_refused_before_anything_is_written(tm
     with pytest.raises(EdgesegError, match="does not exist"):
         run(parse_args(["--database", str(tmp_path / "typo"), "-o", str(tmp_path / "out")]))
     assert not (tmp_path / "out").exists()
+
+
+def _predictor_manifest(folder, drift: bool, nominal=None):
+    from latency_model.predictor import MANIFEST
+    from runner.timing import TimingProtocol
+
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = {"protocol": TimingProtocol(drift_reference=drift).to_dict()}
+    if nominal is not None:
+        manifest["reference_nominal_ms"] = nominal
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    return str(folder)
+
+
+def test_a_predictor_collected_beside_a_drift_reference_is_measured_in_its_unit(tmp_path):
+    from bench.prune_vs_baselines import predictor_reference
+    from latency_model.drift_reference import FOLDER
+    from runner.drift import DriftReference
+
+    database = tmp_path / "database"
+    assert predictor_reference("flops", database) is None
+    assert predictor_reference(_predictor_manifest(tmp_path / "raw", drift=False), database) is None
+    drifting = _predictor_manifest(tmp_path / "drift", drift=True, nominal=0.25)
+    with pytest.raises(EdgesegError, match="has no drift_reference/") as error:
+        predictor_reference(drifting, database)
+    assert "--database" in error.value.fix
+    (database / FOLDER).mkdir(parents=True)
+    DriftReference(database / FOLDER, 0.25, "linear").save()
+    assert predictor_reference(drifting, database).nominal_ms == 0.25
+    DriftReference(database / FOLDER, 0.3, "linear").save()  # rebuilt since the collection
+    with pytest.raises(EdgesegError, match="two units"):
+        predictor_reference(drifting, database)
+
+
+def test_retiming_beside_the_reference_gives_every_network_a_corrected_median_per_session(
+        host_farm, host_artifact, artifact_copy):
+    from bench.prune_vs_baselines import retime
+    from runner.drift import DriftReference
+    from runner.timing import TimingProtocol
+
+    points = [{"key": "a", "paths": {"artifact": str(host_artifact)}},
+              {"key": "b", "paths": {"artifact": str(artifact_copy)}}]
+    protocol = TimingProtocol(warmup=1, repeat=3)
+    raw = retime(points, host_farm.device, protocol, None, rounds=2, progress=False)
+    # the reference is the same code as network a: corrected, a runs at the nominal time in every round
+    corrected = retime(points, host_farm.device, protocol, None, rounds=2, progress=False,
+                       reference=DriftReference(host_artifact, 0.5))
+    for times in (raw, corrected):
+        assert sorted(times) == ["a", "b"] and all(len(t) == 2 and min(t) > 0 for t in times.values())
+    assert corrected["a"] == pytest.approx([0.5, 0.5], rel=0.5)
