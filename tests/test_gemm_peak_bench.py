@@ -4,13 +4,13 @@ benchmark's, never asserted here)."""
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
 from bench.gemm_peak import main, matmul_onnx
+from helpers.bench_scripts import run_bench_script
 
 
 def test_the_matmul_model_is_one_matmul_by_its_constant_weight(tmp_path):
@@ -24,11 +24,8 @@ def test_the_matmul_model_is_one_matmul_by_its_constant_weight(tmp_path):
 
 
 def test_the_peak_is_the_best_of_three_engines_timed_on_one_matmul(tmp_path, capsys):
-    out = tmp_path / "gemm.json"
-    args = ["--gemm-n", "64", "--gemm-trials", "0", "--rounds", "2", "--repeat", "2", "--warmup", "0",
-            "--work", str(tmp_path / "work"), "-o", str(out)]  # fmt: skip
-    assert main(args) == 0
-    report = json.loads(out.read_text())
+    report = run_bench_script(main, ["--gemm-n", "64", "--gemm-trials", "0", "--rounds", "2", "--repeat", "2",
+                                     "--warmup", "0"], tmp_path)  # fmt: skip
     assert set(report["engines"]) == {"tvm", "onnxruntime", "torch"}
     assert all(row["runs"] == 4 and row["gflops"] > 0 for row in report["engines"].values())
     best = max(report["engines"].values(), key=lambda row: row["gflops"])
