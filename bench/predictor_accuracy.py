@@ -6,7 +6,7 @@ the FLOPs line beside it in the same report (issue 13, part 3).
         [-o bench/results/predictor_accuracy]
 
 It runs the project's own commands as a user would, each its own process, in a workspace of its
-own (OUT/workspace: the device's tuning database and drift reference, so no earlier tuning
+own (OUT/workspace, kept out of git: the tuning database and drift reference, so no earlier tuning
 flatters or hurts it):
 1. `latency_model collect -o OUT/data.jsonl`: the layers of the unpruned and smallest network and
    of `--samples` pruned variants; per structure two anchor widths tuned with `--trials-per-layer`,
@@ -137,6 +137,7 @@ def report_lines(result: dict[str, Any]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / ".gitignore").write_text("workspace/\nnetworks/variants/\n")  # databases and ONNX files: large, local
     os.environ["EDGESEG_WORKSPACE"] = str((args.out / "workspace").resolve())  # the commands' database
     record = StageRecord.load(args.out / "pipeline.json")
     StageRunner(record).run(plan(args))
