@@ -322,11 +322,11 @@ def bench_batch(
     session_timeout_s: float = 600,
     wait_s: float = 60.0,
 ) -> list[BatchTiming]:
-    """Time several artifacts for one target in ONE session, round-robin over the protocol's
-    rounds, with the device's drift reference in every round when the protocol asks for it:
-    every artifact meets the same machine states, and the reference puts them in one unit with
-    figures taken at other times; the rounds are spread over the protocol's `sessions`. No
-    numeric check (`bench_artifact --check` has one)."""
+    """Time several artifacts for one target together, round-robin over the protocol's rounds,
+    with the device's drift reference in every round when the protocol asks for it: every
+    artifact meets the same machine states, and the reference puts them in one unit with
+    figures taken at other times. The rounds are spread over the protocol's `sessions`, each
+    session timing every artifact. No numeric check (`bench_artifact --check` has one)."""
     if protocol.drift_reference != (reference is not None):
         raise ArtifactError(
             f"the timing protocol {'asks for' if protocol.drift_reference else 'has no'} a drift reference, "
