@@ -190,6 +190,7 @@ def measure_point(spec: PointSpec, m: Measuring) -> dict[str, Any]:
     from prune.shared_training import SharedTraining
     from prune.train import run_pruning
     from runner.bench import bench_artifact, bench_batch
+    from runner.timing import TimingProtocol
 
     if spec.method == UNPRUNED:
         settings = dataclasses.replace(m.base, method="dense", budget_ms=None, seed=spec.seed)
@@ -205,9 +206,12 @@ def measure_point(spec: PointSpec, m: Measuring) -> dict[str, Any]:
     compiled = compile_model(run_dir / "model.onnx", artifact_dir, m.preset, database, m.trials, device=m.device,
                              kernel_library=False)  # whole networks only: half the build
     built = time.monotonic()
-    bench = bench_artifact(artifact_dir, m.device, m.protocol, threads=m.threads, check=True)
-    timing, raw = bench.timing, {}
-    if m.reference is not None:  # the budget's unit: ms at the reference's nominal speed
+    if m.reference is None:
+        bench = bench_artifact(artifact_dir, m.device, m.protocol, threads=m.threads, check=True)
+        timing, raw = bench.timing, {}
+    else:  # the budget's unit: ms at the reference's nominal speed; the check's one run is not a figure
+        check_only = TimingProtocol(warmup=0, repeat=1, min_repeat_ms=0)
+        bench = bench_artifact(artifact_dir, m.device, check_only, threads=m.threads, check=True)
         (beside,) = bench_batch([artifact_dir], m.device, in_rounds(m.protocol, m.reference), m.reference, m.threads)
         timing, raw = beside.timing, {"measured_raw_median_ms": beside.raw.median_ms}
     done = time.monotonic()
@@ -274,11 +278,12 @@ def retime(points: Sequence[dict[str, Any]], device: Any, protocol: Any, threads
     return times
 
 
-def predictor_reference(predictor: str, database: Path) -> Any:
+def predictor_reference(predictor: str, database: Path, threads: int | None) -> Any:
     """The drift reference whose unit a device predictor's ms are in, from the collection's
-    database (None: a FLOPs predictor, or one collected without a reference: raw ms)."""
+    database (None: a FLOPs predictor, or one collected without a reference: raw ms). A predictor
+    in another unit or of another thread count is refused."""
     from latency_model.drift_reference import FOLDER
-    from latency_model.predictor import MANIFEST
+    from latency_model.predictor import MANIFEST, check_timed_alike
     from prune.settings import FLOPS
     from runner.drift import REFERENCE_FILE, DriftReference
 
@@ -286,6 +291,7 @@ def predictor_reference(predictor: str, database: Path) -> Any:
         return None
     manifest = json.loads((Path(predictor) / MANIFEST).read_text())
     if not (manifest.get("protocol") or {}).get("drift_reference"):
+        check_timed_alike(manifest, predictor, False, None, threads)
         return None
     folder = database / FOLDER
     if not (folder / REFERENCE_FILE).is_file():
@@ -293,11 +299,7 @@ def predictor_reference(predictor: str, database: Path) -> Any:
                            f"database it was collected into, and {database} has no {FOLDER}/.",
                            "Pass that collection's tuning database as --database.")
     reference = DriftReference.load(folder)
-    nominal = manifest.get("reference_nominal_ms")
-    if nominal is not None and abs(nominal - reference.nominal_ms) > 1e-9 * nominal:
-        raise EdgesegError(f"The predictor {predictor} is in the unit of a drift reference of nominal {nominal:.6g} ms; "
-                           f"{folder} has {reference.nominal_ms:.6g} ms: two units.",
-                           "Pass the tuning database the predictor's layers were collected into as --database.")
+    check_timed_alike(manifest, predictor, True, reference.nominal_ms, threads)
     return reference
 
 
@@ -439,7 +441,7 @@ def run(args: argparse.Namespace) -> int:
     protocol = TimingProtocol(warmup=args.warmup, repeat=args.repeat, min_repeat_ms=args.min_repeat_ms,
                               cooldown_ms=args.cooldown_ms)
     device_units = args.predictor != FLOPS
-    reference = predictor_reference(args.predictor, database)
+    reference = predictor_reference(args.predictor, database, args.threads)
     fixed = {k: v for k, v in base.to_dict().items() if k not in ("method", "budget_ms", "fps", "seed")}
     check_same_settings(args.out, {"prune": fixed, "trials": args.trials, "database": str(database),
                                    "protocol": protocol.to_dict(), "threads": args.threads,

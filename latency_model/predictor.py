@@ -143,6 +143,36 @@ def _fit_parts(mode: str, configs: Sequence[LayerConfig], x: np.ndarray, y: np.n
             for kind in LAYER_TYPES if np.any(kinds == kind)}
 
 
+def check_timed_alike(manifest: Mapping[str, Any], where: str | os.PathLike, drift_reference: bool,
+                      reference_nominal_ms: float | None, threads: int | None) -> None:
+    """Raise EdgesegError unless whole networks timed beside a drift reference or not
+    (`drift_reference`), of nominal `reference_nominal_ms`, on `threads`, come out in the unit of
+    the layers of the predictor whose manifest this is (in `where`). What the manifest or the
+    caller does not know is not compared."""
+    protocol = manifest.get("protocol")
+    theirs = bool(protocol.get("drift_reference")) if isinstance(protocol, dict) else None
+    if theirs is not None and theirs != drift_reference:
+        kinds = {True: "scaled by a drift reference", False: "raw"}
+        raise EdgesegError(
+            f"The predictor in {where} was trained on layer timings {kinds[theirs]}; these networks "
+            f"would be timed {kinds[drift_reference]}: two units.",
+            "Time the networks as its layers were (" + ("leave out --no-drift-reference" if theirs
+                                                        else "pass --no-drift-reference") + ").")
+    nominal = manifest.get("reference_nominal_ms")
+    if drift_reference and None not in (nominal, reference_nominal_ms) \
+            and abs(nominal - reference_nominal_ms) > 1e-9 * nominal:
+        raise EdgesegError(
+            f"The predictor in {where} is in the unit of a drift reference of nominal {nominal:.6g} ms; "
+            f"the device's reference now has {reference_nominal_ms:.6g} ms (rebuilt since): two units.",
+            "Pass the tuning database its layers were collected into, or collect and train again "
+            "with the device's current reference.")
+    made_on = manifest.get("threads")
+    if None not in (made_on, threads) and made_on != threads:
+        raise EdgesegError(
+            f"The predictor in {where} learnt layers timed on {made_on} threads, not {threads}.",
+            f"Time the networks on {made_on} threads, or collect on {threads} and train again.")
+
+
 class Predictor:
     """Predicts per-layer latency (ms) on the device and target it was trained for."""
 
@@ -215,30 +245,9 @@ class Predictor:
 
     def check_timed_alike(self, drift_reference: bool, reference_nominal_ms: float | None,
                           threads: int | None) -> None:
-        """Raise EdgesegError unless whole networks timed beside a drift reference or not
-        (`drift_reference`), of nominal `reference_nominal_ms`, on `threads`, come out in the unit
-        of this predictor's layers. What the manifest or the caller does not know is not compared."""
-        protocol = self.manifest.get("protocol")
-        theirs = bool(protocol.get("drift_reference")) if isinstance(protocol, dict) else None
-        if theirs is not None and theirs != drift_reference:
-            kinds = {True: "scaled by a drift reference", False: "raw"}
-            raise EdgesegError(
-                f"The predictor in {self.directory} was trained on layer timings {kinds[theirs]}; these networks "
-                f"would be timed {kinds[drift_reference]}: two units.",
-                "Time the networks as its layers were (" + ("leave out --no-drift-reference" if theirs
-                                                            else "pass --no-drift-reference") + ").")
-        nominal = self.manifest.get("reference_nominal_ms")
-        if drift_reference and None not in (nominal, reference_nominal_ms) \
-                and abs(nominal - reference_nominal_ms) > 1e-9 * nominal:
-            raise EdgesegError(
-                f"The predictor in {self.directory} is in the unit of a drift reference of nominal {nominal:.6g} ms; "
-                f"the device's reference now has {reference_nominal_ms:.6g} ms (rebuilt since): two units.",
-                "Collect and train again with the device's current reference.")
-        made_on = self.manifest.get("threads")
-        if None not in (made_on, threads) and made_on != threads:
-            raise EdgesegError(
-                f"The predictor in {self.directory} learnt layers timed on {made_on} threads, not {threads}.",
-                f"Time the networks on {made_on} threads, or collect on {threads} and train again.")
+        """Raise EdgesegError unless networks timed so come out in this predictor's unit
+        (see the module's `check_timed_alike`)."""
+        check_timed_alike(self.manifest, self.directory, drift_reference, reference_nominal_ms, threads)
 
     def predict_ms(self, configs: Sequence[LayerConfig]) -> np.ndarray:
         """Predicted latency in ms of each config, in order."""

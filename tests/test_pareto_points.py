@@ -161,7 +161,7 @@ def _predictor_manifest(folder, drift: bool, nominal=None):
     from runner.timing import TimingProtocol
 
     folder.mkdir(parents=True, exist_ok=True)
-    manifest = {"protocol": TimingProtocol(drift_reference=drift).to_dict()}
+    manifest = {"protocol": TimingProtocol(drift_reference=drift).to_dict(), "threads": 2}
     if nominal is not None:
         manifest["reference_nominal_ms"] = nominal
     (folder / MANIFEST).write_text(json.dumps(manifest))
@@ -174,18 +174,23 @@ def test_a_predictor_collected_beside_a_drift_reference_is_measured_in_its_unit(
     from runner.drift import DriftReference
 
     database = tmp_path / "database"
-    assert predictor_reference("flops", database) is None
-    assert predictor_reference(_predictor_manifest(tmp_path / "raw", drift=False), database) is None
+    assert predictor_reference("flops", database, 2) is None
+    raw = _predictor_manifest(tmp_path / "raw", drift=False)
+    assert predictor_reference(raw, database, 2) is None
+    with pytest.raises(EdgesegError, match="timed on 2 threads, not 1"):
+        predictor_reference(raw, database, 1)
     drifting = _predictor_manifest(tmp_path / "drift", drift=True, nominal=0.25)
     with pytest.raises(EdgesegError, match="has no drift_reference/") as error:
-        predictor_reference(drifting, database)
+        predictor_reference(drifting, database, 2)
     assert "--database" in error.value.fix
     (database / FOLDER).mkdir(parents=True)
     DriftReference(database / FOLDER, 0.25, "linear").save()
-    assert predictor_reference(drifting, database).nominal_ms == 0.25
+    assert predictor_reference(drifting, database, 2).nominal_ms == 0.25
+    assert predictor_reference(drifting, database, None).nominal_ms == 0.25  # all threads: not compared
     DriftReference(database / FOLDER, 0.3, "linear").save()  # rebuilt since the collection
-    with pytest.raises(EdgesegError, match="two units"):
-        predictor_reference(drifting, database)
+    with pytest.raises(EdgesegError, match="two units") as error:
+        predictor_reference(drifting, database, 2)
+    assert "tuning database its layers were collected into" in error.value.fix
 
 
 def test_retiming_beside_the_reference_gives_every_network_a_corrected_median_per_session(
