@@ -36,7 +36,7 @@ import numpy as np
 
 from compile.api import compile_model
 from compile.targets import resolve_target
-from latency_model.collect import BATCH, tune_layers
+from latency_model.collect import BATCH, in_batches, tune_layers
 from latency_model.drift_reference import device_drift_reference
 from latency_model.export import export_layer
 from latency_model.sampling import layer_configs, sample_kept
@@ -79,10 +79,6 @@ def agreement(pairs: list[tuple[str, str, dict, dict]]) -> dict:
 
 def _size_class(ms: float) -> str:
     return next(name for bound, name in SIZE_CLASSES if ms < bound)
-
-
-def _batches(items: list, size: int) -> list[list]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 def main() -> None:
@@ -135,7 +131,7 @@ def main() -> None:
             return [statistics_of(list(bench_artifact(a, device, burst).timing.samples_ms)) for _, a in layers]
 
         def time_rounds(protocol: TimingProtocol = rounds) -> list:
-            return [t for batch in _batches([a for _, a in layers], BATCH)
+            return [t for batch in in_batches([a for _, a in layers])
                     for t in bench_batch(batch, device, protocol, reference)]
 
         passes = {"burst_a": time_burst()}
@@ -146,7 +142,7 @@ def main() -> None:
         bench_networks()
         rounds_b = time_rounds()
         bench_networks()
-        interleaved = [pair for batch in _batches([a for _, a in layers], BATCH)
+        interleaved = [pair for batch in in_batches([a for _, a in layers])
                        for pair in zip(bench_batch(batch, device, rounds, reference),
                                        bench_batch(batch, device, rounds, reference))]
         while min(len(b) for b in network_benches.values()) < args.network_runs:

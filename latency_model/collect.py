@@ -99,6 +99,11 @@ class Source:
 BATCH = 12  # layers compiled, then timed round-robin in one session; a crash loses at most one batch
 
 
+def in_batches(items: Sequence[Any]) -> list[list[Any]]:
+    """`items` in order, in the batches of `BATCH` a collection compiles and times together."""
+    return [list(items[i:i + BATCH]) for i in range(0, len(items), BATCH)]
+
+
 def measure_layers(configs: Sequence[LayerConfig], device: Device, preset: Any, database_dir: Path,
                    trials_per_layer: int, protocol: TimingProtocol, scratch: Path,
                    source: Source = Source(), threads: int | None = None,
@@ -286,8 +291,7 @@ def collect(configs: Sequence[LayerConfig], device: Device, preset: Any, out: Pa
                            networks if todo else ())
     tuning_seconds = pretuned.seconds
     with tqdm(total=len(todo), desc="collect", unit="layer", disable=not progress) as bar:
-        for start in range(0, len(todo), BATCH):
-            batch = todo[start:start + BATCH]
+        for batch in in_batches(todo):
             with tempfile.TemporaryDirectory(prefix="edgeseg-collect-") as scratch:
                 records, tuned_s = measure_layers(batch, device, preset, database_dir, trials_per_layer, protocol,
                                                   Path(scratch), source, threads, reference)
