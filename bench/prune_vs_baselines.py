@@ -26,9 +26,9 @@ Budgets are fractions of the unpruned network's predicted latency (`--budgets-ms
 in the predictor's units). A device predictor collected beside a drift reference (collect's
 protocol) is in milliseconds at the speed the device had when that reference was made; every
 network is then timed beside the same reference (`runner.drift`, found in `--database`, the
-collection's), so its measured ms are in the budget's unit. Each finished point is appended (fsynced) to OUT/points.jsonl at once:
-a rerun with the same settings skips what is there. Runs and artifacts live in OUT/work/ (not for
-git). The summary (OUT/result.json, OUT/pareto.png) gives, per method and budget, mean and std
+collection's), so its measured ms are in the budget's unit. Each finished point is appended
+(fsynced) to OUT/points.jsonl at once: a rerun with the same settings skips what is there. Runs
+and artifacts live in OUT/work/ (not for git). The summary (OUT/result.json, OUT/pareto.png) gives, per method and budget, mean and std
 over seeds of mIoU and measured ms; the bilevel-minus-uniform mIoU gap in points at the same
 budget and at the same measured latency (uniform's curve, ending at the unpruned network, interpolated;
 `--uniform-budgets` extends it to lower budgets); and the share of

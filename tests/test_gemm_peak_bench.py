@@ -4,7 +4,6 @@ benchmark's, never asserted here)."""
 
 from __future__ import annotations
 
-
 import numpy as np
 import onnx
 import onnxruntime as ort
