@@ -6,11 +6,17 @@ and the emulated aarch64 one, which runs on the same cores) those timings share 
 the compiler, and the cost model learns from them: `MeasureAlone` returns from `run` only when
 every timing is done, so a timing never overlaps a build. A phone measures on its own cores,
 where the overlap costs nothing and saves time, so RPC devices elsewhere keep it.
+
+Every candidate is timed in several repeats, and MetaSchedule is handed their median
+(`MedianOfRepeats`, on every device): it ranks, records and learns from the mean of a result's
+`run_secs`, and with one sample per candidate one stalled timing (a 1-5 us reshape once recorded
+at 21 ms) became the record and steered the task scheduler's trials.
 """
 
 from __future__ import annotations
 
 import logging
+import statistics
 from typing import Any, Sequence
 
 from tvm.ir.utils import derived_object
@@ -48,6 +54,40 @@ class _Finished(PyRunnerFuture):
         return self._result
 
 
+def median_result(result: Any) -> Any:
+    """`result` (a RunnerResult) with its repeats replaced by their median, as one timing."""
+    if result.error_msg is not None or not result.run_secs:
+        return result
+    return ms.runner.RunnerResult([statistics.median(float(s) for s in result.run_secs)], None)
+
+
+@derived_object
+class _MedianFuture(PyRunnerFuture):
+    """A runner future whose result is the median of the wrapped future's repeats."""
+
+    def __init__(self, future: Any):
+        super().__init__()
+        self.future = future
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    def result(self) -> Any:
+        return median_result(self.future.result())
+
+
+@derived_object
+class MedianOfRepeats(PyRunner):
+    """A runner that reports each candidate's median repeat, so one stall is not its record."""
+
+    def __init__(self, runner: Any):
+        super().__init__()
+        self.runner = runner
+
+    def run(self, runner_inputs: list[Any]) -> list[Any]:
+        return [_MedianFuture(future) for future in self.runner.run(runner_inputs)]
+
+
 @derived_object
 class MeasureAlone(PyRunner):
     """A runner whose `run` waits for its timings, so the scheduler builds only between them."""
@@ -60,13 +100,15 @@ class MeasureAlone(PyRunner):
         return [_Finished(future.result()) for future in self.runner.run(runner_inputs)]
 
 
-EVALUATOR = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20, enable_cpu_cache_flush=False)
+# Five repeats of at least 10 ms each: the median survives two stalled repeats, and a candidate
+# costs ~50 ms of device time (one repeat of 20 ms before).
+EVALUATOR = ms.runner.EvaluatorConfig(number=3, repeat=5, min_repeat_ms=10, enable_cpu_cache_flush=False)
 
 
 def device_runner(device: Device, alone: bool = False) -> Any:
-    """MetaSchedule's RPC runner for `device`: how tuning times a candidate (a session per
-    candidate); `alone`: wrapped in `MeasureAlone`. Tuning's default measure callbacks delete each
-    candidate's build folder once it is timed."""
+    """MetaSchedule's RPC runner for `device`, reporting medians (`MedianOfRepeats`): how tuning
+    times a candidate (a session per candidate); `alone`: wrapped in `MeasureAlone`. Tuning's
+    default measure callbacks delete each candidate's build folder once it is timed."""
     runner = ms.runner.RPCRunner(
         ms.runner.RPCConfig(
             tracker_host=device.tracker.host,
@@ -77,20 +119,22 @@ def device_runner(device: Device, alone: bool = False) -> Any:
         EVALUATOR,
         f_alloc_argument=alloc_arguments_from_host,
     )
+    runner = MedianOfRepeats(runner)
     return MeasureAlone(runner) if alone else runner
 
 
 def close_runner(runner: Any) -> None:
     """Stop the runner's worker pool here, not in a worker thread's garbage collection (where
     it fails with 'cannot join current thread')."""
-    inner = runner.runner if isinstance(runner, MeasureAlone) else runner
-    inner.pool.shutdown()
+    while isinstance(runner, (MeasureAlone, MedianOfRepeats)):
+        runner = runner.runner
+    runner.pool.shutdown()
 
 
 def measure_schedules(schedules: Sequence[Any], target: Any, preset: TargetPreset,
                       device: Device) -> list[float | None]:
     """Build every schedule, then time each on `device` with tuning's evaluator settings:
-    seconds per call, None when its build or run failed. All builds finish before the first
+    seconds per call (the median repeat), None when its build or run failed. All builds finish before the first
     timing starts (no timing shares the cores with a build), and every candidate is timed in
     ONE session: a session per candidate, as MetaSchedule's runner opens, costs more than
     timing a small kernel."""
@@ -136,7 +180,7 @@ def _time_built(schedules, built, runnable, seconds, preset, device) -> None:
                 info = [a.as_json() for a in ArgInfo.from_entry_func(schedules[i].mod, remove_preproc=True)]
                 args = alloc_arguments_from_host(remote, dev, info, 1)
                 costs = run_evaluator_common(module, dev, EVALUATOR, args)
-                seconds[i] = sum(costs) / len(costs)
+                seconds[i] = statistics.median(costs)
                 del module, args
             except Exception as error:  # noqa: BLE001 - a candidate that fails to run is skipped
                 logger.debug("candidate %d did not run: %s", i, error)
