@@ -33,7 +33,6 @@ Run it alone: every timing here is of this machine's CPU, shared with nothing el
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
@@ -41,8 +40,8 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
 
+from bench.common import finished, ratio_summary
 from compile.api import compile_model
 from compile.database import open_database
 from compile.targets import resolve_target
@@ -68,16 +67,6 @@ def _relative_speeds(database: Path, target) -> list[float]:
     workloads = {str(r.workload.mod): r.workload for r in db.get_all_tuning_records()}.values()
     provenances = (db.provenance(w.mod, target) for w in workloads)
     return [p["relative_speed"] for p in provenances if p and p.get("kind") == "transferred"]
-
-
-def _finished(marker: Path, work: Callable[[], dict]) -> dict:
-    """`work()`'s result, kept in `marker`: a rerun with the same --work skips what finished."""
-    if marker.is_file():
-        log.info("reusing %s", marker)
-        return json.loads(marker.read_text())
-    result = work()
-    marker.write_text(json.dumps(result, indent=2) + "\n")
-    return result
 
 
 def _collect(args: argparse.Namespace, configs, device, preset, work: Path) -> dict:
@@ -138,17 +127,6 @@ def _against_own_tuning(model_path: Path, work: Path, preset, device) -> list[di
             for (name, calls, *_), a, b in zip(pairs, seconds[0::2], seconds[1::2]) if a and b]
 
 
-def _summary(values: list[float]) -> dict:
-    if not values:
-        return {"count": 0}
-    ordered = sorted(values)
-    quartiles = statistics.quantiles(ordered, n=4) if len(ordered) > 1 else [ordered[0]] * 3
-    return {"count": len(ordered), "median": round(statistics.median(ordered), 3),
-            "q1": round(quartiles[0], 3), "q3": round(quartiles[2], 3),
-            "min": round(ordered[0], 3), "max": round(ordered[-1], 3),
-            "share_at_least_0.9": round(sum(v >= 0.9 for v in ordered) / len(ordered), 3)}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="segformer-b0", help="model whose layers the collection samples")
@@ -182,12 +160,12 @@ def main() -> None:
         new_configs = len(variant_configs - collected)
         log.info("collection: %d layer configs and the unpruned network's kernels; the variant has %d layer "
                  "configs, %d never collected", len(configs), len(variant_configs), new_configs)
-        collection = _finished(work / "collection.json", lambda: _collect(args, configs, device, preset, work))
+        collection = finished(work / "collection.json", lambda: _collect(args, configs, device, preset, work))
         rows = {}
         for name, trials_per_task, database_from in (
                 ("after-collection", None, work / "collection"),
                 ("from-scratch", args.scratch_trials_per_task, None)):
-            rows[name] = _finished(work / f"build-{name}.json", lambda: _build(
+            rows[name] = finished(work / f"build-{name}.json", lambda: _build(
                 variant.model_path, work, name, preset, trials_per_task, device, database_from))
         protocol = TimingProtocol(warmup=args.warmup, repeat=args.repeat)
         timings: dict[str, list[float]] = {name: [] for name in rows}
@@ -219,9 +197,9 @@ def main() -> None:
         "rows": rows,
         "compile_time_ratio": round(after["compile_wall_seconds"] / fresh["compile_wall_seconds"], 3),
         "latency_ratio_after_over_scratch": round(after["median_ms"] / fresh["median_ms"], 3),
-        "transferred_vs_donor_gflops": _summary(speeds),
+        "transferred_vs_donor_gflops": ratio_summary(speeds),
         "transferred_over_own_tuning_time": {
-            **_summary(own_ratios := [k["transferred_us"] / k["own_tuning_us"] for k in own]),
+            **ratio_summary(own_ratios := [k["transferred_us"] / k["own_tuning_us"] for k in own]),
             "share_at_most_1.1": round(sum(r <= 1.1 for r in own_ratios) / max(1, len(own_ratios)), 3),
             "weighted_by_calls": round(sum(k["transferred_us"] * k["calls"] for k in own)
                                        / max(1e-9, sum(k["own_tuning_us"] * k["calls"] for k in own)), 3),

@@ -1,0 +1,33 @@
+"""What several bench scripts share: steps a rerun skips, and summaries of per-kernel ratios."""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+from pathlib import Path
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+
+def finished(marker: Path, work: Callable[[], dict]) -> dict:
+    """`work()`'s result, kept in `marker`: a rerun with the same --work skips what finished."""
+    if marker.is_file():
+        log.info("reusing %s", marker)
+        return json.loads(marker.read_text())
+    result = work()
+    marker.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def ratio_summary(values: list[float]) -> dict:
+    """Count, median, quartiles, range and the share at least 0.9 of per-kernel ratios."""
+    if not values:
+        return {"count": 0}
+    ordered = sorted(values)
+    quartiles = statistics.quantiles(ordered, n=4) if len(ordered) > 1 else [ordered[0]] * 3
+    return {"count": len(ordered), "median": round(statistics.median(ordered), 3),
+            "q1": round(quartiles[0], 3), "q3": round(quartiles[2], 3),
+            "min": round(ordered[0], 3), "max": round(ordered[-1], 3),
+            "share_at_least_0.9": round(sum(v >= 0.9 for v in ordered) / len(ordered), 3)}
