@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from tqdm import tqdm
 from tvm.ir.utils import derived_object
 from tvm.s_tir.meta_schedule.builder import BuilderInput, BuilderResult, PyBuilder
 from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
@@ -41,10 +42,14 @@ def _build_candidate(mod, target, preset: TargetPreset) -> str:
 class PooledBuilder(PyBuilder):
     """Builds MetaSchedule candidates in a persistent process pool; call `shutdown()` at the end."""
 
-    def __init__(self, preset: TargetPreset, max_workers: int | None = None, timeout_sec: float = 120.0):
+    def __init__(self, preset: TargetPreset, max_workers: int | None = None, timeout_sec: float = 120.0,
+                 progress: str | None = None):
+        """`progress`: label of a progress bar over each `build` (schedule transfer builds
+        thousands of candidates at once in a collection, outside tuning's bar); None: no bar."""
         super().__init__()
         self.preset = preset
         self.timeout_sec = timeout_sec
+        self.progress = progress
         self.pool = PopenPoolExecutor(
             max_workers=max_workers or max(1, (os.cpu_count() or 1)),
             timeout=timeout_sec,
@@ -53,7 +58,10 @@ class PooledBuilder(PyBuilder):
     def build(self, build_inputs: list[BuilderInput]) -> list[BuilderResult]:
         results = []
         jobs = [(inp.mod, inp.target, self.preset) for inp in build_inputs]
-        for outcome in self.pool.map_with_error_catching(lambda job: _build_candidate(*job), jobs):
+        outcomes = self.pool.map_with_error_catching(lambda job: _build_candidate(*job), jobs)
+        for outcome in tqdm(outcomes, total=len(jobs), desc=self.progress, unit="kernel",
+                            disable=self.progress is None,
+                            leave=False):
             if outcome.status == StatusKind.COMPLETE:
                 results.append(BuilderResult(outcome.value, None))
             elif outcome.status == StatusKind.TIMEOUT:

@@ -19,6 +19,7 @@ import logging
 import statistics
 from typing import Any, Sequence
 
+from tqdm import tqdm
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.runner import PyRunner, PyRunnerFuture
@@ -140,7 +141,7 @@ def measure_schedules(schedules: Sequence[Any], target: Any, preset: TargetPrese
     timing a small kernel."""
     from tvm.s_tir.meta_schedule.builder import BuilderInput
 
-    builder = PooledBuilder(preset)
+    builder = PooledBuilder(preset, progress="build candidates")
     try:
         built = builder.build([BuilderInput(s.mod, target) for s in schedules])
     finally:
@@ -172,7 +173,7 @@ def _time_built(schedules, built, runnable, seconds, preset, device) -> None:
     check_tracker(device.tracker)
     with open_session(device) as remote:
         dev = remote.device(preset.device_type, 0)
-        for i in runnable:
+        for i in tqdm(runnable, desc="time candidates", unit="kernel", leave=False):
             try:
                 remote.upload(built[i].artifact_path, f"candidate-{i}.so")
                 module = remote.load_module(f"candidate-{i}.so")
