@@ -60,8 +60,7 @@ class PooledBuilder(PyBuilder):
         jobs = [(inp.mod, inp.target, self.preset) for inp in build_inputs]
         outcomes = self.pool.map_with_error_catching(lambda job: _build_candidate(*job), jobs)
         for outcome in tqdm(outcomes, total=len(jobs), desc=self.progress, unit="kernel",
-                            disable=self.progress is None,
-                            leave=False):
+                            disable=self.progress is None, leave=False):
             if outcome.status == StatusKind.COMPLETE:
                 results.append(BuilderResult(outcome.value, None))
             elif outcome.status == StatusKind.TIMEOUT:

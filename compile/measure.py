@@ -135,10 +135,10 @@ def close_runner(runner: Any) -> None:
 def measure_schedules(schedules: Sequence[Any], target: Any, preset: TargetPreset,
                       device: Device) -> list[float | None]:
     """Build every schedule, then time each on `device` with tuning's evaluator settings:
-    seconds per call (the median repeat), None when its build or run failed. All builds finish before the first
-    timing starts (no timing shares the cores with a build), and every candidate is timed in
-    ONE session: a session per candidate, as MetaSchedule's runner opens, costs more than
-    timing a small kernel."""
+    seconds per call (the median repeat), None when its build or run failed. All builds finish
+    before the first timing starts (no timing shares the cores with a build), and every
+    candidate is timed in ONE session: a session per candidate, as MetaSchedule's runner opens,
+    costs more than timing a small kernel."""
     from tvm.s_tir.meta_schedule.builder import BuilderInput
 
     builder = PooledBuilder(preset, progress="build candidates")
