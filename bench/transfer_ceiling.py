@@ -152,15 +152,18 @@ def time_pairs(pairs: Sequence[tuple[Any, Any]], work: Path, preset, device, rou
                 samples[i].append(seconds)
     out = []
     for k, (donor, task) in enumerate(rows):
-        times = [statistics.median(s) if s else None for s in samples[3 * k:3 * k + 3]]
-        if None in times:
+        three = samples[3 * k:3 * k + 3]
+        if not all(three):
             continue
+        times = [statistics.median(s) for s in three]
         donor_rate = work_of(donor.dispatched[0]) / times[0]
         pruned_work = work_of(task.dispatched[0])
         out.append({"kernel": task.task_name, "calls": int(task.weight), "extents": extents(task.dispatched[0]),
                     "donor": donor.task_name, "donor_extents": extents(donor.dispatched[0]),
                     "donor_us": round(times[0] * 1e6, 3), "transferred_us": round(times[1] * 1e6, 3),
                     "searched_us": round(times[2] * 1e6, 3),
+                    "range_us": {name: [round(min(s) * 1e6, 3), round(max(s) * 1e6, 3)]
+                                 for name, s in zip(("donor", "transferred", "searched"), three)},
                     "transferred_over_donor_rate": round(pruned_work / times[1] / donor_rate, 4),
                     "searched_over_donor_rate": round(pruned_work / times[2] / donor_rate, 4),
                     "transferred_over_searched_time": round(times[1] / times[2], 4)})
@@ -205,7 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "trials_per_task": args.trials_per_task, "donor_search": donors, "transfer": transferred,
         "pruned_search": searched,
         "protocol": f"donor, transferred and searched schedules built and timed in one batch, {args.rounds} "
-                    "batches, median per schedule; each timing the median of tuning's 5 repeats",
+                    "batches, median per schedule (range_us: min-max over the batches); each timing the "
+                    "median of tuning's 5 repeats of at least 10 ms after 1 warm-up call",
         "transferred_over_donor_rate": ratio_summary(transfer_rates),
         "searched_over_donor_rate": ratio_summary(search_rates),
         "transferred_over_searched_time": ratio_summary([k["transferred_over_searched_time"] for k in kernels]),

@@ -16,5 +16,6 @@ def test_donors_transfers_and_searches_of_pruned_kernels_are_timed_side_by_side(
     for kernel in result["kernels"]:
         assert kernel["extents"] != kernel["donor_extents"]
         assert min(kernel["donor_us"], kernel["transferred_us"], kernel["searched_us"]) > 0
+        assert all(low <= high for low, high in kernel["range_us"].values())
     assert result["transferred_over_donor_rate"]["count"] == 2 and "wrote" in capsys.readouterr().out
     assert all((tmp_path / "work" / f"{step}.json").is_file() for step in ("donors", "transferred", "searched"))
