@@ -1,4 +1,5 @@
-"""What several bench scripts share: steps a rerun skips, and summaries of per-kernel ratios."""
+"""What several bench scripts share: a model's tuning tasks, steps a rerun skips, and summaries of
+per-kernel ratios."""
 
 from __future__ import annotations
 
@@ -6,9 +7,19 @@ import json
 import logging
 import statistics
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 log = logging.getLogger(__name__)
+
+
+def extracted_tasks(model_path: Path, preset: Any, work: Path) -> list[Any]:
+    """MetaSchedule's tasks of an ONNX model, as `python -m compile` extracts them."""
+    from compile.build import lower
+    from compile.frontend import load_model
+    from tvm.s_tir import meta_schedule as ms
+
+    return list(ms.relax_integration.extract_tasks(lower(load_model(model_path, None, work).mod, preset),
+                                                   preset.target()))
 
 
 def finished(marker: Path, work: Callable[[], dict]) -> dict:

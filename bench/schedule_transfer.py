@@ -41,7 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import finished, ratio_summary
+from bench.common import extracted_tasks, finished, ratio_summary
 from compile.api import compile_model
 from compile.database import open_database
 from compile.targets import resolve_target
@@ -100,17 +100,13 @@ def _build(model_path: Path, work: Path, name: str, preset, trials_per_task: int
 def _against_own_tuning(model_path: Path, work: Path, preset, device) -> list[dict]:
     """The variant's kernels that took a transferred schedule, each timed in one batch beside the
     schedule the from-scratch build tuned for that very kernel."""
-    from compile.build import lower
-    from compile.frontend import load_model
     from compile.measure import measure_schedules
     from compile.transfer import postprocessors, replay
-    from compile.tuning import ms
 
     target = preset.target()
     after, scratch = open_database(work / "after-collection", target), open_database(work / "from-scratch", target)
-    lowered = lower(load_model(model_path, None, work).mod, preset)
     pairs = []
-    for task in ms.relax_integration.extract_tasks(lowered, target):
+    for task in extracted_tasks(model_path, preset, work):
         mod = task.dispatched[0]
         provenance = after.provenance(mod, target)
         transferred = after.query_tuning_record(mod, target, task.task_name)

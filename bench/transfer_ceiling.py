@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from bench.common import finished, ratio_summary
+from bench.common import extracted_tasks, finished, ratio_summary
 from compile.targets import resolve_target
 from runner.cli_support import setup_logging
 from runner.device import HOST_KEY
@@ -58,16 +58,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--work", type=Path, default=None, help="folder kept for a rerun (default: a temporary one)")
     p.add_argument("-o", "--out", type=Path, default=Path("bench/results/transfer_ceiling.json"))
     return p.parse_args(argv)
-
-
-def extracted_tasks(model_path: Path, preset: Any, work: Path) -> list[Any]:
-    """MetaSchedule's tasks of an ONNX model, as `python -m compile` extracts them."""
-    from compile.build import lower
-    from compile.frontend import load_model
-    from tvm.s_tir import meta_schedule as ms
-
-    return list(ms.relax_integration.extract_tasks(lower(load_model(model_path, None, work).mod, preset),
-                                                   preset.target()))
 
 
 def donor_pairs(pruned: Sequence[Any], unpruned: Sequence[Any], count: int) -> list[tuple[Any, Any]]:
