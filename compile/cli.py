@@ -27,7 +27,8 @@ HELP = {
     "cc": "cross compiler that links linux-arm64 libraries (default: aarch64-linux-gnu-gcc)",
     "export": "so: shared libraries the runner can run; tar: object files to link elsewhere",
     "transfer_candidates": "kernels the database lacks take a schedule transferred from a tuned kernel of the same "
-                           "structure: how many donors' schedules to measure per kernel",
+                           "structure: how many candidates to measure per kernel (the two nearest donors' best "
+                           "schedules, then their other sketches)",
     "no_fast_math": "keep libm's erf/exp/tanh and the exact softmax (default: their fast approximate forms, "
     "~1e-6 off, vectorised; fast math changes the GELU/softmax kernels' workload hashes, so a database "
     "tuned with the other setting re-tunes those kernels)",

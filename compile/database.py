@@ -435,13 +435,15 @@ class DeviceDatabase(PyDatabase):
         return json.loads(rows[0][0]) if rows and rows[0][0] else None
 
     def records_of_structure(self, structure: str, target: Any = None, near: tuple[int, ...] | None = None,
-                             limit: int = 50, tuned_only: bool = False,
+                             limit: int = 50, tuned_only: bool = False, sketches: int = 1,
                              ) -> list[tuple[Workload, TuningRecord, tuple[int, ...]]]:
         """The best valid record of the workloads with that structure key, with their extents:
         the `limit` nearest to the extents `near` (by `workload_structure.shape_distance`), else the first by commit
-        order. `tuned_only` leaves out records that were themselves transferred, so a transfer
-        always starts from a searched schedule, never from a copy of a copy. Only the workloads
-        returned are parsed."""
+        order. `sketches` > 1 adds, after each workload's best, the best record of each of its
+        other design spaces (`sketch`), fastest first, up to `sketches` rows per workload: a design
+        that lost at the donor's shape may fit another shape better. `tuned_only` leaves out records
+        that were themselves transferred, so a transfer always starts from a searched schedule,
+        never from a copy of a copy. Only the workloads returned are parsed."""
         kept, args = "valid = 1", []
         if target is not None:
             kept += " AND target_key = ?"
@@ -457,12 +459,16 @@ class DeviceDatabase(PyDatabase):
             found.sort(key=lambda row: workload_structure.shape_distance(near, row[1]))
         out = []
         for wid, extents in found[:limit]:
-            (row,) = self._sql(f"SELECT {self._COLUMNS} FROM records WHERE workload_id = ? AND {kept} "
-                               "ORDER BY mean_secs, id LIMIT 1", (wid, *args))
+            candidates = self._sql(f"SELECT {self._COLUMNS} FROM records WHERE workload_id = ? AND {kept} "
+                                   "ORDER BY mean_secs, id LIMIT ?", (wid, *args, 1 if sketches == 1 else 256))
+            distinct = {}
+            for row in candidates:  # fastest first: the first row of each design space is its best
+                distinct.setdefault(sketch(row[0]), row)
             workload = self._workload_by_id(wid)
-            record = self._record(workload, *row)
-            if record is not None:
-                out.append((workload, record, extents))
+            for row in list(distinct.values())[:sketches]:
+                record = self._record(workload, *row)
+                if record is not None:
+                    out.append((workload, record, extents))
         return out
 
     # ---- bulk access for import/export ---------------------------------------------------
@@ -477,6 +483,16 @@ class DeviceDatabase(PyDatabase):
         workloads = self._sql("SELECT id, mod_json FROM workloads ORDER BY id")
         records = self._sql(f"SELECT workload_id, {self._COLUMNS} FROM records ORDER BY id")
         return workloads, records
+
+
+def sketch(trace_json: str) -> str:
+    """A stored trace's design space: its instructions up to postprocessing, without their
+    sampled decisions (two records of one sketch differ only in tile sizes, unroll depth and
+    the like; another sketch fuses, caches or parallelises otherwise)."""
+    instructions, _decisions = json.loads(trace_json)
+    kinds = [inst[0] for inst in instructions]
+    end = kinds.index("EnterPostproc") if "EnterPostproc" in kinds else len(kinds)
+    return json.dumps(instructions[:end])
 
 
 def _describe(identity: dict) -> str:

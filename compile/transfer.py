@@ -6,7 +6,10 @@ that was never tuned would otherwise run naive code, or one random schedule. Tra
 spirit of Gibson & Cano's transfer-tuning (PACT 2022) for MetaSchedule:
 
 1. donors: the database's best records of workloads with the same structure key
-   (`compile.workload_structure`), nearest in shape first;
+   (`compile.workload_structure`), nearest in shape first; past one candidate per donor, the
+   donors' best records of their other design spaces (a sketch that lost at the donor's shape
+   can win at a far smaller one: a matmul whose reduction shrank 32 -> 8 is dominated by its
+   separate bias-add loop, which another sketch fuses);
 2. replay: each donor's trace on the new workload, its `SamplePerfectTile` decisions refitted to
    the new extents (`refit_tiles`: TVM would otherwise collapse a tile that no longer divides
    into one bad tile), then the target's postprocessors;
@@ -32,7 +35,8 @@ from compile.workload_structure import extents, rename_blocks, shape_distance, s
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CANDIDATES = 2
+DEFAULT_CANDIDATES = 3  # the two nearest donors' best, then the nearest one's second sketch
+DONOR_WORKLOADS = 2  # the nearest workloads candidates come from; more candidates: their other sketches
 CHECK_RTOL = 1e-3
 
 
@@ -109,22 +113,30 @@ class Donor:
     record: Any  # ms.database.TuningRecord
     extents: tuple[int, ...]
     distance: float
+    sketch: int = 0  # 0: the workload's best record; n: the best of its (n+1)-th fastest design space
 
     @property
     def seconds(self) -> float:
         return float(np.mean([float(s) for s in self.record.run_secs]))
 
 
-def find_donors(db: Any, mod: Any, target: Any, limit: int) -> list[Donor]:
-    """The nearest `limit` donors of `mod` in `db`: searched records for `target` (never a
-    transferred one: a copy of a copy drifts from what was measured to be good)."""
+def find_donors(db: Any, mod: Any, target: Any, limit: int, sketches: int = 1) -> list[Donor]:
+    """The nearest `limit` donor workloads of `mod` in `db`, with up to `sketches` records each
+    (their best, then their other design spaces' best): searched records for `target`, never a
+    transferred one (a copy of a copy drifts from what was measured to be good)."""
     import tvm_ffi
 
     own = extents(mod)
-    rows = db.records_of_structure(structure_key(mod), target, near=own, limit=limit + 1, tuned_only=True)
-    donors = [Donor(workload, record, ext, shape_distance(own, ext)) for workload, record, ext in rows
-              if not tvm_ffi.structural_equal(workload.mod, mod)]  # fmt: skip
-    return donors[:limit]
+    rows = db.records_of_structure(structure_key(mod), target, near=own, limit=limit + 1, tuned_only=True,
+                                   sketches=sketches)  # fmt: skip
+    donors, rank = [], {}
+    for workload, record, ext in rows:
+        if tvm_ffi.structural_equal(workload.mod, mod):
+            continue
+        rank[ext] = rank.get(ext, -1) + 1
+        donors.append(Donor(workload, record, ext, shape_distance(own, ext), rank[ext]))
+    nearest = set(list(dict.fromkeys(d.extents for d in donors))[:limit])
+    return [d for d in donors if d.extents in nearest]
 
 
 def replay(trace: Any, mod: Any, postprocs: Sequence[Any]) -> Any | None:
@@ -204,6 +216,7 @@ class Transferred:
     task_name: str
     donor_extents: tuple[int, ...]
     distance: float
+    sketch: int  # which of the donor's design spaces (0: its best record's)
     candidates: int  # measured on the device
     us: float
     donor_us: float
@@ -228,6 +241,7 @@ class _Candidate:
     task: Any
     donor: Donor
     schedule: Any
+    best_of_donor: Donor  # the donor workload's best record (sketch 0), its reference
     seconds: float | None = None
 
 
@@ -235,49 +249,65 @@ Measure = Callable[[Sequence[Any], Any], list[float | None]]
 
 
 def _candidates(tasks: Sequence[Any], db: Any, target: Any, limit: int) -> list[_Candidate]:
-    """Every task's replayed donor schedules (up to `limit` donors each)."""
+    """Every task's replayed donor schedules, `limit` at most: the nearest `DONOR_WORKLOADS`
+    donors' best records first, then their other sketches, nearer donor first within a rank."""
     pending = []
     for task in tasks:
         mod = task.dispatched[0]
-        donors = find_donors(db, mod, target, limit)
+        donors = find_donors(db, mod, target, DONOR_WORKLOADS, sketches=limit)
         posts = postprocessors(mod, target) if donors else []
-        for donor in donors:
+        best_of = {d.extents: d for d in donors if d.sketch == 0}
+        replayed = []
+        for donor in sorted(donors, key=lambda d: (d.sketch, d.distance)):
             trace = rename_blocks(donor.record.trace, donor.workload.mod, mod)
             schedule = replay(trace, mod, posts) if trace is not None else None
             if schedule is None:
                 logger.debug("%s: the trace of the donor at %s does not replay", task.task_name, donor.extents)
             else:
-                pending.append(_Candidate(task, donor, schedule))
+                replayed.append(_Candidate(task, donor, schedule, best_of[donor.extents]))
+            if len(replayed) == limit:
+                break
+        pending.extend(replayed)
     return pending
 
 
-def _donor_references(pending: Sequence[_Candidate], target: Any) -> dict[int, Any]:
-    """Each donor's own schedule, timed in the same batch as its transfers: their GFLOP/s are
-    compared under the same machine state, not against a figure from another day."""
-    references = {}
+@dataclasses.dataclass
+class _Reference:
+    """A donor workload's best schedule, timed in the same batch as the transfers from it."""
+
+    donor: Donor  # its best record (sketch 0)
+    schedule: Any
+    seconds: float | None = None
+
+
+def _donor_references(pending: Sequence[_Candidate], target: Any) -> dict[tuple[int, ...], _Reference]:
+    """Each donor workload's best schedule, by its extents: a transfer's GFLOP/s are compared
+    with the donor's under the same machine state, not against a figure from another day, and
+    with the donor's best, whichever of its sketches the transfer took."""
+    references: dict[tuple[int, ...], _Reference] = {}
     for candidate in pending:
-        donor = candidate.donor
-        if id(donor.record) not in references:
+        donor = candidate.best_of_donor
+        if donor.extents not in references:
             schedule = replay(donor.record.trace, donor.workload.mod, postprocessors(donor.workload.mod, target))
-            references[id(donor.record)] = schedule
-    return {key: sch for key, sch in references.items() if sch is not None}
+            references[donor.extents] = _Reference(donor, schedule)
+    return {key: ref for key, ref in references.items() if ref.schedule is not None}
 
 
 def transfer_tasks(tasks: Sequence[Any], db: Any, target: Any, measure: Measure,
                    candidates: int = DEFAULT_CANDIDATES, check: bool = True) -> dict[int, Transferred]:
     """Give every task in `tasks` that has donors a transferred record in `db`; by task index.
 
-    `measure(schedules, target)` builds and times schedules on the device, returning seconds
-    (None for a failed build or run), in order. `check=False` skips the numeric check (GPU
-    kernels, which cannot run on this machine)."""
+    `candidates`: schedules measured per task (`_candidates`). `measure(schedules, target)`
+    builds and times schedules on the device, returning seconds (None for a failed build or
+    run), in order. `check=False` skips the numeric check (GPU kernels, which cannot run on this
+    machine)."""
     pending = _candidates(tasks, db, target, candidates)
     if not pending:
         return {}
     references = _donor_references(pending, target)
-    timed = measure([c.schedule for c in pending] + list(references.values()), target)
-    for candidate, seconds in zip(pending, timed):
-        candidate.seconds = seconds
-    donor_seconds = dict(zip(references, timed[len(pending):]))
+    timed = measure([c.schedule for c in pending] + [ref.schedule for ref in references.values()], target)
+    for item, seconds in zip([*pending, *references.values()], timed):
+        item.seconds = seconds
     done: dict[int, Transferred] = {}
     for index, task in enumerate(tasks):
         mine = [c for c in pending if c.task is task]
@@ -286,12 +316,13 @@ def transfer_tasks(tasks: Sequence[Any], db: Any, target: Any, measure: Measure,
                 logger.warning("%s: the schedule transferred from the workload at %s fails the numeric "
                                "check; discarded", task.task_name, best.donor.extents)  # fmt: skip
                 continue
-            done[index] = _commit(db, task, best, len(mine), donor_seconds.get(id(best.donor.record)), target)
+            reference = references.get(best.donor.extents) or _Reference(best.best_of_donor, None)
+            done[index] = _commit(db, task, best, len(mine), reference, target)
             break
     return done
 
 
-def _commit(db: Any, task: Any, best: _Candidate, measured: int, donor_seconds: float | None,
+def _commit(db: Any, task: Any, best: _Candidate, measured: int, reference: _Reference,
             target: Any) -> Transferred:
     """Commit the winning candidate as a record of its own, with its provenance."""
     import tvm_ffi
@@ -299,11 +330,11 @@ def _commit(db: Any, task: Any, best: _Candidate, measured: int, donor_seconds: 
     from tvm.s_tir.analysis import estimate_tir_flops
 
     mod, donor_mod = task.dispatched[0], best.donor.workload.mod
-    donor_seconds = donor_seconds or best.donor.seconds  # its recorded time when re-timing failed
+    donor_seconds = reference.seconds or reference.donor.seconds  # its recorded time when re-timing failed
     result = Transferred(
         task_name=task.task_name, donor_extents=best.donor.extents, distance=round(best.donor.distance, 4),
-        candidates=measured, us=round(best.seconds * 1e6, 3), donor_us=round(donor_seconds * 1e6, 3),
-        gflops=round(float(estimate_tir_flops(mod)) / best.seconds / 1e9, 3),
+        sketch=best.donor.sketch, candidates=measured, us=round(best.seconds * 1e6, 3),
+        donor_us=round(donor_seconds * 1e6, 3), gflops=round(float(estimate_tir_flops(mod)) / best.seconds / 1e9, 3),
         donor_gflops=round(float(estimate_tir_flops(donor_mod)) / donor_seconds / 1e9, 3),
         relative_speed=round((work(mod) / best.seconds) / (work(donor_mod) / donor_seconds), 4),
     )  # fmt: skip

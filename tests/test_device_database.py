@@ -73,6 +73,20 @@ def test_records_of_structure_returns_that_structure_only_with_extents(tmp_path)
     assert db.records_of_structure(structure_key(matmul(2, 2, 2)), target=other) == []
 
 
+def test_records_of_structure_offers_each_design_spaces_best_after_the_workloads_best(tmp_path):
+    db = open_database(tmp_path / "db", TARGET)
+    mod = matmul(16, 8, 8)
+    for secs, loop in (([3e-4], 0), ([1e-4], 0), ([4e-4], 1), ([2e-4], 1)):
+        db.commit_tuning_record(record(db, mod, secs, loop=loop))
+
+    def times(found):
+        return [round(float(rec.run_secs[0]), 9) for _, rec, _ in found]
+
+    assert times(db.records_of_structure(structure_key(mod))) == [1e-4]
+    assert times(db.records_of_structure(structure_key(mod), sketches=2)) == [1e-4, 2e-4]
+    assert times(db.records_of_structure(structure_key(mod), sketches=5)) == [1e-4, 2e-4]  # two sketches only
+
+
 def test_transferred_record_carries_its_provenance(tmp_path):
     db = open_database(tmp_path / "db", TARGET)
     tuned, new = matmul(16, 8, 8), matmul(24, 8, 8)

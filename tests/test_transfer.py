@@ -99,6 +99,38 @@ def test_the_numeric_check_sees_a_kernel_that_computes_something_else():
     assert not outputs_match(absolute, relu)
 
 
+def test_candidates_past_the_nearest_donors_are_their_other_design_spaces(tmp_path):
+    """One donor workload with two design spaces recorded: one candidate is the donor's best
+    record, a second is its other sketch's best, and both compute what the kernel computes."""
+    import types
+
+    from tvm.s_tir import meta_schedule as ms
+
+    from compile.database import open_database
+    from compile.transfer import _candidates, find_donors, postprocessors
+
+    donor, target = _dense(64, 64, 256)
+    postprocessors(donor, target)  # registers only the CPU intrinsics before the context does
+    context = ms.TuneContext(mod=donor, target=target, space_generator=ms.space_generator.PostOrderApply(),
+                             task_name="donor", rand_state=3, num_threads=1)
+    spaces = context.generate_design_space()
+    assert len(spaces) >= 2
+    db = open_database(tmp_path / "db", target)
+    args = ms.arg_info.ArgInfo.from_prim_func(donor["main"])
+    for space, seconds in zip(spaces[:2], (2e-5, 1e-5)):  # the second design space is the faster
+        db.commit_tuning_record(ms.database.TuningRecord(space.trace, db.commit_workload(donor), [seconds],
+                                                         target, args))  # fmt: skip
+    mod, _ = _dense(64, 48, 200)
+    found = find_donors(db, mod, target, limit=2, sketches=2)
+    assert [d.sketch for d in found] == [0, 1] and [d.seconds for d in found] == [1e-5, 2e-5]
+    assert len(find_donors(db, mod, target, limit=2)) == 1
+    task = types.SimpleNamespace(dispatched=[mod], task_name="dense")
+    assert [c.donor.sketch for c in _candidates([task], db, target, 1)] == [0]
+    two = _candidates([task], db, target, 2)
+    assert [c.donor.sketch for c in two] == [0, 1]
+    assert all(outputs_match(c.schedule.mod, mod) for c in two)
+
+
 @pytest.fixture(scope="module")
 def donor_database(host_farm, tmp_path_factory):
     """The tiny conv net at 8 channels, tuned (random search, 3 trials a kernel): the donors."""

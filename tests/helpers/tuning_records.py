@@ -20,11 +20,12 @@ def relu(n: int):
     return tvm.IRModule({"main": te.create_prim_func([a, topi.nn.relu(a)])})
 
 
-def record(db, mod, run_secs, target=TARGET):
-    """A real record: a trace with two sampled splits of the workload's first block."""
+def record(db, mod, run_secs, target=TARGET, loop=0):
+    """A real record: a trace with two sampled splits of the workload's first block's `loop`-th
+    loop (another loop: another design space)."""
     sch = tvm.s_tir.Schedule(mod, seed=1)
     loops = sch.get_loops(sch.get_child_blocks(sch.get_sblock("root"))[0])
-    sch.split(loops[0], sch.sample_perfect_tile(loops[0], n=2))
+    sch.split(loops[loop], sch.sample_perfect_tile(loops[loop], n=2))
     args = ms.arg_info.ArgInfo.from_prim_func(mod["main"])
     return ms.database.TuningRecord(sch.trace, db.commit_workload(mod), run_secs, target, args)
 
