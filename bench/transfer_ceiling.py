@@ -10,16 +10,18 @@ draw as schedule_transfer's by default) and the unpruned model are lowered; the 
 kernel are each paired with the unpruned kernel of the same structure nearest in shape (its
 donor). Then, each into a database of its own:
 - the donors are searched with `--trials-per-task` trials per kernel;
-- the variant's kernels take a schedule transferred from those donors (one candidate each: the
-  nearest donor, the pair's), with no search;
+- the variant's kernels take a schedule transferred from those donors, with no search, once per
+  count in `--transfer-candidates` (1: the nearest donor's best schedule, the pair's; more: the
+  next donor's best, then the donors' other sketches, `compile.transfer._candidates`);
 - the variant's kernels are searched from scratch with the same trials per kernel.
-Every pair's three schedules (donor at the donor's shape, transferred and searched at the pruned
-shape) are built and timed in one batch, `--rounds` times, median per schedule; per kernel it
-reports work per second (GFLOP/s, or elements for kernels without FLOPs) of the transfer and of
-the search against the donor's, and the transfer's time against the search's.
+Every pair's schedules (the donor at the donor's shape, each transfer and the search at the
+pruned shape) are built and timed in one batch, `--rounds` times, median per schedule; per kernel
+it reports work per second (GFLOP/s, or elements for kernels without FLOPs) of each transfer and
+of the search against the donor's, and each transfer's time against the search's.
 
     PYTHONPATH=. python bench/transfer_ceiling.py [--input-size 64 --variant-seed 1000 --kernels 12 \\
-        --trials-per-task 32 --rounds 3] [--work DIR] [-o bench/results/transfer_ceiling.json]
+        --trials-per-task 32 --transfer-candidates 1,3 --rounds 3] [--work DIR] \\
+        [-o bench/results/transfer_ceiling.json]
 
 `--work` keeps the exports and the three databases: a rerun skips the searches that finished.
 Run it alone: every timing is of this machine's CPU.
@@ -54,10 +56,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--variant-seed", type=int, default=1000, help="seed of the pruned variant")
     p.add_argument("--kernels", type=int, default=12, help="pruned kernels compared (most work first)")
     p.add_argument("--trials-per-task", type=int, default=32, help="search trials per kernel, donors and pruned alike")
+    p.add_argument("--transfer-candidates", type=_counts, default=(1, 3),
+                   help="comma-separated candidate counts, one transfer each (default 1,3)")
     p.add_argument("--rounds", type=int, default=3, help="batches timing every schedule; median per schedule")
     p.add_argument("--work", type=Path, default=None, help="folder kept for a rerun (default: a temporary one)")
     p.add_argument("-o", "--out", type=Path, default=Path("bench/results/transfer_ceiling.json"))
     return p.parse_args(argv)
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, got {text!r}")
+    return counts
 
 
 def donor_pairs(pruned: Sequence[Any], unpruned: Sequence[Any], count: int) -> list[tuple[Any, Any]]:
@@ -97,15 +111,16 @@ def _search(tasks: Sequence[Any], database: Path, trials_per_task: int, preset, 
     return {"tasks": len(tasks), "trials": report.trials, "seconds": round(report.seconds, 1)}
 
 
-def _transfer(tasks: Sequence[Any], donors: Path, database: Path, preset, device) -> dict:
-    """Transfer the donors' schedules (nearest donor only) to `tasks` into a copy of `donors`."""
+def _transfer(tasks: Sequence[Any], donors: Path, database: Path, candidates: int, preset, device) -> dict:
+    """Transfer the donors' schedules to `tasks` into a copy of `donors`, `candidates` measured each."""
     from compile.tuning import tune_extracted
 
     shutil.rmtree(database, ignore_errors=True)
     shutil.copytree(donors, database)
-    report = tune_extracted(tasks, preset, lambda: device, database, trials=0, transfer_candidates=1)
-    return {"transferred": sum(t.source == "transferred" for t in report.tasks),
-            "seconds": round(report.transfer_seconds, 1)}
+    report = tune_extracted(tasks, preset, lambda: device, database, trials=0, transfer_candidates=candidates)
+    sketches = [t.transfer.get("sketch", 0) for t in report.tasks if t.source == "transferred"]
+    return {"candidates": candidates, "transferred": len(sketches),
+            "from_another_sketch": sum(1 for s in sketches if s), "seconds": round(report.transfer_seconds, 1)}
 
 
 def _best_schedule(database: Path, task: Any, preset: Any) -> Any | None:
@@ -119,22 +134,25 @@ def _best_schedule(database: Path, task: Any, preset: Any) -> Any | None:
     return None if record is None else replay(record.trace, mod, postprocessors(mod, target))
 
 
-def time_pairs(pairs: Sequence[tuple[Any, Any]], work: Path, preset, device, rounds: int) -> list[dict]:
-    """Every pair's donor, transferred and searched schedules, timed in one batch `rounds` times."""
+def time_pairs(pairs: Sequence[tuple[Any, Any]], work: Path, counts: Sequence[int], preset, device,
+               rounds: int) -> list[dict]:
+    """Every pair's donor, transferred (one per candidate count) and searched schedules, timed in
+    one batch `rounds` times."""
     from compile.measure import measure_schedules
     from compile.transfer import work as work_of
     from compile.workload_structure import extents
 
+    names = ["donor", *(f"transferred-k{k}" for k in counts), "searched"]
     rows, schedules = [], []
     for donor, task in pairs:
-        three = (_best_schedule(work / "donors", donor, preset), _best_schedule(work / "transferred", task, preset),
-                 _best_schedule(work / "searched", task, preset))
-        if None in three:
-            log.warning("%s: no %s schedule; left out", task.task_name,
-                        ("donor", "transferred", "searched")[three.index(None)])
+        mine = [_best_schedule(work / "donors", donor, preset),
+                *(_best_schedule(work / f"transferred-k{k}", task, preset) for k in counts),
+                _best_schedule(work / "searched", task, preset)]
+        if None in mine:
+            log.warning("%s: no %s schedule; left out", task.task_name, names[mine.index(None)])
             continue
         rows.append((donor, task))
-        schedules.extend(three)
+        schedules.extend(mine)
     samples: list[list[float]] = [[] for _ in schedules]
     for _ in range(rounds):
         for i, seconds in enumerate(measure_schedules(schedules, preset.target(), preset, device)):
@@ -142,21 +160,20 @@ def time_pairs(pairs: Sequence[tuple[Any, Any]], work: Path, preset, device, rou
                 samples[i].append(seconds)
     out = []
     for k, (donor, task) in enumerate(rows):
-        three = samples[3 * k:3 * k + 3]
-        if not all(three):
+        mine = dict(zip(names, samples[len(names) * k:len(names) * (k + 1)]))
+        if not all(mine.values()):
             continue
-        times = [statistics.median(s) for s in three]
-        donor_rate = work_of(donor.dispatched[0]) / times[0]
+        us = {name: statistics.median(s) * 1e6 for name, s in mine.items()}
+        donor_rate = work_of(donor.dispatched[0]) / us["donor"]
         pruned_work = work_of(task.dispatched[0])
         out.append({"kernel": task.task_name, "calls": int(task.weight), "extents": extents(task.dispatched[0]),
                     "donor": donor.task_name, "donor_extents": extents(donor.dispatched[0]),
-                    "donor_us": round(times[0] * 1e6, 3), "transferred_us": round(times[1] * 1e6, 3),
-                    "searched_us": round(times[2] * 1e6, 3),
-                    "range_us": {name: [round(min(s) * 1e6, 3), round(max(s) * 1e6, 3)]
-                                 for name, s in zip(("donor", "transferred", "searched"), three)},
-                    "transferred_over_donor_rate": round(pruned_work / times[1] / donor_rate, 4),
-                    "searched_over_donor_rate": round(pruned_work / times[2] / donor_rate, 4),
-                    "transferred_over_searched_time": round(times[1] / times[2], 4)})
+                    "us": {name: round(t, 3) for name, t in us.items()},
+                    "range_us": {name: [round(min(s) * 1e6, 3), round(max(s) * 1e6, 3)] for name, s in mine.items()},
+                    "over_donor_rate": {name: round(pruned_work / t / donor_rate, 4) for name, t in us.items()
+                                        if name != "donor"},
+                    "over_searched_time": {name: round(t / us["searched"], 4) for name, t in us.items()
+                                           if name.startswith("transferred")}})
     return out
 
 
@@ -184,40 +201,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     with use_device(None, HOST_KEY) as device:
         donors = finished(work / "donors.json", lambda: _search(
             _distinct([d for d, _ in pairs]), work / "donors", args.trials_per_task, preset, device))
-        transferred = finished(work / "transferred.json", lambda: _transfer(
-            [t for _, t in pairs], work / "donors", work / "transferred", preset, device))
+        transfers = [finished(work / f"transferred-k{k}.json", lambda k=k: _transfer(
+            [t for _, t in pairs], work / "donors", work / f"transferred-k{k}", k, preset, device))
+            for k in args.transfer_candidates]
         searched = finished(work / "searched.json", lambda: _search(
             [t for _, t in pairs], work / "searched", args.trials_per_task, preset, device))
-        kernels = time_pairs(pairs, work, preset, device, args.rounds)
-    transfer_rates = [k["transferred_over_donor_rate"] for k in kernels]
-    search_rates = [k["searched_over_donor_rate"] for k in kernels]
+        kernels = time_pairs(pairs, work, args.transfer_candidates, preset, device, args.rounds)
+    names = [*(f"transferred-k{k}" for k in args.transfer_candidates), "searched"]
+    rates = {name: [k["over_donor_rate"][name] for k in kernels] for name in names}
     result = {
         "what": "pruned kernels: schedule transfer and a search of the donors' own effort, each against the "
                 "donor's work per second",
         "model": args.model, "input_size": args.input_size, "variant_seed": args.variant_seed,
-        "trials_per_task": args.trials_per_task, "donor_search": donors, "transfer": transferred,
+        "trials_per_task": args.trials_per_task, "donor_search": donors, "transfers": transfers,
         "pruned_search": searched,
         "protocol": f"donor, transferred and searched schedules built and timed in one batch, {args.rounds} "
                     "batches, median per schedule (range_us: min-max over the batches); each timing the "
                     "median of tuning's 5 repeats of at least 10 ms after 1 warm-up call",
-        "transferred_over_donor_rate": ratio_summary(transfer_rates),
-        "searched_over_donor_rate": ratio_summary(search_rates),
-        "transferred_over_searched_time": ratio_summary([k["transferred_over_searched_time"] for k in kernels]),
-        "goal_transfer_at_least_90pct_of_donor": bool(transfer_rates) and statistics.median(transfer_rates) >= 0.9,
-        "search_at_least_90pct_of_donor": bool(search_rates) and statistics.median(search_rates) >= 0.9,
+        "over_donor_rate": {name: ratio_summary(values) for name, values in rates.items()},
+        "over_searched_time": {name: ratio_summary([k["over_searched_time"][name] for k in kernels])
+                               for name in names[:-1]},
+        "at_least_90pct_of_donor": {name: bool(values) and statistics.median(values) >= 0.9
+                                    for name, values in rates.items()},
         "kernels": kernels,
     }  # fmt: skip
     write_result(args.out, result, load_before, started)
     if args.work is None:
         shutil.rmtree(work)
     for k in kernels:
-        print(f"{k['kernel']:28s} x{k['calls']}  donor {k['donor_us']:9.2f} us  transferred {k['transferred_us']:9.2f} us "
-              f"({k['transferred_over_donor_rate']:.2f} of its rate)  searched {k['searched_us']:9.2f} us "
-              f"({k['searched_over_donor_rate']:.2f})")
-    print(f"transferred/donor rate {result['transferred_over_donor_rate']}\n"
-          f"searched/donor rate {result['searched_over_donor_rate']}\n"
-          f"transferred/searched time {result['transferred_over_searched_time']}\n"
-          f"{result['protocol']}; {args.trials_per_task} trials per kernel; wrote {args.out}")
+        print(f"{k['kernel']:28s} x{k['calls']}  donor {k['us']['donor']:9.2f} us  " + "  ".join(
+            f"{name} {k['us'][name]:9.2f} us ({k['over_donor_rate'][name]:.2f})" for name in names))
+    for name in names:
+        print(f"{name}/donor rate {result['over_donor_rate'][name]}")
+    for name in names[:-1]:
+        print(f"{name}/searched time {result['over_searched_time'][name]}")
+    print(f"{result['protocol']}; {args.trials_per_task} trials per kernel; wrote {args.out}")
     return 0
 
 

@@ -9,13 +9,17 @@ from helpers.bench_scripts import run_bench_script
 
 def test_donors_transfers_and_searches_of_pruned_kernels_are_timed_side_by_side(tmp_path, capsys):
     result = run_bench_script(main, ["--input-size", "32", "--kernels", "2", "--trials-per-task", "1",
-                                     "--rounds", "1"], tmp_path)  # fmt: skip
+                                     "--transfer-candidates", "1,2", "--rounds", "1"], tmp_path)  # fmt: skip
     assert result["donor_search"]["trials"] >= 1 and result["pruned_search"]["trials"] >= 2
-    assert result["transfer"]["transferred"] == 2
+    assert [t["candidates"] for t in result["transfers"]] == [1, 2]
+    assert all(t["transferred"] == 2 for t in result["transfers"])
     assert len(result["kernels"]) == 2
+    names = {"donor", "transferred-k1", "transferred-k2", "searched"}
     for kernel in result["kernels"]:
         assert kernel["extents"] != kernel["donor_extents"]
-        assert min(kernel["donor_us"], kernel["transferred_us"], kernel["searched_us"]) > 0
+        assert set(kernel["us"]) == names and min(kernel["us"].values()) > 0
         assert all(low <= high for low, high in kernel["range_us"].values())
-    assert result["transferred_over_donor_rate"]["count"] == 2 and "wrote" in capsys.readouterr().out
-    assert all((tmp_path / "work" / f"{step}.json").is_file() for step in ("donors", "transferred", "searched"))
+        assert set(kernel["over_searched_time"]) == {"transferred-k1", "transferred-k2"}
+    assert result["over_donor_rate"]["searched"]["count"] == 2 and "wrote" in capsys.readouterr().out
+    assert all((tmp_path / "work" / f"{step}.json").is_file()
+               for step in ("donors", "transferred-k1", "transferred-k2", "searched"))
