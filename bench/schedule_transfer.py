@@ -40,6 +40,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
 from bench.common import extracted_tasks, finished, ratio_summary
 from compile.api import compile_model
@@ -123,7 +124,7 @@ def _against_own_tuning(model_path: Path, work: Path, preset, device) -> list[di
             for (name, calls, *_), a, b in zip(pairs, seconds[0::2], seconds[1::2]) if a and b]
 
 
-def main() -> None:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="segformer-b0", help="model whose layers the collection samples")
     parser.add_argument("--input-size", type=int, default=64, help="input size (px)")
@@ -139,7 +140,11 @@ def main() -> None:
                         help="keep the databases and builds here: a rerun skips the collection and the builds "
                         "that finished (default: a fresh temporary folder)")
     parser.add_argument("-o", "--out", type=Path, default=Path("bench/results/schedule_transfer.json"))
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
     setup_logging(False)
     preset = resolve_target("host")
     target = preset.target()
@@ -223,7 +228,8 @@ def main() -> None:
           f"transferred over the kernel's own from-scratch schedule (time ratio): "
           f"{result['transferred_over_own_tuning_time']}")
     print(f"goals: {result['goals']}; {result['protocol']}; wrote {args.out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
