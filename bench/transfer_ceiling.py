@@ -23,7 +23,7 @@ of the search against the donor's, and each transfer's time against the search's
         --trials-per-task 32 --transfer-candidates 1,3 --rounds 3] [--work DIR] \\
         [-o bench/results/transfer_ceiling.json]
 
-`--work` keeps the exports and the three databases: a rerun skips the searches that finished.
+`--work` keeps the exports and the databases: a rerun skips the searches and transfers that finished.
 Run it alone: every timing is of this machine's CPU.
 """
 
