@@ -133,6 +133,8 @@ def goals(summary: dict[str, Any], step_cost: dict[str, Any] | None) -> dict[str
 
 def plot_pareto(summary: dict[str, Any], path: Path, title: str) -> None:
     """mIoU against measured ms: seeds as faint dots, mean +- std over seeds per budget."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -151,7 +153,7 @@ def plot_pareto(summary: dict[str, Any], path: Path, title: str) -> None:
                    color=line[0].get_color(), alpha=0.3, s=12)
     ax.set_xlabel("measured latency, median (ms)")
     ax.set_ylabel("mIoU (%)")
-    ax.set_title(title, fontsize=9)
+    ax.set_title("\n".join(textwrap.fill(line, 95) for line in title.splitlines()), fontsize=9)  # a long path
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
