@@ -492,7 +492,7 @@ def run(args: argparse.Namespace) -> int:
                      "threads": args.threads},
         "tuning_note": tuning_note(args.trials, database, base_records)
                        + f"; {untuned} untuned kernel(s) over all {len(summary['points'])} networks",
-        "protocol": {**protocol.to_dict(), "described": protocol.describe()},
+        "protocol": {**(timed := in_rounds(protocol, reference)).to_dict(), "described": timed.describe()},
         "retiming": (f"measured ms: median over {args.retime_rounds} sessions, each timing every network round-robin at the end "
                      "(the timing right after each build is kept as measured_at_build_ms)" if args.retime_rounds
                      else "measured ms: timed right after each build"),
