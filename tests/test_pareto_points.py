@@ -209,3 +209,24 @@ def test_retiming_beside_the_reference_gives_every_network_a_corrected_median_pe
     for times in (raw, corrected):
         assert sorted(times) == ["a", "b"] and all(len(t) == 2 and min(t) > 0 for t in times.values())
     assert corrected["a"] == pytest.approx([0.5, 0.5], rel=0.5)
+
+
+def test_networks_are_also_judged_by_their_ratio_to_the_unpruned_network_in_the_same_sessions():
+    from bench.pareto_points import apply_retimes
+
+    unpruned = point(UNPRUNED, 1.0, 0, 0.60, 20.0)
+    on_budget = point("bilevel", 0.5, 0, 0.55, 10.0)  # half the unpruned network in every session
+    under = point("bilevel", 0.5, 1, 0.55, 10.0)  # 0.45 of it in the median session
+    # the sessions run at different speeds; a network and the unpruned one move together
+    times = {unpruned["key"]: [20.0, 26.0, 22.0], on_budget["key"]: [10.0, 13.0, 11.0],
+             under["key"]: [9.0, 11.7, 9.9]}
+    summary = summarize(apply_retimes([unpruned, on_budget, under], times), device_units=True)
+    checked = {p["key"]: p for p in summary["points"]}
+    assert checked[on_budget["key"]]["session_ratio"] == pytest.approx(0.5)
+    assert checked[on_budget["key"]]["within_fraction"] is True
+    assert checked[under["key"]]["fraction_gap"] == pytest.approx(-0.1)
+    assert checked[under["key"]]["within_fraction"] is False
+    assert summary["bilevel_within_budget"]["share_by_session_ratio"] == 0.5
+    assert goals(summary, None)["bilevel_within_5pct_of_budget"]["by_ratio_to_unpruned_in_session"] == 0.5
+    # without re-timings there is no session to compare in
+    assert summarize([unpruned, on_budget], device_units=True)["bilevel_within_budget"]["share_by_session_ratio"] is None
