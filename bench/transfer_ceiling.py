@@ -19,6 +19,13 @@ pruned shape) are built and timed in one batch, `--rounds` times, median per sch
 it reports work per second (GFLOP/s, or elements for kernels without FLOPs) of each transfer and
 of the search against the donor's, and each transfer's time against the search's.
 
+`--every-donor-record N` asks how far picking among the donors' schedules can go at all: every
+one of the N best records of each of the two nearest donor workloads is replayed on the pruned
+kernel and timed in one batch with the search's schedule and each transfer's, `--rounds` times;
+the fastest of them in hindsight (`every_record_best`) bounds any transfer that chooses among
+the donors' records, however it ranks them, and its rank in its donor's own order says how
+deep a ranking would have to look.
+
     PYTHONPATH=. python bench/transfer_ceiling.py [--input-size 64 --variant-seed 1000 --kernels 12 \\
         --trials-per-task 32 --transfer-candidates 1,3 --rounds 3] [--work DIR] \\
         [-o bench/results/transfer_ceiling.json]
@@ -58,6 +65,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--trials-per-task", type=int, default=32, help="search trials per kernel, donors and pruned alike")
     p.add_argument("--transfer-candidates", type=_counts, default=(1, 3),
                    help="comma-separated candidate counts, one transfer each (default 1,3)")
+    p.add_argument("--every-donor-record", type=int, default=0, metavar="N",
+                   help="also time the N best records of each of the two nearest donors on each pruned kernel")
     p.add_argument("--rounds", type=int, default=3, help="batches timing every schedule; median per schedule")
     p.add_argument("--work", type=Path, default=None, help="folder kept for a rerun (default: a temporary one)")
     p.add_argument("-o", "--out", type=Path, default=Path("bench/results/transfer_ceiling.json"))
@@ -177,6 +186,51 @@ def time_pairs(pairs: Sequence[tuple[Any, Any]], work: Path, counts: Sequence[in
     return out
 
 
+def every_donor_record(pairs: Sequence[tuple[Any, Any]], work: Path, counts: Sequence[int], per_donor: int,
+                       preset, device, rounds: int) -> list[dict]:
+    """Per pruned kernel: the `per_donor` best records of each of its two nearest donor workloads,
+    replayed on it and timed in one batch with the searched and transferred schedules; the
+    hindsight-fastest replay against the search and its rank among its donor's records."""
+    from compile.database import open_database
+    from compile.measure import measure_schedules
+    from compile.transfer import DONOR_WORKLOADS, postprocessors, rename_blocks, replay
+    from compile.workload_structure import extents, structure_key
+
+    target = preset.target()
+    db = open_database(work / "donors", target)
+    others = ["searched", *(f"transferred-k{k}" for k in counts)]
+    out = []
+    for _, task in pairs:
+        mod = task.dispatched[0]
+        posts = postprocessors(mod, target)
+        replays, ranks = [], []
+        for workload, _, _ in db.records_of_structure(structure_key(mod), target, near=extents(mod),
+                                                      limit=DONOR_WORKLOADS, tuned_only=True):
+            for rank, record in enumerate(db.get_top_k(workload, per_donor)):
+                trace = rename_blocks(record.trace, workload.mod, mod)
+                schedule = replay(trace, mod, posts) if trace is not None else None
+                if schedule is not None:
+                    replays.append(schedule)
+                    ranks.append(rank)
+        mine = [_best_schedule(work / ("searched" if n == "searched" else n), task, preset) for n in others]
+        if not replays or None in mine:
+            continue
+        schedules = replays + mine
+        samples: list[list[float]] = [[] for _ in schedules]
+        for _ in range(rounds):
+            for i, seconds in enumerate(measure_schedules(schedules, target, preset, device)):
+                if seconds:
+                    samples[i].append(seconds * 1e6)
+        us = [statistics.median(s) if s else float("inf") for s in samples]
+        best = min(range(len(replays)), key=us.__getitem__)
+        timed = dict(zip(others, us[len(replays):]))
+        out.append({"kernel": task.task_name, "replayed": len(replays), "every_record_best_us": round(us[best], 3),
+                    "its_rank_in_its_donor": ranks[best],
+                    "us": {name: round(t, 3) for name, t in timed.items()},
+                    "every_record_best_over_searched_time": round(us[best] / timed["searched"], 4)})
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(False)
@@ -207,6 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         searched = finished(work / "searched.json", lambda: _search(
             [t for _, t in pairs], work / "searched", args.trials_per_task, preset, device))
         kernels = time_pairs(pairs, work, args.transfer_candidates, preset, device, args.rounds)
+        every = every_donor_record(pairs, work, args.transfer_candidates, args.every_donor_record, preset, device,
+                                   args.rounds) if args.every_donor_record else []
     names = [*(f"transferred-k{k}" for k in args.transfer_candidates), "searched"]
     rates = {name: [k["over_donor_rate"][name] for k in kernels] for name in names}
     result = {
@@ -225,6 +281,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                     for name, values in rates.items()},
         "kernels": kernels,
     }  # fmt: skip
+    if every:
+        result["every_donor_record"] = {
+            "records_per_donor": args.every_donor_record,
+            "best_over_searched_time": ratio_summary([k["every_record_best_over_searched_time"] for k in every]),
+            "kernels": every}
     write_result(args.out, result, load_before, started)
     if args.work is None:
         shutil.rmtree(work)
@@ -235,6 +296,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{name}/donor rate {result['over_donor_rate'][name]}")
     for name in names[:-1]:
         print(f"{name}/searched time {result['over_searched_time'][name]}")
+    for k in every:
+        print(f"{k['kernel']:28s} best of {k['replayed']} donor records {k['every_record_best_us']:9.2f} us "
+              f"(rank {k['its_rank_in_its_donor']} in its donor), searched {k['us']['searched']:9.2f} us")
+    if every:
+        print(f"best donor record/searched time {result['every_donor_record']['best_over_searched_time']}")
     print(f"{result['protocol']}; {args.trials_per_task} trials per kernel; wrote {args.out}")
     return 0
 
