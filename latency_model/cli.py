@@ -222,6 +222,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                                "Pass the data file the predictor was trained on, or --all.")
         baseline = [r for r in records if r.key not in predictor.holdout_keys] or None
         records = held
+        predictor = predictor.held_out_view()  # the fit that never saw them
     out_dir = args.plot.parent if args.plot else None
     report = evaluate_predictor(predictor, records, out_dir=out_dir, baseline_records=baseline)
     if args.plot and report.plot and Path(report.plot) != args.plot:

@@ -347,7 +347,7 @@ def collect_adaptive(description: ModelDescription, device: Device, preset: Any,
         predictor = train_predictor(records, Path(predictor_dir) / f"round-{r}", seed=seed + r)
         held = {rec.key: rec for rec in records if rec.key in predictor.holdout_keys}
         held_configs = [rec.config for rec in held.values()]
-        predicted = predictor.predict_ms(held_configs)
+        predicted = predictor.held_out_view().predict_ms(held_configs)
         poor = poorly_predicted(held_configs, predicted,
                                 [held[c.key].median_ms for c in held_configs])
         log.info("round %d: %d of %d held-out configs off by more than %.0f%%", r, len(poor),

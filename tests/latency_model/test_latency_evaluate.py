@@ -30,7 +30,7 @@ def test_flops_baseline_is_exact_on_linear_data():
 def test_evaluate_writes_report_and_plot_and_beats_flops(trained_predictor, synthetic_records,
                                                         tmp_path):
     held = [r for r in synthetic_records if r.key in trained_predictor.holdout_keys]
-    report = evaluate_predictor(trained_predictor, held, tmp_path)
+    report = evaluate_predictor(trained_predictor.held_out_view(), held, tmp_path)
     assert (tmp_path / "scatter.png").stat().st_size > 10_000
     saved = json.loads((tmp_path / "evaluation.json").read_text())
     assert saved["predictor"]["overall"]["n"] == len(held)

@@ -18,7 +18,7 @@ def test_training_saves_a_complete_predictor_folder(trained_predictor):
     manifest = json.loads((folder / MANIFEST).read_text())
     assert manifest["device_key"] == "host-cpu" and manifest["target_preset"] == "host"
     assert manifest["target"] == TARGET and manifest["feature_names"]
-    for name in manifest["models"].values():
+    for name in [*manifest["models"].values(), *manifest["holdout_models"].values()]:
         assert (folder / name).exists()
     report = trained_predictor.report
     assert report["chosen"] == trained_predictor.mode in ("global", "per_type")
@@ -37,10 +37,38 @@ def test_loaded_predictor_predicts_the_same(trained_predictor):
 
 def test_predictions_on_held_out_configs_are_accurate(trained_predictor, synthetic_records):
     held = [r for r in synthetic_records if r.key in trained_predictor.holdout_keys]
-    pred = trained_predictor.predict_ms([r.config for r in held])
+    pred = trained_predictor.held_out_view().predict_ms([r.config for r in held])
     meas = np.array([r.median_ms for r in held])
     # Synthetic data: checks learning, not a device. 1% noise, so most should be within 10%.
     assert np.mean(np.abs(pred - meas) / meas <= 0.10) >= 0.85
+
+
+def test_the_predicting_model_learnt_every_config_and_its_split_fit_is_kept_for_scoring(
+        trained_predictor, synthetic_records):
+    """The held-out configs are in the predicting model's data (a held-out widest layer would
+    otherwise be extrapolated by trees), but not in the split fit's, which scores them."""
+    held = [r for r in synthetic_records if r.key in trained_predictor.holdout_keys]
+    meas = np.array([r.median_ms for r in held])
+
+    def error(predictor):
+        return np.median(np.abs(predictor.predict_ms([r.config for r in held]) / meas - 1))
+
+    assert error(trained_predictor) < error(trained_predictor.held_out_view())
+    again = Predictor.load(trained_predictor.directory)
+    np.testing.assert_allclose(again.held_out_view().predict_ms([r.config for r in held]),
+                               trained_predictor.held_out_view().predict_ms([r.config for r in held]), rtol=1e-6)
+    assert trained_predictor.report["predicting_model"].startswith(f"the {trained_predictor.mode} design")
+
+
+def test_a_predictor_saved_before_the_refit_scores_held_out_configs_with_its_only_model(trained_predictor,
+                                                                                       tmp_path):
+    for f in trained_predictor.directory.iterdir():
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    manifest = json.loads((tmp_path / MANIFEST).read_text())
+    del manifest["holdout_models"]
+    (tmp_path / MANIFEST).write_text(json.dumps(manifest))
+    old = Predictor.load(tmp_path)
+    assert old.held_out_view() is old
 
 
 def test_other_device_or_target_is_refused(trained_predictor):
