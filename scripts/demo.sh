@@ -9,8 +9,9 @@
 #      it over RPC; prune it with the bi-level method to half its measured latency and fine-tune it,
 #      compile and run it in turns with the reference; while a round misses the budget by more
 #      than 5%, prune again aiming lower or higher by the factor it missed by (at most 2
-#      rounds: a third would take the job past 30 min; every run in bench/results landed
-#      within 2); train a second reference as many steps as the pruned network (unpruned-x2). Every compile is for host with no search (every kernel's schedule
+#      rounds, ~3.5 min each; runs 13-17 in bench/results landed within 2, runs 18-19 did
+#      not: the correction overshot); train a second reference as many steps as the pruned
+#      network (unpruned-x2). Every compile is for host with no search (every kernel's schedule
 #      is the collection's, or transferred from it), every run has a numeric check against ONNX
 #      Runtime;
 #   3. OUT/pruned links to the round that ships (the first that landed, else the closest);
