@@ -121,9 +121,22 @@ def test_round_zero_aims_at_the_budget_over_the_references_factor_and_each_round
     assert first_aim(options, 0.5 * 1.5 * layers, 1.5 * layers) == pytest.approx(0.5 * layers)
     # a device where a searched network measures 1.9x the layer sum it was aimed at: one correction lands
     aim0 = 4.0
-    aim1 = next_aim(_result(0, 1.9 * aim0, aim=aim0), budget=6.0)
+    aim1 = next_aim([_result(0, 1.9 * aim0, aim=aim0)], budget=6.0)
     assert 1.9 * aim1 == pytest.approx(6.0)
-    assert next_aim(_result(1, 5.0, aim=aim1), budget=6.0) == pytest.approx(aim1 * 6.0 / 5.0)  # under: aims higher
+    assert next_aim([_result(1, 5.0, aim=aim1)], budget=6.0) == pytest.approx(aim1 * 6.0 / 5.0)  # under: aims higher
+
+
+def test_once_the_budget_is_bracketed_the_next_aim_lies_between_the_nearest_rounds_over_and_under():
+    # main-job run 18: the ms moved about twice as far as the aim, so the one correction overshot
+    rounds = [_result(0, 5.452, aim=2.982), _result(1, 3.508, aim=2.588)]
+    aim = next_aim(rounds, budget=3.968)  # the run's budget
+    assert 2.588 < aim < 2.982
+    # on a device where ms = c * aim**2 the interpolation lands exactly
+    rounds = [_result(0, 2.0 * 3.0 ** 2, aim=3.0), _result(1, 2.0 * 2.0 ** 2, aim=2.0), _result(2, 30.0, aim=3.8)]
+    aim = next_aim(rounds, budget=12.5)
+    assert 2.0 * aim ** 2 == pytest.approx(12.5)  # from the nearest pair (18 over, 8 under), not 30
+    # measured ms that fell as the aim rose (noise): the middle of the bracket
+    assert next_aim([_result(0, 12.0, aim=2.0), _result(1, 8.0, aim=3.0)], budget=10.0) == pytest.approx(6 ** 0.5)
 
 
 def test_bad_device_options_fail_before_any_stage(monkeypatch, tmp_path, capsys):

@@ -4,7 +4,8 @@ A predictor sums layers timed alone; a whole network on the device also pays for
 between them (launches, thread-pool wake-ups, copies), and the search is drawn to the widths
 the predictor under-prices. So every round's network is compiled and benched, and a round that
 misses its budget by more than the landing tolerance is followed by another whose search aims
-lower or higher by the factor it missed by: a controller on the search's own budget, with the
+lower or higher by the factor it missed by (between a round over and one under, once there are
+both): a controller on the search's own budget, with the
 same predictor, so that whatever biased round k (the predictor's errors on the widths the search
 likes, the network's cost beyond its layers) biases round k+1 alike (docs/pipeline.md, "Landing
 on the budget").
@@ -15,12 +16,14 @@ on the budget").
     measured ms     a round's network timed in turns with the reference in one session: their
                     ratio times L
     aim A_k         the predictor's layer sum round k's search prunes to: A_0 = B x the reference's
-                    layer sum / L, A_k+1 = A_k x B / measured_k (passed to `prune` as --budget-ms B
-                    --latency-scale B / A_k)
+                    layer sum / L, A_k+1 = A_k x B / measured_k until one round was over B and one
+                    under, then interpolated between the nearest two in log space (`next_aim`;
+                    passed to `prune` as --budget-ms B --latency-scale B / A_k)
 """
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 from dataclasses import dataclass
@@ -116,9 +119,23 @@ def first_aim(options: PipelineOptions, budget: float, level_ms: float) -> float
     return budget * predicted_layers_ms(options.out / REFERENCE, predictor_folder(options)) / level_ms
 
 
-def next_aim(last: RoundResult, budget: float) -> float:
-    """The next round's layer sum: the last round's, scaled by the factor it missed by."""
-    return last.aim_ms * budget / last.measured_ms
+def next_aim(results: Sequence[RoundResult], budget: float) -> float:
+    """The next round's layer sum. Once one round measured over the budget and another under,
+    between the nearest of each, interpolated in log space (their measured ms against their aims);
+    else the last round's, scaled by the factor it missed by. The scaling assumes the network's
+    ms move in proportion to the aim; in main-job runs 18-19 they moved about twice as far, and
+    the one correction overshot (+15% then -12%, +8% then -11%)."""
+    last = results[-1]
+    over = [r for r in results if r.measured_ms > budget]
+    under = [r for r in results if r.measured_ms <= budget]
+    if not over or not under:
+        return last.aim_ms * budget / last.measured_ms
+    high, low = min(over, key=lambda r: r.measured_ms), max(under, key=lambda r: r.measured_ms)
+    rise = math.log(high.measured_ms / low.measured_ms)
+    if high.aim_ms <= low.aim_ms or rise <= 0:  # ms did not grow with the aim: halve the bracket
+        return math.sqrt(high.aim_ms * low.aim_ms)
+    share = math.log(budget / low.measured_ms) / rise
+    return low.aim_ms * (high.aim_ms / low.aim_ms) ** share
 
 
 def landed(result: RoundResult, budget: float, tolerance: float) -> bool:
@@ -158,7 +175,7 @@ def run_rounds(options: PipelineOptions, record: StageRecord) -> tuple[float, li
               f"budget ({100 * last.miss(budget):+.1f}%; landing tolerance ±{100 * options.landing_tolerance:g}%)")
         if landed(last, budget, options.landing_tolerance):
             break
-        aim = next_aim(last, budget)
+        aim = next_aim(results, budget)
     chosen = shipped(results, budget, options.landing_tolerance)
     _link(options.out / PRUNED, chosen.folder)
     runner.run(plan_finish(options))
