@@ -131,10 +131,9 @@ def next_aim(results: Sequence[RoundResult], budget: float) -> float:
     if not over or not under:
         return last.aim_ms * budget / last.measured_ms
     high, low = min(over, key=lambda r: r.measured_ms), max(under, key=lambda r: r.measured_ms)
-    rise = math.log(high.measured_ms / low.measured_ms)
-    if high.aim_ms <= low.aim_ms or rise <= 0:  # ms did not grow with the aim: halve the bracket
+    if high.aim_ms <= low.aim_ms:  # ms did not grow with the aim: halve the bracket
         return math.sqrt(high.aim_ms * low.aim_ms)
-    share = math.log(budget / low.measured_ms) / rise
+    share = math.log(budget / low.measured_ms) / math.log(high.measured_ms / low.measured_ms)
     return low.aim_ms * (high.aim_ms / low.aim_ms) ** share
 
 
