@@ -48,7 +48,7 @@ from typing import Any, Sequence
 
 from bench.common import extracted_tasks, finished, ratio_summary
 from compile.targets import resolve_target
-from runner.cli_support import setup_logging
+from runner.cli_support import setup_logging, whole_number
 from runner.device import HOST_KEY
 from runner.farm import use_device
 from runner.machine import write_result
@@ -65,7 +65,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--trials-per-task", type=int, default=32, help="search trials per kernel, donors and pruned alike")
     p.add_argument("--transfer-candidates", type=_counts, default=(1, 3),
                    help="comma-separated candidate counts, one transfer each (default 1,3)")
-    p.add_argument("--every-donor-record", type=int, default=0, metavar="N",
+    p.add_argument("--every-donor-record", type=whole_number(0), default=0, metavar="N",
                    help="also time the N best records of each of the two nearest donors on each pruned kernel")
     p.add_argument("--rounds", type=int, default=3, help="batches timing every schedule; median per schedule")
     p.add_argument("--work", type=Path, default=None, help="folder kept for a rerun (default: a temporary one)")
@@ -143,11 +143,22 @@ def _best_schedule(database: Path, task: Any, preset: Any) -> Any | None:
     return None if record is None else replay(record.trace, mod, postprocessors(mod, target))
 
 
+def _timed(schedules: Sequence[Any], preset, device, rounds: int) -> list[list[float]]:
+    """Every schedule's seconds in each of `rounds` batches (a failed build or run leaves a gap)."""
+    from compile.measure import measure_schedules
+
+    samples: list[list[float]] = [[] for _ in schedules]
+    for _ in range(rounds):
+        for i, seconds in enumerate(measure_schedules(schedules, preset.target(), preset, device)):
+            if seconds:
+                samples[i].append(seconds)
+    return samples
+
+
 def time_pairs(pairs: Sequence[tuple[Any, Any]], work: Path, counts: Sequence[int], preset, device,
                rounds: int) -> list[dict]:
     """Every pair's donor, transferred (one per candidate count) and searched schedules, timed in
     one batch `rounds` times."""
-    from compile.measure import measure_schedules
     from compile.transfer import work as work_of
     from compile.workload_structure import extents
 
@@ -162,11 +173,7 @@ def time_pairs(pairs: Sequence[tuple[Any, Any]], work: Path, counts: Sequence[in
             continue
         rows.append((donor, task))
         schedules.extend(mine)
-    samples: list[list[float]] = [[] for _ in schedules]
-    for _ in range(rounds):
-        for i, seconds in enumerate(measure_schedules(schedules, preset.target(), preset, device)):
-            if seconds:
-                samples[i].append(seconds)
+    samples = _timed(schedules, preset, device, rounds)
     out = []
     for k, (donor, task) in enumerate(rows):
         mine = dict(zip(names, samples[len(names) * k:len(names) * (k + 1)]))
@@ -192,7 +199,6 @@ def every_donor_record(pairs: Sequence[tuple[Any, Any]], work: Path, counts: Seq
     replayed on it and timed in one batch with the searched and transferred schedules; the
     hindsight-fastest replay against the search and its rank among its donor's records."""
     from compile.database import open_database
-    from compile.measure import measure_schedules
     from compile.transfer import DONOR_WORKLOADS, postprocessors, rename_blocks, replay
     from compile.workload_structure import extents, structure_key
 
@@ -212,21 +218,18 @@ def every_donor_record(pairs: Sequence[tuple[Any, Any]], work: Path, counts: Seq
                 if schedule is not None:
                     replays.append(schedule)
                     ranks.append(rank)
-        mine = [_best_schedule(work / ("searched" if n == "searched" else n), task, preset) for n in others]
+        mine = [_best_schedule(work / name, task, preset) for name in others]
         if not replays or None in mine:
             continue
-        schedules = replays + mine
-        samples: list[list[float]] = [[] for _ in schedules]
-        for _ in range(rounds):
-            for i, seconds in enumerate(measure_schedules(schedules, target, preset, device)):
-                if seconds:
-                    samples[i].append(seconds * 1e6)
+        samples = [[t * 1e6 for t in s] for s in _timed(replays + mine, preset, device, rounds)]
         us = [statistics.median(s) if s else float("inf") for s in samples]
         best = min(range(len(replays)), key=us.__getitem__)
         timed = dict(zip(others, us[len(replays):]))
+        spread = dict(zip(["every_record_best", *others], [samples[best], *samples[len(replays):]]))
         out.append({"kernel": task.task_name, "replayed": len(replays), "every_record_best_us": round(us[best], 3),
                     "its_rank_in_its_donor": ranks[best],
                     "us": {name: round(t, 3) for name, t in timed.items()},
+                    "range_us": {name: [round(min(s), 3), round(max(s), 3)] for name, s in spread.items() if s},
                     "every_record_best_over_searched_time": round(us[best] / timed["searched"], 4)})
     return out
 

@@ -27,6 +27,7 @@ def test_donors_transfers_and_searches_of_pruned_kernels_are_timed_side_by_side(
     for kernel in every["kernels"]:
         assert kernel["replayed"] >= 1 and 0 <= kernel["its_rank_in_its_donor"] < 2
         assert kernel["every_record_best_us"] > 0
+        assert all(low <= high for low, high in kernel["range_us"].values())
         assert set(kernel["us"]) == {"searched", "transferred-k1", "transferred-k2"}
     assert every["best_over_searched_time"]["count"] == 2
     assert all((tmp_path / "work" / f"{step}.json").is_file()
