@@ -95,6 +95,10 @@ FLAGS: dict[str, Flag] = {
     "weights": Flag("local checkpoint of the unpruned model"),
     "pretrained_backbone": Flag("start the backbone from timm's ImageNet weights, if they are in the local Hugging "
                                 "Face cache (nothing is downloaded)"),
+    "reuse_search": Flag("bilevel: the folder of an earlier bilevel run with the same settings but another budget "
+                         "or latency scale; its search's weights and gate scores are projected onto this budget "
+                         "instead of searching again (what python -m prune.pipeline's correcting rounds do)",
+                         metavar="DIR"),
     "latency_scale": Flag("multiply the predictor's latencies by S: measured ms of a whole network per predicted ms "
                           "of its layers on this device (what lies between layers: launches, copies); "
                           "python -m prune.pipeline measures it (default {default})", _positive, metavar="S"),

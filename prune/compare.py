@@ -81,6 +81,7 @@ def training_stages(pruning: dict[str, Any], seen: int = 0) -> tuple[list[str], 
     stage = (f"{pruning['method']} {epochs * (search + finetune)} steps ({epochs} x ({search} {phase} + {finetune} "
              f"fine-tuning), lr {s.get('lr', '?')}, weight decay {s.get('weight_decay', '?')}"
              + (f", search weight decay {s['search_weight_decay']}" if s.get("search_weight_decay") is not None else "")
+             + (f"; the search of {s['reuse_search']} projected onto its budget" if s.get("reuse_search") else "")
              + ")")
     steps: int | None = epochs * (search + finetune)
     weights = s.get("weights")

@@ -53,7 +53,13 @@ class BudgetProjection:
         # a detached tensor shares its parameter's version counter, which every in-place update bumps
         key = (self.budget_ms, tuple((s.data_ptr(), s._version) for s in scores.values()))
         if self._cached is None or self._cached[0] != key:
-            plan, _ = fit_to_budget(self.groups, scores, full_plan(self.groups), self.budget, self.budget_ms)
-            plan, _ = fill_to_budget(self.groups, scores, plan, self.budget, self.budget_ms)
-            self._cached = (key, plan)
+            self._cached = (key, project(self.groups, scores, self.budget, self.budget_ms))
         return self._cached[1]
+
+
+def project(groups: Sequence[PruneGroup], scores: dict[str, torch.Tensor], budget: LatencyBudget,
+            budget_ms: float) -> Plan:
+    """The highest-scoring units that fit `budget_ms`: every unit, the lowest-scoring dropped until
+    the plan fits, then the best-scoring dropped ones that still fit back."""
+    plan, _ = fit_to_budget(groups, scores, full_plan(groups), budget, budget_ms)
+    return fill_to_budget(groups, scores, plan, budget, budget_ms)[0]

@@ -1,5 +1,6 @@
 """What a run shows and leaves behind: progress bars while it trains, and at the end
-`pruning.json`, `model.onnx`, `curves.png` (and, for `dense`, `weights.safetensors`)."""
+`pruning.json`, `model.onnx`, `curves.png` (and, for `dense`, `weights.safetensors`; a bi-level
+search also leaves `search.pt`, `prune.reuse_search`)."""
 
 from __future__ import annotations
 

@@ -86,7 +86,7 @@ class BilevelSearch:
         the budget, units added back to fill it), ranking by gate score."""
         self._narrow(self.total_steps)
         self.gates.detach()
-        scores = {name: score.detach() for name, score in zip(self.gates.names, self.gates.scores)}
+        scores = self.scores()
         searched_ms = predicted_ms(self.budget, self.groups, self.gates.kept_units())
         plan, dropped = fit_to_budget(self.groups, scores, self.gates.kept_units(), self.budget, self.target_ms)
         if dropped:
@@ -97,6 +97,10 @@ class BilevelSearch:
             log.info("the searched network left %.0f%% of the budget unused: added back %d units by gate score",
                      100 * (1 - fitted_ms / self.target_ms), added)
         return plan, searched_ms, dropped, added
+
+    def scores(self) -> dict[str, torch.Tensor]:
+        """Every group's gate scores, detached (they rank its units)."""
+        return {name: score.detach().clone() for name, score in zip(self.gates.names, self.gates.scores)}
 
     def _narrow(self, index: int) -> None:
         if self.projection is not None:

@@ -56,6 +56,11 @@ class PruneSettings:
     `pretrained_backbone` from timm's ImageNet weights of the backbone if they are already in
     the local Hugging Face cache (never downloaded), or from random weights.
 
+    `reuse_search` (bi-level only) is the folder of an earlier bi-level run with these settings but
+    another budget or latency scale: its search's end state (weights and gate scores) is projected
+    onto this budget instead of searching again (`prune.reuse_search`), so that budgets near each
+    other get networks near each other.
+
     `latency_scale` multiplies every latency the cost table gives: a predictor prices layers
     timed alone, and a whole network on a device also pays for what lies between them (kernel
     launches, thread-pool wake-ups, copies); `python -m prune.pipeline` measures that factor on
@@ -112,6 +117,7 @@ class PruneSettings:
     hard_mask: str = "projection"
     weights: str | None = None
     pretrained_backbone: bool = False
+    reuse_search: str | None = None
     latency_scale: float = 1.0
     device: str | None = None
     target: str | None = None
@@ -164,6 +170,9 @@ class PruneSettings:
         if self.weights is not None and self.pretrained_backbone:
             raise EdgesegError("--weights and --pretrained-backbone both say where the network starts.",
                                "Pass one: --weights for a whole checkpoint, --pretrained-backbone for timm's backbone.")
+        if self.reuse_search is not None and self.method != "bilevel":
+            raise EdgesegError(f"--reuse-search reuses a bi-level search, and the method is {self.method}.",
+                               "Drop --reuse-search, or pass --method bilevel.")
         if self.budget_signal not in BUDGET_SIGNALS:
             raise EdgesegError(f"Unknown budget signal {self.budget_signal!r}.", f"Use one of: {', '.join(BUDGET_SIGNALS)}.")
         if self.implicit_gradient not in IMPLICIT_GRADIENTS:

@@ -10,6 +10,8 @@
    outer split every `outer_every` steps, under the latency penalty; see there). Baselines and
    `dense`: plain training of the unpruned network, the same steps, which a `SharedTraining`
    folder lets runs of other baselines and budgets share.
+   With `reuse_search`, no search: an earlier search's end state (`search.pt`, which every
+   bi-level run writes) is projected onto this budget (`prune.reuse_search`).
 3. Choose the plan: the gates' hard decision, then `fit_to_budget` by gate score if it is still
    over (counted in `pruning.json` as `dropped_to_fit`), or `fill_to_budget` by gate score when
    it fell under (`added_to_fit`); uniform scaling or L1 magnitude for the
@@ -47,6 +49,8 @@ from prune.evaluation import evaluate_miou
 from prune.groups import GroupSet, Plan, PruneGroup
 from prune.models import create_model
 from prune.parallel import barrier, check_same_plan, keep_rank0_buffers, rank_and_world
+from prune.projection import project
+from prune.reuse_search import load_search, save_search
 from prune.run_budget import build_budget, check_feasible, check_predictor_fits, deployment, load_cost
 from prune.run_data import RunData
 from prune.run_report import ONNX, REPORT, build_report, format_ms, progress_bar, show_step, write_outputs
@@ -157,6 +161,8 @@ class _Run:
         """The search phase; shrinks `model` in place and returns the plan."""
         s, record = self.settings, self.record
         bilevel = s.method == "bilevel"
+        if bilevel and s.reuse_search:
+            return self._reuse_search(model, group_set)
         if bilevel:
             search = BilevelSearch(s, model, self.groups, self.budget, self.target_ms)
             parts, train, tag = search.parts, self.data.inner, 0
@@ -186,16 +192,34 @@ class _Run:
                 record.save_shared(self.shared_training, model)
         if bilevel:
             plan, record.searched_ms, record.dropped_to_fit, record.added_to_fit = search.finish()
+            if self.rank == 0:
+                save_search(self.out, s.to_dict(), self.target_ms, model.state_dict(), search.scores(), record.steps,
+                            record.epochs)
         elif s.method == "uniform":
             plan = uniform_plan(self.groups, self.budget, self.target_ms)
         elif s.method == "magnitude":
             plan = magnitude_plan(model, self.groups, self.budget, self.target_ms)
         else:
             plan = full_plan(self.groups)
+        return self._shrink(group_set, model, plan)
+
+    def _shrink(self, group_set: GroupSet, model: nn.Module, plan: Plan) -> Plan:
         check_same_plan(plan)
         shrink(group_set, plan)
-        record.save("finetune", 0, model, {}, plan)
+        self.record.save("finetune", 0, model, {}, plan)
         return plan
+
+    def _reuse_search(self, model: nn.Module, group_set: GroupSet) -> Plan:
+        """An earlier search's weights and gate scores, projected onto this run's budget
+        (`prune.reuse_search`); its steps are this run's search history."""
+        s, record = self.settings, self.record
+        state = load_search(s.reuse_search, s.to_dict())
+        model.load_state_dict(state["model"])
+        record.steps, record.epochs = list(state["steps"]), list(state["epochs"])
+        plan = project(self.groups, state["scores"], self.budget, self.target_ms)
+        log.info("the search of %s (budget %s ms) projected onto %s ms: predicted %.4g ms", s.reuse_search,
+                 format_ms(state["target_ms"]), format_ms(self.target_ms), predicted_ms(self.budget, self.groups, plan))
+        return self._shrink(group_set, model, plan)
 
     def finetune(self, model: nn.Module, plan: Plan) -> None:
         """Fine-tune the shrunk network with the learning rate decayed to zero (cosine): at a

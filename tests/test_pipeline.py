@@ -62,7 +62,11 @@ def test_every_round_prunes_with_the_one_predictor_and_is_stale_when_a_bench_tha
     for name in ("pruned-round0", "pruned-round2", "unpruned-x2"):
         assert "--predictor runs/x/latency/predictor " in " ".join(_stage(stages, name).args) + " "
     assert _stage(stages, "pruned-round0").after == ("predictor", "bench-unpruned")
-    assert _stage(stages, "pruned-round2").after == ("predictor", "bench-unpruned", "bench-pruned-round1")
+    assert _stage(stages, "pruned-round2").after == ("predictor", "bench-unpruned", "bench-pruned-round1",
+                                                     "pruned-round0")
+    # later rounds project round 0's search onto their aim: one ranking of units for every round
+    assert "--reuse-search" not in _stage(stages, "pruned-round0").args
+    assert " --reuse-search runs/x/pruned-round0 " in " ".join(_stage(stages, "pruned-round2").args)
     long_reference = " ".join(_stage(stages, "unpruned-x2").args)
     assert "--latency-scale" not in long_reference
     assert "--baseline runs/x/unpruned/artifact" in " ".join(_stage(stages, "bench-unpruned-x2").args)

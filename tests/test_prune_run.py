@@ -173,6 +173,45 @@ def test_bilevel_search_itself_lands_just_under_the_budget(tmp_path):
     assert 0.95 * report["budget_ms"] <= report["predicted_ms"] <= report["budget_ms"]
 
 
+def _onnx_weights(path: Path) -> dict[str, np.ndarray]:
+    return {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+
+
+def test_a_reused_search_is_projected_onto_another_budget_without_searching_again(tmp_path, caplog, capsys):
+    """At its own budget a reused search gives the searched network itself (same units, same
+    weights); at other budgets the units its scores rank highest, at that budget; only the budget
+    and the latency scale may differ from the search's settings."""
+    searched = dataclasses.replace(TINY, epochs=1, search_steps=3, finetune_steps=0)
+    first = run_pruning(searched, tmp_path / "search", progress=False).report
+    assert (tmp_path / "search" / "search.pt").is_file()
+    caplog.set_level(logging.INFO, logger="prune.train")
+    again = run_pruning(dataclasses.replace(searched, reuse_search=str(tmp_path / "search")), tmp_path / "same",
+                        progress=False).report
+    assert "search epoch" not in caplog.text and "projected onto" in caplog.text
+    assert again["kept_units"] == first["kept_units"]
+    assert again["epochs"] == first["epochs"]  # the search's history, nothing trained since
+    a, b = _onnx_weights(tmp_path / "search" / "model.onnx"), _onnx_weights(tmp_path / "same" / "model.onnx")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+    kept = {}
+    for budget in (0.03, 0.05):
+        report = run_pruning(dataclasses.replace(searched, budget_ms=budget, latency_scale=1.1,
+                                                 reuse_search=str(tmp_path / "search")),
+                             tmp_path / f"at{budget}", progress=False).report
+        assert 0.9 * budget <= report["predicted_ms"] <= budget
+        kept[budget] = sum(len(units) for units in report["kept_units"].values())
+    assert kept[0.03] < sum(len(u) for u in first["kept_units"].values()) < kept[0.05]
+
+    with pytest.raises(EdgesegError, match="seed: 0 there, 1 now"):
+        run_pruning(dataclasses.replace(searched, seed=1, reuse_search=str(tmp_path / "search")), tmp_path / "seed",
+                    progress=False)
+    assert main(["--budget-ms", "0.04", *TINY_ARGS, "--reuse-search", str(tmp_path / "same"), "-o",
+                 str(tmp_path / "none")]) != 0
+    assert "holds no finished bi-level search" in capsys.readouterr().err
+    with pytest.raises(EdgesegError, match="reuses a bi-level search"):
+        PruneSettings(budget_ms=0.04, method="uniform", reuse_search=str(tmp_path / "search"))
+
+
 def test_outer_batch_size_and_period_are_honoured_saved_and_fixed_on_resume(tmp_path, monkeypatch, capsys):
     """--outer-every 2 --outer-batch-size 1: held-out passes (batch 1) only at steps 0 and 2 of 4,
     training passes (batch 2) at every step; the settings are saved and a resume must repeat them."""

@@ -165,11 +165,15 @@ def plan_round(options: PipelineOptions, round_: int, budget_ms: float, latency_
     folder = round_folder(options, round_)
     previous = (f"bench-{round_folder(options, round_ - 1).name}",) if round_ else ()
     after = ("predictor", f"bench-{REFERENCE}", *previous)  # the stages whose files chose the budget and scale
+    reuse: tuple[str, ...] = ()
+    if round_ and options.method == "bilevel":  # one ranking of units for every round (prune.reuse_search)
+        reuse = ("--reuse-search", str(round_folder(options, 0)))
+        after += (round_folder(options, 0).name,)
     prune = Stage(folder.name, f"prune by {options.method} to {budget_ms:.3f} ms measured (latency scale "
                   f"{latency_scale:.3f}), then fine-tune (round {round_}; at most {options.max_rounds} rounds)", "prune",
                   (*_prune_args(options, predictor_folder(options)), "--method", options.method,
                    "--budget-ms", f"{budget_ms:.4f}", "--latency-scale", f"{latency_scale:.4f}", "--weights",
-                   str(options.out / REFERENCE / "weights.safetensors"), "-o", str(folder)),
+                   str(options.out / REFERENCE / "weights.safetensors"), *reuse, "-o", str(folder)),
                   _network_outputs(folder), after=after)
     return [prune, *_build_stages(options, folder, baseline=options.out / REFERENCE)]
 
