@@ -1,4 +1,10 @@
-"""The per-layer latency predictor: XGBoost on log latency, valid for one device and target.
+"""The per-layer latency predictor: XGBoost on log latency over a FLOPs baseline, valid for one
+device and target.
+
+The trees learn log(ms / baseline ms), the baseline a per-type affine fit in FLOPs
+(`latency_model.baseline`: trees alone are flat between sampled widths, and the search prices a
+unit at what the predictor's slope says); `TrainSettings.target="log_ms"` learns log ms alone,
+as predictors before 2026-12-07 did (those load and predict as they were trained).
 
 Training compares two designs on a held-out split of configs (stratified by layer type, so each
 type is tested): one model for all layers with the type one-hot among the features ("global"),
@@ -36,6 +42,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import xgboost as xgb
 
+from latency_model.baseline import FlopsBaseline
 from latency_model.features import FEATURE_NAMES, FEATURE_SCHEMA_VERSION, feature_matrix
 from latency_model.layers import LAYER_TYPES, LayerConfig
 from latency_model.metrics import Metrics, compute_metrics
@@ -48,6 +55,7 @@ MANIFEST = "predictor.json"
 REPORT = "training_report.json"
 FORMAT = "edgeseg-latency-predictor"
 MIN_CONFIGS = 10
+TARGETS = ("over_baseline", "log_ms")
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,7 @@ class TrainSettings:
     colsample_bytree: float = 0.9
     threads: int = 1
     designs: tuple[str, ...] = ("global", "per_type")  # candidates compared on held-out data
+    target: str = "over_baseline"  # or "log_ms" (TARGETS)
 
     def params(self, seed: int) -> dict[str, Any]:
         return {"objective": "reg:squarederror", "tree_method": "hist", "eta": self.learning_rate,
@@ -134,18 +143,29 @@ def _split(configs: Sequence[LayerConfig], holdout: float, seed: int) -> np.ndar
     return test
 
 
-def _fit(x: np.ndarray, y: np.ndarray, settings: TrainSettings, seed: int) -> xgb.Booster:
-    data = xgb.DMatrix(x, label=y, feature_names=list(FEATURE_NAMES))
+def _fit(x: np.ndarray, y: np.ndarray, margin: np.ndarray, settings: TrainSettings, seed: int) -> xgb.Booster:
+    data = xgb.DMatrix(x, label=y, base_margin=margin, feature_names=list(FEATURE_NAMES))
     return xgb.train(settings.params(seed), data, num_boost_round=settings.rounds)
 
 
-def _fit_parts(mode: str, configs: Sequence[LayerConfig], x: np.ndarray, y: np.ndarray,
-               settings: TrainSettings, seed: int) -> dict[str, xgb.Booster]:
+@dataclass(frozen=True)
+class _Model:
+    """One fit: the trees (one part, or one per layer type) and the baseline they correct."""
+
+    boosters: Mapping[str, xgb.Booster]
+    baseline: FlopsBaseline | None  # None: the trees learnt log ms
+
+
+def _fit_model(mode: str, configs: Sequence[LayerConfig], measured_ms: np.ndarray, settings: TrainSettings,
+               seed: int) -> _Model:
+    x, y = feature_matrix(configs), np.log(measured_ms)
+    baseline = FlopsBaseline.fit(configs, measured_ms) if settings.target == "over_baseline" else None
+    margin = np.log(baseline.ms(configs)) if baseline else np.zeros(len(configs))
     if mode == "global":
-        return {"all": _fit(x, y, settings, seed)}
+        return _Model({"all": _fit(x, y, margin, settings, seed)}, baseline)
     kinds = np.array([c.kind for c in configs])
-    return {kind: _fit(x[kinds == kind], y[kinds == kind], settings, seed)
-            for kind in LAYER_TYPES if np.any(kinds == kind)}
+    return _Model({kind: _fit(x[kinds == kind], y[kinds == kind], margin[kinds == kind], settings, seed)
+                   for kind in LAYER_TYPES if np.any(kinds == kind)}, baseline)
 
 
 def check_timed_alike(manifest: Mapping[str, Any], where: str | os.PathLike, drift_reference: bool,
@@ -183,10 +203,11 @@ class Predictor:
 
     def __init__(self, mode: str, boosters: Mapping[str, xgb.Booster], manifest: Mapping[str, Any],
                  report: Mapping[str, Any], directory: Path, fingerprint: str,
-                 held_out_boosters: Mapping[str, xgb.Booster] | None = None) -> None:
+                 held_out: _Model | None = None, baseline: FlopsBaseline | None = None) -> None:
         self.mode = mode
         self._boosters = dict(boosters)
-        self._held_out_boosters = dict(held_out_boosters) if held_out_boosters else None
+        self._baseline = baseline
+        self._held_out = held_out
         self.manifest = dict(manifest)
         self.report = dict(report)
         self.directory = directory
@@ -209,10 +230,10 @@ class Predictor:
         """This predictor as trained on the training split only: the one to score `holdout_keys`
         with (the predicting model saw them). A predictor saved before the refit on every config
         is its own view."""
-        if self._held_out_boosters is None:
+        if self._held_out is None:
             return self
-        return Predictor(self.mode, self._held_out_boosters, self.manifest, self.report, self.directory,
-                         self.fingerprint)
+        return Predictor(self.mode, self._held_out.boosters, self.manifest, self.report, self.directory,
+                         self.fingerprint, baseline=self._held_out.baseline)
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "Predictor":
@@ -231,10 +252,15 @@ class Predictor:
                 "Retrain it with `latency_model train` on its measurements.")
         digest = hashlib.sha256((directory / MANIFEST).read_bytes())
         boosters = _load_boosters(directory, manifest["models"], digest)
-        held_out = _load_boosters(directory, manifest["holdout_models"], digest) if "holdout_models" in manifest else None
+        baselines = {key: FlopsBaseline.from_dict(manifest[key]) if key in manifest else None
+                     for key in ("baseline", "holdout_baseline")}
+        held_out = None
+        if "holdout_models" in manifest:
+            held_out = _Model(_load_boosters(directory, manifest["holdout_models"], digest), baselines["holdout_baseline"])
         report_path = directory / REPORT
         report = _load_json(report_path) if report_path.exists() else {}
-        return cls(manifest["mode"], boosters, manifest, report, directory, digest.hexdigest(), held_out)
+        return cls(manifest["mode"], boosters, manifest, report, directory, digest.hexdigest(), held_out,
+                   baselines["baseline"])
 
     def check_compatible(self, device_key: str, target: str | Mapping[str, Any]) -> None:
         """Raise EdgesegError unless this predictor was made for `device_key` and `target`
@@ -263,8 +289,9 @@ class Predictor:
         if not configs:
             return out
         x = feature_matrix(configs)
+        margin = np.log(self._baseline.ms(configs)) if self._baseline else np.zeros(len(configs))
         if self.mode == "global":
-            out[:] = self._predict_log(self._boosters["all"], x)
+            out[:] = self._predict_log(self._boosters["all"], x, margin)
             return np.exp(out)
         kinds = np.array([c.kind for c in configs])
         for kind in np.unique(kinds):
@@ -274,12 +301,12 @@ class Predictor:
                     f"(trained on: {', '.join(sorted(self._boosters))}).",
                     f"Collect measurements of {kind} layers and retrain.")
             rows = kinds == kind
-            out[rows] = self._predict_log(self._boosters[kind], x[rows])
+            out[rows] = self._predict_log(self._boosters[kind], x[rows], margin[rows])
         return np.exp(out)
 
     @staticmethod
-    def _predict_log(booster: xgb.Booster, x: np.ndarray) -> np.ndarray:
-        return booster.predict(xgb.DMatrix(x, feature_names=list(FEATURE_NAMES)))
+    def _predict_log(booster: xgb.Booster, x: np.ndarray, margin: np.ndarray) -> np.ndarray:
+        return booster.predict(xgb.DMatrix(x, base_margin=margin, feature_names=list(FEATURE_NAMES)))
 
 
 def _load_boosters(directory: Path, files: Mapping[str, str], digest: Any) -> dict[str, xgb.Booster]:
@@ -308,9 +335,8 @@ def _load_json(path: Path) -> dict[str, Any]:
                            "Retrain the predictor; the file is damaged.") from err
 
 
-def _holdout_metrics(mode: str, boosters: Mapping[str, xgb.Booster],
-                     configs: Sequence[LayerConfig], measured: np.ndarray) -> Metrics:
-    probe = Predictor(mode, boosters, {}, {}, Path("."), "")
+def _holdout_metrics(mode: str, model: _Model, configs: Sequence[LayerConfig], measured: np.ndarray) -> Metrics:
+    probe = Predictor(mode, model.boosters, {}, {}, Path("."), "", baseline=model.baseline)
     return compute_metrics(probe.predict_ms(configs), measured)
 
 
@@ -321,6 +347,8 @@ def train_predictor(records: Sequence[MeasurementRecord], out_dir: str | os.Path
     if not settings.designs or set(settings.designs) - {"global", "per_type"}:
         raise EdgesegError(f"Unknown predictor designs {settings.designs}.",
                            "Use 'global' and/or 'per_type'.")
+    if settings.target not in TARGETS:
+        raise EdgesegError(f"Unknown predictor target {settings.target!r}.", f"Use one of: {', '.join(TARGETS)}.")
     if not 0.0 < holdout < 1.0:
         raise EdgesegError(f"holdout must be a fraction in (0, 1), got {holdout}.",
                            "Pass e.g. holdout=0.2.")
@@ -331,16 +359,13 @@ def train_predictor(records: Sequence[MeasurementRecord], out_dir: str | os.Path
         raise EdgesegError(f"Only {len(data.configs)} distinct configs were measured; "
                            f"a predictor needs at least {MIN_CONFIGS}.",
                            "Collect more samples (`latency_model collect --samples N`).")
-    x = feature_matrix(data.configs)
-    y = np.log(data.measured_ms)
     test = _split(data.configs, holdout, seed)
     train_cfg = [c for c, t in zip(data.configs, test) if not t]
     test_cfg = [c for c, t in zip(data.configs, test) if t]
-    candidates: dict[str, tuple[dict[str, xgb.Booster], Metrics]] = {}
+    candidates: dict[str, tuple[_Model, Metrics]] = {}
     for mode in settings.designs:
-        boosters = _fit_parts(mode, train_cfg, x[~test], y[~test], settings, seed)
-        candidates[mode] = (boosters, _holdout_metrics(mode, boosters, test_cfg,
-                                                       data.measured_ms[test]))
+        model = _fit_model(mode, train_cfg, data.measured_ms[~test], settings, seed)
+        candidates[mode] = (model, _holdout_metrics(mode, model, test_cfg, data.measured_ms[test]))
         log.info("%s model: held-out RMSPE %.4f, +-10%% accuracy %.3f", mode,
                  candidates[mode][1].rmspe, candidates[mode][1].within_10)
     chosen = min(candidates, key=lambda m: (candidates[m][1].rmspe, m != "global"))
@@ -356,7 +381,7 @@ def train_predictor(records: Sequence[MeasurementRecord], out_dir: str | os.Path
                             "figures are of its fit on the training split",
         "seed": seed, "holdout": holdout, "settings": dataclasses.asdict(settings),
     }
-    every = _fit_parts(chosen, data.configs, x, y, settings, seed)
+    every = _fit_model(chosen, data.configs, data.measured_ms, settings, seed)
     return _save(Path(out_dir), chosen, every, candidates[chosen][0], data, report, records)
 
 
@@ -388,16 +413,18 @@ def _save_boosters(out_dir: Path, prefix: str, boosters: Mapping[str, xgb.Booste
     return files
 
 
-def _save(out_dir: Path, mode: str, boosters: Mapping[str, xgb.Booster],
-          held_out_boosters: Mapping[str, xgb.Booster], data: Dataset, report: Mapping[str, Any],
+def _save(out_dir: Path, mode: str, model: _Model, held_out: _Model, data: Dataset, report: Mapping[str, Any],
           records: Sequence[MeasurementRecord]) -> Predictor:
     out_dir.mkdir(parents=True, exist_ok=True)
-    models = _save_boosters(out_dir, "model", boosters)
-    holdout_models = _save_boosters(out_dir, "holdout_model", held_out_boosters)
+    models = _save_boosters(out_dir, "model", model.boosters)
+    holdout_models = _save_boosters(out_dir, "holdout_model", held_out.boosters)
+    baselines = {"baseline": model.baseline.to_dict(), "holdout_baseline": held_out.baseline.to_dict()} \
+        if model.baseline and held_out.baseline else {}
     manifest = {
         "format": FORMAT, "format_version": 1,
         "feature_schema_version": FEATURE_SCHEMA_VERSION, "feature_names": list(FEATURE_NAMES),
-        "target_transform": "log(ms)", "mode": mode, "models": models, "holdout_models": holdout_models,
+        "target_transform": "log(ms / baseline ms)" if baselines else "log(ms)", **baselines,
+        "mode": mode, "models": models, "holdout_models": holdout_models,
         "device_key": data.device_key, "target_preset": data.target_preset,
         "target": dict(data.target),
         "tvm_versions": sorted({r.tvm_version for r in records}),

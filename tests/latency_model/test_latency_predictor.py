@@ -18,6 +18,8 @@ def test_training_saves_a_complete_predictor_folder(trained_predictor):
     manifest = json.loads((folder / MANIFEST).read_text())
     assert manifest["device_key"] == "host-cpu" and manifest["target_preset"] == "host"
     assert manifest["target"] == TARGET and manifest["feature_names"]
+    assert manifest["target_transform"] == "log(ms / baseline ms)"  # latency_model.baseline, one per fit
+    assert set(manifest["baseline"]) >= {"mix_ffn", "*"} and set(manifest["holdout_baseline"]) >= {"mix_ffn", "*"}
     for name in [*manifest["models"].values(), *manifest["holdout_models"].values()]:
         assert (folder / name).exists()
     report = trained_predictor.report

@@ -1,0 +1,75 @@
+"""The FLOPs baseline the predictor's trees correct: per layer type, ms = a + b x FLOPs.
+
+The trees learn log(measured ms / baseline ms) and a prediction is the baseline times their
+correction. Trees are piecewise constant: learning log ms directly, every width between two
+sampled ones falls into one leaf and gets one latency. The search then prices a unit of such a
+layer at nothing. Measured in main-job run 20's setting (bench/results/predictor_accuracy,
+"baseline"): the decoder fuse at 216, 184 and 152 input channels was predicted 1.078, 1.072 and
+1.069 ms and measured 1.682, 1.391 and 0.893 ms, so networks whose predicted layer sums were 6%
+apart measured 18% apart and no aim could land. Over a baseline, a leaf holds a rate, and the
+prediction moves with the layer's work between samples.
+
+The fit is per type, weighted by 1/ms (relative errors, so small layers count as much as large
+ones), with a >= 0 and b >= 0; a type not measured is priced by the fit over every type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from latency_model.features import flops
+from latency_model.layers import LayerConfig
+
+EVERY_TYPE = "*"
+
+
+@dataclass(frozen=True)
+class FlopsBaseline:
+    """`coefficients[kind] = (a ms, b ms per FLOP)`; `EVERY_TYPE` is the fit over every type."""
+
+    coefficients: Mapping[str, tuple[float, float]]
+
+    @classmethod
+    def fit(cls, configs: Sequence[LayerConfig], measured_ms: np.ndarray) -> FlopsBaseline:
+        work, kinds = _work(configs), np.array([c.kind for c in configs])
+        fits = {kind: _fit_affine(work[kinds == kind], measured_ms[kinds == kind]) for kind in set(kinds)}
+        fits[EVERY_TYPE] = _fit_affine(work, measured_ms)
+        return cls(fits)
+
+    def ms(self, configs: Sequence[LayerConfig]) -> np.ndarray:
+        """The baseline latency of each config (positive)."""
+        work = _work(configs)
+        out = np.empty(len(configs))
+        for i, config in enumerate(configs):
+            a, b = self.coefficients.get(config.kind, self.coefficients[EVERY_TYPE])
+            out[i] = a + b * work[i]
+        return np.maximum(out, 1e-9)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {kind: [a, b] for kind, (a, b) in sorted(self.coefficients.items())}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Sequence[float]]) -> FlopsBaseline:
+        return cls({kind: (float(a), float(b)) for kind, (a, b) in data.items()})
+
+
+def _work(configs: Sequence[LayerConfig]) -> np.ndarray:
+    return np.array([float(flops(c)) for c in configs])
+
+
+def _fit_affine(work: np.ndarray, ms: np.ndarray) -> tuple[float, float]:
+    """Least squares of relative errors with a, b >= 0 (a constant when the work does not vary)."""
+    weights = 1.0 / ms
+    mean = float(np.sum(weights * ms) / np.sum(weights))
+    if np.ptp(work) == 0:
+        return mean, 0.0
+    design = np.stack([np.ones_like(work), work], axis=1) * weights[:, None]
+    (a, b), *_ = np.linalg.lstsq(design, ms * weights, rcond=None)
+    if b < 0:
+        return mean, 0.0
+    if a < 0:  # through the origin
+        return 0.0, float(np.sum(weights**2 * ms * work) / np.sum((weights * work) ** 2))
+    return float(a), float(b)
