@@ -54,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     landing = parser.add_argument_group("landing on the budget (docs/pipeline.md)")
     landing.add_argument("--max-rounds", type=whole_number(1), default=3,
                          help="rounds of prune, compile and bench at most: while a round's measured latency misses "
-                         "the budget, the next one's search aims lower or higher by the factor it missed by, and once "
-                         "one round was over and one under, between them (default %(default)s)")
+                         "the budget, the next one projects round 0's search onto an aim lower or higher by the factor "
+                         "it missed by, and once one round was over and one under, between them (default %(default)s)")
     landing.add_argument("--landing-tolerance", type=number_in(float, 0, below=1), default=DEFAULT_LANDING_TOLERANCE, metavar="F",
                          help="a round lands when its measured latency is within this fraction of the budget "
                          "(default %(default)s: ±5%%)")

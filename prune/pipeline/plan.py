@@ -4,9 +4,10 @@
     OUT/unpruned/       the dense reference            python -m prune --method dense
     OUT/pruned-roundK/  round K's network: python -m prune --method bilevel --budget-ms B --latency-scale S;
                         compiled and benched in turns with the reference; if it misses B by more than
-                        the landing tolerance, round K+1 aims its search lower or higher by the factor
-                        round K missed by, or between a round over and one under once there are both
-                        (prune.pipeline.rounds, docs/pipeline.md)
+                        the landing tolerance, round K+1 projects round 0's search (--reuse-search)
+                        onto an aim lower or higher by the factor round K missed by, or between a
+                        round over and one under once there are both (prune.pipeline.rounds,
+                        docs/pipeline.md)
     OUT/pruned          a link to the round that ships (the first that landed, else the closest)
     OUT/unpruned-x2/    the reference trained as long as the pruned network (same start, same stages)
     OUT/NET/artifact/, OUT/NET/bench.json              python -m compile, python -m runner bench --check

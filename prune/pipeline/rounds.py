@@ -3,10 +3,10 @@
 A predictor sums layers timed alone; a whole network on the device also pays for what lies
 between them (launches, thread-pool wake-ups, copies), and the search is drawn to the widths
 the predictor under-prices. So every round's network is compiled and benched, and a round that
-misses its budget by more than the landing tolerance is followed by another whose search aims
-lower or higher by the factor it missed by (between a round over and one under, once there are
-both): a controller on the search's own budget, with the
-same predictor, so that whatever biased round k (the predictor's errors on the widths the search
+misses its budget by more than the landing tolerance is followed by another that projects round
+0's search onto an aim lower or higher by the factor it missed by (between a round over and one
+under, once there are both): a controller on the search's own budget, with the same predictor
+and one ranking of units, so that whatever biased round k (the predictor's errors on the widths the search
 likes, the network's cost beyond its layers) biases round k+1 alike (docs/pipeline.md, "Landing
 on the budget").
 
