@@ -8,9 +8,9 @@
 #   2. train the unpruned network on the synthetic scenes (the dense reference), compile it and run
 #      it over RPC; prune it with the bi-level method to half its measured latency and fine-tune it,
 #      compile and run it in turns with the reference; while a round misses the budget by more
-#      than 5%, prune again aiming lower or higher by the factor it missed by, and once one
-#      round was over and one under, between them (at most 3 rounds, ~3.5 min each; runs
-#      18-19 in bench/results missed with 2: the one correction overshot); train a second
+#      than 5%, project the first round's search onto an aim lower or higher by the factor it
+#      missed by, and once one round was over and one under, between them (at most 3 rounds,
+#      ~2.5-3.5 min each; runs 21-23 in bench/results landed in 1, 2 and 1); train a second
 #      reference as many steps as the pruned network (unpruned-x2). Every compile is for host with no search (every kernel's schedule
 #      is the collection's, or transferred from it), every run has a numeric check against ONNX
 #      Runtime;
