@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import statistics
 from pathlib import Path
 from typing import Any, Callable
@@ -28,7 +29,9 @@ def finished(marker: Path, work: Callable[[], dict]) -> dict:
         log.info("reusing %s", marker)
         return json.loads(marker.read_text())
     result = work()
-    marker.write_text(json.dumps(result, indent=2) + "\n")
+    staging = marker.with_name(marker.name + ".tmp")  # a crash mid-write leaves no torn marker to reuse
+    staging.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(staging, marker)
     return result
 
 
