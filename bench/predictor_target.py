@@ -2,7 +2,7 @@
 (`latency_model.baseline`), compared on measurements already taken (nothing is timed here).
 
     PYTHONPATH=. python bench/predictor_target.py DATA.jsonl [--networks MEASUREMENTS.jsonl]
-        [--pruned-layers LAYERS.jsonl --pruned DIR...] [--splits 5] -o OUT.json
+        [--pruned-layers LAYERS.jsonl --pruned DIR...] [--splits 5] [--rounds 800] -o OUT.json
 
 For each target of `latency_model.predictor.TARGETS`, trained by `train_predictor` itself:
 - held-out layers: `--splits` stratified 20% splits of DATA (seeds 0..), share within +-10% of
@@ -37,11 +37,10 @@ from prune.describe import describe_model
 from prune.pipeline.rounds import network_layers
 
 
-def held_out_layers(records: list, target: str, splits: int, work: Path) -> dict[str, Any]:
+def held_out_layers(records: list, settings: TrainSettings, splits: int, work: Path) -> dict[str, Any]:
     shares = []
     for seed in range(splits):
-        predictor = train_predictor(records, work / f"{target}-split{seed}", seed=seed,
-                                    settings=TrainSettings(target=target))
+        predictor = train_predictor(records, work / f"{settings.target}-split{seed}", seed=seed, settings=settings)
         held = [r for r in records if r.key in predictor.holdout_keys]
         by_key = defaultdict(list)
         for r in held:
@@ -85,6 +84,7 @@ def main() -> None:
     parser.add_argument("--pruned-layers", type=Path, help="collect --pruned's data file for --pruned")
     parser.add_argument("--pruned", type=Path, nargs="*", default=[], help="folders python -m prune wrote")
     parser.add_argument("--splits", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=TrainSettings().rounds, help="XGBoost rounds (default: train's)")
     parser.add_argument("-o", "--out", type=Path, required=True)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -95,8 +95,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for target in TARGETS:
-            predictor = train_predictor(records, work / target, seed=0, settings=TrainSettings(target=target))
-            row: dict[str, Any] = {"held_out_layers": held_out_layers(records, target, args.splits, work)}
+            settings = TrainSettings(target=target, rounds=args.rounds)
+            predictor = train_predictor(records, work / target, seed=0, settings=settings)
+            row: dict[str, Any] = {"held_out_layers": held_out_layers(records, settings, args.splits, work)}
             if lines:
                 row["networks"] = networks(predictor, lines, records)
             if args.pruned:

@@ -17,7 +17,7 @@ def test_the_baseline_moves_the_predicted_layer_sums_as_far_as_the_measured_ones
     out = tmp_path / "result.json"
     monkeypatch.setattr(sys, "argv", ["predictor_target", str(DATA / "collection.jsonl"), "--pruned-layers",
                                       str(DATA / "layers.jsonl"), "--pruned", *(str(DATA / n) for n in NETWORKS),
-                                      "--splits", "1", "-o", str(out)])
+                                      "--splits", "1", "--rounds", "200", "-o", str(out)])
     predictor_target.main()
     result = json.loads(out.read_text())["targets"]
     assert set(result) == {"over_baseline", "log_ms"}
