@@ -23,14 +23,13 @@ import argparse
 import json
 import logging
 import tempfile
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from latency_model.metrics import compute_metrics
-from latency_model.predictor import TARGETS, TrainSettings, train_predictor
+from latency_model.predictor import TARGETS, TrainSettings, dataset_from_records, train_predictor
 from latency_model.records import read_records
 from latency_model.validate import leave_one_out_overhead
 from prune.describe import describe_model
@@ -41,13 +40,8 @@ def held_out_layers(records: list, settings: TrainSettings, splits: int, work: P
     shares = []
     for seed in range(splits):
         predictor = train_predictor(records, work / f"{settings.target}-split{seed}", seed=seed, settings=settings)
-        held = [r for r in records if r.key in predictor.holdout_keys]
-        by_key = defaultdict(list)
-        for r in held:
-            by_key[r.key].append(r)
-        configs = [rs[0].config for rs in by_key.values()]
-        measured = np.array([np.median([r.median_ms for r in rs]) for rs in by_key.values()])
-        shares.append(compute_metrics(predictor.held_out_view().predict_ms(configs), measured).within_10)
+        held = dataset_from_records([r for r in records if r.key in predictor.holdout_keys])
+        shares.append(compute_metrics(predictor.held_out_view().predict_ms(held.configs), held.measured_ms).within_10)
     return {"within_10_per_split": shares, "within_10_mean": float(np.mean(shares))}
 
 
@@ -62,16 +56,15 @@ def networks(predictor: Any, lines: list[dict], records: list) -> dict[str, Any]
 
 
 def pruned(predictor: Any, folders: list[Path], layer_records: list) -> list[dict[str, Any]]:
-    measured = defaultdict(list)
-    for r in layer_records:
-        measured[r.key].append(r.median_ms)
+    data = dataset_from_records(layer_records)
+    measured = {c.key: ms for c, ms in zip(data.configs, data.measured_ms)}
     rows = []
     for folder in folders:
         layers = network_layers(folder)
         missing = [c.key for c in layers if c.key not in measured]
         bench = folder / "bench.json"
         rows.append({"network": str(folder), "predicted_layers_ms": float(predictor.predict_ms(layers).sum()),
-                     "measured_layers_ms": None if missing else float(sum(np.median(measured[c.key]) for c in layers)),
+                     "measured_layers_ms": None if missing else float(sum(measured[c.key] for c in layers)),
                      "ratio_to_reference": json.loads(bench.read_text())["baseline"]["ratio"] if bench.is_file()
                      else None})
     return rows
@@ -87,6 +80,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=TrainSettings().rounds, help="XGBoost rounds (default: train's)")
     parser.add_argument("-o", "--out", type=Path, required=True)
     args = parser.parse_args()
+    if args.pruned and not args.pruned_layers:
+        parser.error("--pruned needs --pruned-layers: the file `latency_model collect --pruned DIR` wrote")
     logging.basicConfig(level=logging.WARNING)
     records = read_records(args.data)
     lines = [json.loads(line) for line in args.networks.read_text().splitlines() if line] if args.networks else []

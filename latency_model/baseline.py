@@ -9,14 +9,16 @@ layer at nothing. Measured in main-job run 20's setting (bench/results/predictor
 apart measured 18% apart and no aim could land. Over a baseline, a leaf holds a rate, and the
 prediction moves with the layer's work between samples.
 
-The fit is per type, weighted by 1/ms (relative errors, so small layers count as much as large
-ones), with a >= 0 and b >= 0; a type not measured is priced by the fit over every type.
+`FlopsBaseline.fit` is per type, weighted by 1/ms (relative errors, so small layers count as
+much as large ones), with a >= 0 and b >= 0 (its log is the trees' margin); a type not measured
+is priced by the fit over every type. `FlopsBaseline.fit_least_squares` is the plain per-type
+line `latency_model evaluate` and `validate` put beside the predictor as "FLOPs".
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -24,6 +26,9 @@ from latency_model.features import flops
 from latency_model.layers import LayerConfig
 
 EVERY_TYPE = "*"
+MIN_PREDICTED_MS = 1e-6  # a least-squares line can go negative on tiny layers; keep it positive
+
+Fit = Callable[[np.ndarray, np.ndarray], tuple[float, float]]  # (FLOPs, ms) -> (a, b)
 
 
 @dataclass(frozen=True)
@@ -34,33 +39,59 @@ class FlopsBaseline:
 
     @classmethod
     def fit(cls, configs: Sequence[LayerConfig], measured_ms: np.ndarray) -> FlopsBaseline:
+        """The predictor's baseline: relative errors, a, b >= 0."""
+        return cls._fitted(configs, measured_ms, _fit_relative)
+
+    @classmethod
+    def fit_least_squares(cls, configs: Sequence[LayerConfig], measured_ms: np.ndarray) -> FlopsBaseline:
+        """The FLOPs line evaluations compare with: per-type least squares, unconstrained."""
+        return cls._fitted(configs, measured_ms, lambda work, ms: fit_line(work, ms)[::-1])
+
+    @classmethod
+    def _fitted(cls, configs: Sequence[LayerConfig], measured_ms: np.ndarray, fit: Fit) -> FlopsBaseline:
         work, kinds = _work(configs), np.array([c.kind for c in configs])
-        fits = {kind: _fit_affine(work[kinds == kind], measured_ms[kinds == kind]) for kind in set(kinds)}
-        fits[EVERY_TYPE] = _fit_affine(work, measured_ms)
+        ms = np.asarray(measured_ms, dtype=np.float64)
+        fits = {str(kind): fit(work[kinds == kind], ms[kinds == kind]) for kind in set(kinds)}
+        fits[EVERY_TYPE] = fit(work, ms)
         return cls(fits)
 
     def ms(self, configs: Sequence[LayerConfig]) -> np.ndarray:
-        """The baseline latency of each config (positive)."""
+        """The baseline latency of each config (at least `MIN_PREDICTED_MS`)."""
         work = _work(configs)
         out = np.empty(len(configs))
         for i, config in enumerate(configs):
             a, b = self.coefficients.get(config.kind, self.coefficients[EVERY_TYPE])
             out[i] = a + b * work[i]
-        return np.maximum(out, 1e-9)
+        return np.maximum(out, MIN_PREDICTED_MS)
 
     def to_dict(self) -> dict[str, list[float]]:
         return {kind: [a, b] for kind, (a, b) in sorted(self.coefficients.items())}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Sequence[float]]) -> FlopsBaseline:
-        return cls({kind: (float(a), float(b)) for kind, (a, b) in data.items()})
+        """Raises ValueError unless `data` maps layer types (and `EVERY_TYPE`) to [a, b]."""
+        try:
+            coefficients = {str(kind): (float(a), float(b)) for kind, (a, b) in data.items()}
+        except (AttributeError, TypeError, ValueError) as err:
+            raise ValueError(f"not a FLOPs baseline: {err}") from err
+        if EVERY_TYPE not in coefficients:
+            raise ValueError(f"not a FLOPs baseline: no fit over every type ({EVERY_TYPE!r})")
+        return cls(coefficients)
+
+
+def fit_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Least-squares line (slope, intercept); through the origin when x has a single distinct value."""
+    if np.unique(x).size < 2:
+        return float(np.sum(x * y) / max(np.sum(x * x), 1e-300)), 0.0
+    slope, intercept = np.polyfit(x, y, 1)
+    return float(slope), float(intercept)
 
 
 def _work(configs: Sequence[LayerConfig]) -> np.ndarray:
     return np.array([float(flops(c)) for c in configs])
 
 
-def _fit_affine(work: np.ndarray, ms: np.ndarray) -> tuple[float, float]:
+def _fit_relative(work: np.ndarray, ms: np.ndarray) -> tuple[float, float]:
     """Least squares of relative errors with a, b >= 0 (a constant when the work does not vary)."""
     weights = 1.0 / ms
     mean = float(np.sum(weights * ms) / np.sum(weights))

@@ -18,47 +18,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from latency_model.features import flops
-from latency_model.layers import LAYER_TYPES, LayerConfig
+from latency_model.baseline import FlopsBaseline
+from latency_model.layers import LAYER_TYPES
 from latency_model.metrics import Metrics, compute_metrics, pct
 from latency_model.predictor import Predictor, dataset_from_records
 from latency_model.records import MeasurementRecord
-
-MIN_PREDICTED_MS = 1e-6  # a line fit can go negative on tiny layers; keep it plottable
-
-
-@dataclass(frozen=True)
-class FlopsBaseline:
-    """ms = slope * FLOPs + intercept per layer type; a type it was not fitted on uses the
-    fit over all types."""
-
-    per_type: Mapping[str, tuple[float, float]]
-    overall: tuple[float, float]
-
-    @classmethod
-    def fit(cls, configs: Sequence[LayerConfig], measured_ms: np.ndarray) -> "FlopsBaseline":
-        f = np.array([flops(c) for c in configs], dtype=np.float64)
-        y = np.asarray(measured_ms, dtype=np.float64)
-        kinds = np.array([c.kind for c in configs])
-        per_type = {k: fit_line(f[kinds == k], y[kinds == k])
-                    for k in LAYER_TYPES if np.any(kinds == k)}
-        return cls(per_type, fit_line(f, y))
-
-    def predict_ms(self, configs: Sequence[LayerConfig]) -> np.ndarray:
-        out = np.empty(len(configs))
-        for i, c in enumerate(configs):
-            slope, intercept = self.per_type.get(c.kind, self.overall)
-            out[i] = slope * flops(c) + intercept
-        return np.maximum(out, MIN_PREDICTED_MS)
-
-
-def fit_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Least-squares line (slope, intercept); through the origin when x has a single distinct value."""
-    if np.unique(x).size < 2:
-        return float(np.sum(x * y) / max(np.sum(x * x), 1e-300)), 0.0
-    slope, intercept = np.polyfit(x, y, 1)
-    return float(slope), float(intercept)
-
 
 @dataclass(frozen=True)
 class EvaluationReport:
@@ -108,12 +72,12 @@ def evaluate_predictor(predictor: Predictor, records: Sequence[MeasurementRecord
     predicted = predictor.predict_ms(configs)
     if baseline_records is not None:
         fit_data = dataset_from_records(baseline_records)
-        baseline = FlopsBaseline.fit(fit_data.configs, fit_data.measured_ms)
+        baseline = FlopsBaseline.fit_least_squares(fit_data.configs, fit_data.measured_ms)
         fit_note = f"fitted on {len(fit_data.configs)} separate configs"
     else:
-        baseline = FlopsBaseline.fit(configs, measured)
+        baseline = FlopsBaseline.fit_least_squares(configs, measured)
         fit_note = "fitted in-sample on the evaluated configs (flatters the baseline)"
-    base_pred = baseline.predict_ms(configs)
+    base_pred = baseline.ms(configs)
     kinds = np.array([c.kind for c in configs])
     present = [k for k in LAYER_TYPES if np.any(kinds == k)]
     report = EvaluationReport(

@@ -143,7 +143,9 @@ def _split(configs: Sequence[LayerConfig], holdout: float, seed: int) -> np.ndar
     return test
 
 
-def _fit(x: np.ndarray, y: np.ndarray, margin: np.ndarray, settings: TrainSettings, seed: int) -> xgb.Booster:
+def _fit(x: np.ndarray, y: np.ndarray, margin: np.ndarray | None, settings: TrainSettings, seed: int) -> xgb.Booster:
+    """`margin`: the log baseline the trees correct; None: they learn log ms from XGBoost's base
+    score (a margin of zeros would drop that score, and an old model's predictions with it)."""
     data = xgb.DMatrix(x, label=y, base_margin=margin, feature_names=list(FEATURE_NAMES))
     return xgb.train(settings.params(seed), data, num_boost_round=settings.rounds)
 
@@ -160,12 +162,16 @@ def _fit_model(mode: str, configs: Sequence[LayerConfig], measured_ms: np.ndarra
                seed: int) -> _Model:
     x, y = feature_matrix(configs), np.log(measured_ms)
     baseline = FlopsBaseline.fit(configs, measured_ms) if settings.target == "over_baseline" else None
-    margin = np.log(baseline.ms(configs)) if baseline else np.zeros(len(configs))
+    margin = np.log(baseline.ms(configs)) if baseline else None
     if mode == "global":
         return _Model({"all": _fit(x, y, margin, settings, seed)}, baseline)
     kinds = np.array([c.kind for c in configs])
-    return _Model({kind: _fit(x[kinds == kind], y[kinds == kind], margin[kinds == kind], settings, seed)
+    return _Model({kind: _fit(x[kinds == kind], y[kinds == kind], _rows(margin, kinds == kind), settings, seed)
                    for kind in LAYER_TYPES if np.any(kinds == kind)}, baseline)
+
+
+def _rows(margin: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:
+    return None if margin is None else margin[rows]
 
 
 def check_timed_alike(manifest: Mapping[str, Any], where: str | os.PathLike, drift_reference: bool,
@@ -252,8 +258,12 @@ class Predictor:
                 "Retrain it with `latency_model train` on its measurements.")
         digest = hashlib.sha256((directory / MANIFEST).read_bytes())
         boosters = _load_boosters(directory, manifest["models"], digest)
-        baselines = {key: FlopsBaseline.from_dict(manifest[key]) if key in manifest else None
-                     for key in ("baseline", "holdout_baseline")}
+        try:
+            baselines = {key: FlopsBaseline.from_dict(manifest[key]) if key in manifest else None
+                         for key in ("baseline", "holdout_baseline")}
+        except ValueError as err:
+            raise EdgesegError(f"{directory / MANIFEST} is damaged: its FLOPs baseline is {err}.",
+                               "Retrain the predictor with `latency_model train` on its measurements.") from err
         held_out = None
         if "holdout_models" in manifest:
             held_out = _Model(_load_boosters(directory, manifest["holdout_models"], digest), baselines["holdout_baseline"])
@@ -289,7 +299,7 @@ class Predictor:
         if not configs:
             return out
         x = feature_matrix(configs)
-        margin = np.log(self._baseline.ms(configs)) if self._baseline else np.zeros(len(configs))
+        margin = np.log(self._baseline.ms(configs)) if self._baseline else None
         if self.mode == "global":
             out[:] = self._predict_log(self._boosters["all"], x, margin)
             return np.exp(out)
@@ -301,11 +311,11 @@ class Predictor:
                     f"(trained on: {', '.join(sorted(self._boosters))}).",
                     f"Collect measurements of {kind} layers and retrain.")
             rows = kinds == kind
-            out[rows] = self._predict_log(self._boosters[kind], x[rows], margin[rows])
+            out[rows] = self._predict_log(self._boosters[kind], x[rows], _rows(margin, rows))
         return np.exp(out)
 
     @staticmethod
-    def _predict_log(booster: xgb.Booster, x: np.ndarray, margin: np.ndarray) -> np.ndarray:
+    def _predict_log(booster: xgb.Booster, x: np.ndarray, margin: np.ndarray | None) -> np.ndarray:
         return booster.predict(xgb.DMatrix(x, base_margin=margin, feature_names=list(FEATURE_NAMES)))
 
 

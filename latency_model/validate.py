@@ -33,7 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from latency_model.drift_reference import device_drift_reference
-from latency_model.evaluate import MIN_PREDICTED_MS, fit_line
+from latency_model.baseline import MIN_PREDICTED_MS, fit_line
 from latency_model.features import flops
 from latency_model.jsonl import JsonLinesLog, LineKind
 from latency_model.layers import LayerConfig

@@ -43,9 +43,15 @@ def load_checkpoint(path: Path, settings: Mapping[str, Any], as_they_ran: AsThey
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise EdgesegError(f"{path} is not a checkpoint of `python -m prune`.", "Choose another output folder.")
     saved = dict(as_they_ran(state["settings"], settings.keys()) if as_they_ran else state["settings"])
-    differ = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
-    if differ:
-        details = ", ".join(f"{k}: {saved.get(k)!r} there, {settings.get(k)!r} now" for k in differ)
+    details = settings_differences(saved, settings)
+    if details:
         raise EdgesegError(f"The output folder {path.parent} holds a run with other settings ({details}).",
                            "Repeat that run's settings to resume it, or choose another output folder.")
     return state
+
+
+def settings_differences(saved: Mapping[str, Any], settings: Mapping[str, Any], ignore: Iterable[str] = ()) -> str:
+    """The settings that differ, as "name: saved there, given now" ("" when none), `ignore` left out."""
+    left_out = set(ignore)
+    differ = sorted(k for k in set(saved) | set(settings) if k not in left_out and saved.get(k) != settings.get(k))
+    return ", ".join(f"{k}: {saved.get(k)!r} there, {settings.get(k)!r} now" for k in differ)

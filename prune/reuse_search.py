@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 import torch
 
-from prune.checkpoint import save_checkpoint
+from prune.checkpoint import save_checkpoint, settings_differences
 from runner.errors import EdgesegError
 
 SEARCH = "search.pt"
@@ -54,10 +54,8 @@ def load_search(folder: str | Path, settings: Mapping[str, Any]) -> dict[str, An
         raise EdgesegError(f"Cannot read {path}: {err}.", fix) from err
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise EdgesegError(f"{path} is not the end state of a bi-level search.", fix)
-    saved = state["settings"]
-    differ = sorted(k for k in set(saved) | set(settings) if k not in REAIMED and saved.get(k) != settings.get(k))
-    if differ:
-        details = ", ".join(f"{k}: {saved.get(k)!r} there, {settings.get(k)!r} now" for k in differ)
+    details = settings_differences(state["settings"], settings, ignore=REAIMED)
+    if details:
         raise EdgesegError(f"The search in {folder} ran with other settings ({details}); only the budget and the "
                            "latency scale may differ from the run that reuses it.",
                            "Repeat that search's settings, or drop --reuse-search to search again.")

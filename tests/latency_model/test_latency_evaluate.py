@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from latency_cases import make_record
-from latency_model.evaluate import FlopsBaseline, evaluate_predictor
+from latency_model.baseline import FlopsBaseline
+from latency_model.evaluate import evaluate_predictor
 from latency_model.metrics import compute_metrics
 from latency_model import layers as L
 from runner.errors import EdgesegError
@@ -24,7 +25,7 @@ def test_flops_baseline_is_exact_on_linear_data():
     configs = [L.DecoderProjection(8, 8, c, 32) for c in (16, 32, 48, 64)]
     from latency_model.features import flops
     ms = np.array([3e-9 * flops(c) + 0.05 for c in configs])
-    np.testing.assert_allclose(FlopsBaseline.fit(configs, ms).predict_ms(configs), ms)
+    np.testing.assert_allclose(FlopsBaseline.fit_least_squares(configs, ms).ms(configs), ms)
 
 
 def test_evaluate_writes_report_and_plot_and_beats_flops(trained_predictor, synthetic_records,

@@ -1,11 +1,13 @@
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from latency_cases import ONE_OF_EACH, TARGET, make_record
 from latency_model.predictor import MANIFEST, Predictor, TrainSettings, train_predictor
+from prune.describe import describe_model
 from runner.errors import EdgesegError
 from runner.timing import TimingProtocol
 
@@ -71,6 +73,16 @@ def test_a_predictor_saved_before_the_refit_scores_held_out_configs_with_its_onl
     (tmp_path / MANIFEST).write_text(json.dumps(manifest))
     old = Predictor.load(tmp_path)
     assert old.held_out_view() is old
+
+
+def test_a_damaged_flops_baseline_in_the_manifest_is_refused_naming_it(trained_predictor, tmp_path):
+    for f in trained_predictor.directory.iterdir():
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    manifest = json.loads((tmp_path / MANIFEST).read_text())
+    manifest["baseline"] = {"mix_ffn": "fast"}
+    (tmp_path / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(EdgesegError, match="damaged: its FLOPs baseline"):
+        Predictor.load(tmp_path)
 
 
 def test_other_device_or_target_is_refused(trained_predictor):
@@ -181,3 +193,16 @@ def test_a_layer_type_measured_only_noisily_keeps_its_measurements(tmp_path, cap
     assert predictor.report["n_records"] == len(records)
     assert "keeping" in caplog.text and ONE_OF_EACH[0].key in caplog.text
     assert predictor.predict_ms([ONE_OF_EACH[0]])[0] > 0
+
+
+def test_a_predictor_trained_on_log_ms_before_the_baseline_predicts_what_it_did():
+    """The committed predictor of the predictor-accuracy bench (target log(ms), 2026-12-07)
+    priced the unpruned network 4.6075932660 ms in the Pareto run's points.jsonl. A margin of
+    zeros would drop XGBoost's base score from its predictions (26x off)."""
+    root = Path(__file__).resolve().parents[2] / "bench" / "results"
+    predictor = Predictor.load(root / "predictor_accuracy" / "predictor")
+    assert predictor.manifest["target_transform"] == "log(ms)"
+    recorded = json.loads((root / "prune_vs_baselines_device" / "points.jsonl").read_text().splitlines()[0])
+    description = describe_model("segformer-b0", 128, num_classes=predictor.manifest["num_classes"])
+    unpruned = predictor.predict_ms(description.config_at(description.full_kept())).sum()
+    assert unpruned == pytest.approx(recorded["unpruned_predicted_ms"], rel=1e-6)
