@@ -23,6 +23,8 @@ def test_the_fit_recovers_an_affine_cost_and_refuses_negative_terms():
     assert fit.ms([_fuse(100)])[0] == pytest.approx(0.02 + 3e-9 * flops(_fuse(100)))
     falling = FlopsBaseline.fit(configs, np.array([0.4, 0.3, 0.2, 0.1]))  # b < 0: a constant instead
     assert falling.coefficients["decoder_fuse"][1] == 0.0
+    once = FlopsBaseline.fit([_fuse(8)], np.array([0.003]))  # one width measured: in proportion to the work
+    assert once.ms([_fuse(256)])[0] == pytest.approx(0.003 * flops(_fuse(256)) / flops(_fuse(8)))
     assert FlopsBaseline.from_dict(fit.to_dict()) == fit
     upsample = L.Upsample(h=8, w=8, channels=64, out_h=32, out_w=32)  # a type it never saw: the fit over all
     assert fit.ms([upsample])[0] == pytest.approx(sum(np.multiply(fit.coefficients[EVERY_TYPE], (1, flops(upsample)))))
