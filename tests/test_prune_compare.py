@@ -35,7 +35,10 @@ def test_table_compares_the_pruned_network_with_the_dense_reference(networks, ca
     report = json.loads((tmp_path / "report" / "comparison.json").read_text())
     unpruned, pruned = report["rows"]
     assert unpruned["method"] == "dense" and unpruned["budget_ms"] is None and unpruned["measured_speedup"] == 1.0
-    assert pruned["method"] == "bilevel" and pruned["predicted_ms"] <= pruned["budget_ms"]
+    # the row's prediction is the layers' sum; the budget is whole-network ms, which the run aimed at
+    # through its latency scale (network over layers): compared unscaled, a scale under 1 failed this once
+    scale = json.loads((networks / "pruned" / "pruning.json").read_text())["latency_scale"]
+    assert pruned["method"] == "bilevel" and pruned["predicted_ms"] * scale <= pruned["budget_ms"] * (1 + 1e-9)
     assert (unpruned["steps"], pruned["steps"]) == (3, 6)
     assert pruned["predicted_speedup"] == pytest.approx(unpruned["predicted_ms"] / pruned["predicted_ms"])
     ratio = json.loads((networks / "pruned" / "bench.json").read_text())["baseline"]["ratio"]
