@@ -68,7 +68,7 @@ def measure_gemm_peak(n: int, trials: int, threads: int, seed: int, work: Path, 
     rows = {}
     for engine, timing in time_in_rounds(engines, rounds).items():
         stats = timing_row(timing)
-        rows[engine] = {**stats, "gflops": round(2 * n**3 / (stats["median_ms"] / 1000) / 1e9, 1)}
+        rows[engine] = {**stats, "gflops": float(f"{2 * n**3 / (stats['median_ms'] / 1000) / 1e9:.3g}")}
     best = max(rows, key=lambda engine: rows[engine]["gflops"])
     return {"n": n, "threads": threads, "peak_gflops": rows[best]["gflops"], "peak_engine": best, "engines": rows,
             "tvm_tuning": {"trials": spent, "seconds": seconds, "seed": seed, "from_earlier_run": seconds is None,
@@ -79,7 +79,7 @@ def measure_gemm_peak(n: int, trials: int, threads: int, seed: int, work: Path, 
 def print_gemm_peak(gemm: dict) -> None:
     print(f"GEMM {gemm['n']}^3 float32, {gemm['threads']} threads (median ms, IQR/median, GFLOP/s):")
     for engine, row in gemm["engines"].items():
-        print(f"  {engine:12s} {row['median_ms']:8.3f} {row['iqr_over_median']:7.3f} {row['gflops']:8.1f}")
+        print(f"  {engine:12s} {row['median_ms']:8.3f} {row['iqr_over_median']:7.3f} {row['gflops']:8.3g}")
     print(f"  measured peak: {gemm['peak_gflops']:.1f} GFLOP/s ({gemm['peak_engine']}); TVM tuned with "
           f"{gemm['tvm_tuning']['trials']} trials, output {gemm['tvm_check_max_abs_error']:.1e} from the reference")
 
