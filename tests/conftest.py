@@ -2,7 +2,8 @@
 test tier.
 
 Starting a tracker and a server costs seconds here (each imports TVM), so one farm serves the
-whole session; tests that need their own farm start it themselves.
+whole session (each worker's, under `pytest -n 2`); tests that need their own farm start it
+themselves.
 
 Tiers: a test is `e2e` if it uses one of `END_TO_END_FIXTURES` (an RPC farm, a compiled
 artifact, a predictor measured on the farm), is marked `slow` or `emulated`, or is listed in
@@ -36,12 +37,49 @@ def is_end_to_end(item) -> bool:
     return name in END_TO_END_TESTS.get(Path(str(item.fspath)).name, ())
 
 
+# Session fixtures that cost a minute or more, and the test files that share them. With
+# `pytest -n 2` (scripts/test.sh) a worker takes a whole file, or a whole group here, so each of
+# these is built once; the groups run first, so the other worker's files fill their time.
+# (segformer_b0_predictor, ~35 s, is left out: a group holding its files and the pipeline's
+# would be half the suite in one worker.)
+SHARED_ONCE = ("pipeline_run", "emulated_farm", "aarch64_artifact")
+SAME_WORKER = (("tests/test_pipeline.py", "tests/test_prune_compare.py"),
+               ("tests/test_bench.py", "tests/test_cli.py", "tests/test_emulated_bench.py"),
+               ("tests/test_compile_arm.py", "tests/test_emulator.py"))
+GROUP_OF = {path: group[0] for group in SAME_WORKER for path in group}
+
+
+def worker_scope(nodeid: str) -> str:
+    """What one xdist worker runs whole: the test's file, or its SAME_WORKER group."""
+    path = nodeid.split("::", 1)[0]
+    return GROUP_OF.get(path, path)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByWorkerScope(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return worker_scope(nodeid)
+
+    return ByWorkerScope(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
     """Mark `e2e` every test that needs the farm or an artifact, is slow or emulated, or is
-    listed in END_TO_END_TESTS."""
+    listed in END_TO_END_TESTS; put the SAME_WORKER groups first (refusing a costly fixture
+    used outside its group)."""
     for item in items:
         if is_end_to_end(item):
             item.add_marker(pytest.mark.e2e)
+    for name in SHARED_ONCE:
+        users = {item.nodeid for item in items if name in getattr(item, "fixturenames", ())}
+        if len({worker_scope(nodeid) for nodeid in users}) > 1:
+            files = sorted({nodeid.split("::", 1)[0] for nodeid in users})
+            raise pytest.UsageError(f"{', '.join(files)} use the session fixture {name}: put them in one "
+                                    "SAME_WORKER group in tests/conftest.py, or pytest -n 2 builds it twice")
+    items.sort(key=lambda item: worker_scope(item.nodeid) not in GROUP_OF)  # stable: files keep their order
 
 
 @pytest.fixture(scope="session")
