@@ -9,7 +9,7 @@ folder (resumable: a finished run is returned as is), `compile.api.compile_model
 model.onnx for the `host` preset, then `runner.bench.bench_artifact` with the runner's timing protocol and
 its numeric check, all on one embedded loopback farm.
 
-The unpruned network is a point too (method "unpruned", first seed): prune's `dense` method keeps
+The unpruned network is a point too (method "unpruned", every seed): prune's `dense` method keeps
 every unit and gives it the same plain training and fine-tuning steps as the baselines. The
 baselines and the unpruned network of a seed share that plain training (`prune.shared_training`, in
 OUT/work/plain_training): it is trained once per seed instead of once per point.
@@ -31,7 +31,9 @@ collection's), so its measured ms are in the budget's unit. Each finished point 
 and artifacts live in OUT/work/ (not for git). The summary (OUT/result.json, OUT/pareto.png) gives, per method and budget, mean and std
 over seeds of mIoU and measured ms; the bilevel-minus-uniform mIoU gap in points at the same
 budget and at the same measured latency (uniform's curve, ending at the unpruned network, interpolated;
-`--uniform-budgets` extends it to lower budgets); and the share of
+`--uniform-budgets` extends it to lower budgets), beside the gap the unpruned network's mIoU would
+have there (the most a pruned network can be expected to reach: a budget where it is under 3
+points cannot show the issue's gap on this task and training); and the share of
 bilevel networks within 5% of their budget, by predicted ms and by measured ms. Measured ms are
 compared with the budget directly when the predictor is a device predictor (same units); with
 `flops` (nominal ms) the measured budget is the budget fraction times the unpruned network's
@@ -40,7 +42,11 @@ measured latency.
 At the end every network is timed again in `--retime-rounds` rounds, each a session of its own
 timing every network round-robin (beside the reference, if any; OUT/retimed.json): the summary's
 measured ms are the medians over rounds, which met the same machine states, since the timings
-taken right after each build are minutes to hours apart on this shared machine.
+taken right after each build are minutes to hours apart on this shared machine. Every re-timing
+is also appended to OUT/retimings.jsonl (each `--finished-only` rerun adds one), and the summary
+judges the bilevel networks' landing again on the median over all their sessions
+(`pooled_retimings`): one re-timing's five sessions carry a few percent of session noise, the
+pool of several re-timings hours apart leaves mostly each network's own prediction error.
 
 Cost: a point is one pruning run (epochs x (search + fine-tune steps) plus an evaluation per epoch),
 one compile (about a minute untuned; with trials, MetaSchedule rounds of 10-30 s per kernel the
@@ -66,13 +72,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bench.pareto_points import (STEP_COST, UNPRUNED, apply_retimes, budget_check, goals, plot_pareto,
-                                  print_summary, summarize, unpruned_measured)
+from bench.pareto_points import (STEP_COST, UNPRUNED, apply_retimes, budget_check, goals, plot_pareto, pool_retimes,
+                                  pooled_summary, print_summary, summarize, unpruned_measured)
 from runner.errors import EdgesegError
 
 log = logging.getLogger("bench.prune_vs_baselines")
 
 POINTS, RESULT, PLOT, SETTINGS, RETIMED = "points.jsonl", "result.json", "pareto.png", "settings.json", "retimed.json"
+RETIMINGS = "retimings.jsonl"  # every re-timing of the folder, appended: pooled, they part a network's bias from noise
 BASE_DATABASE, POINT_DATABASE = "base_database", "point_database"  # folders in OUT/work
 
 
@@ -92,12 +99,15 @@ class PointSpec:
 
 def plan_points(methods: Sequence[str], budgets_ms: Sequence[float], seeds: Sequence[int],
                 full_ms: float, uniform_budgets_ms: Sequence[float] = ()) -> list[PointSpec]:
-    """The unpruned reference first (the flops-mode measured budgets need it), then every
-    seed x budget x method, so a cut-short run has whole comparisons early; then uniform scaling
-    alone at `uniform_budgets_ms`, which extend its curve to where the other methods' networks
-    measure (the gap at equal measured latency is read off that curve)."""
-    points = [PointSpec(UNPRUNED, full_ms, 1.0, seeds[0])]
+    """Per seed, the unpruned reference first (the flops-mode measured budgets need the first
+    seed's), then every budget x method, so a cut-short run has whole comparisons early; then
+    uniform scaling alone at `uniform_budgets_ms`, which extend its curve to where the other
+    methods' networks measure (the gap at equal measured latency is read off that curve). The
+    reference is trained at every seed: the curve ends at its mean, and one seed's luck would
+    move every gap."""
+    points = []
     for seed in seeds:
+        points.append(PointSpec(UNPRUNED, full_ms, 1.0, seed))
         for budget in budgets_ms:
             points += [PointSpec(m, budget, budget / full_ms, seed) for m in methods]
     extra = [b for b in uniform_budgets_ms if "uniform" not in methods or b not in budgets_ms]
@@ -106,11 +116,11 @@ def plan_points(methods: Sequence[str], budgets_ms: Sequence[float], seeds: Sequ
     return points
 
 
-# ---- the points file: one fsynced JSON line per finished point ----
+# ---- the points and re-timings files: one fsynced JSON line per finished point or re-timing ----
 
-def read_points(path: Path) -> list[dict[str, Any]]:
-    """The finished points in `path` (none when it does not exist). A line cut short by a crash
-    while writing is skipped: its point is measured again."""
+def read_lines(path: Path) -> list[dict[str, Any]]:
+    """The finished points (or re-timings) in `path`, none when it does not exist. A line cut
+    short by a crash while writing is skipped: its point is measured again."""
     if not path.exists():
         return []
     points = []
@@ -124,7 +134,7 @@ def read_points(path: Path) -> list[dict[str, Any]]:
     return points
 
 
-def append_point(path: Path, record: dict[str, Any]) -> None:
+def append_line(path: Path, record: dict[str, Any]) -> None:
     fresh_line = not path.exists() or path.read_bytes()[-1:] in (b"", b"\n")
     with open(path, "a") as f:
         f.write(("" if fresh_line else "\n") + json.dumps(record) + "\n")
@@ -451,7 +461,7 @@ def run(args: argparse.Namespace) -> int:
     base_records = base_snapshot(database, base_database)
     plan = plan_points(args.methods, budgets, args.seeds, full_ms, uniform_budgets)
     points_path = args.out / POINTS
-    points = read_points(points_path)
+    points = read_lines(points_path)
     todo = [s for s in plan if s.key not in {p["key"] for p in points}]
     log.info("%d of %d points to measure (%d already in %s)", len(todo), len(plan), len(plan) - len(todo),
              points_path)
@@ -465,14 +475,20 @@ def run(args: argparse.Namespace) -> int:
         for spec in tqdm(todo, desc="points", disable=args.no_progress):
             record = measure_point(spec, m)
             record.update(budget_check(record, unpruned_measured([*points, record]), device_units))
-            append_point(points_path, record)
+            append_line(points_path, record)
             points.append(record)
             log.info("%s: mIoU %.4f, predicted %.4g ms (budget %.4g), measured %.4g ms", spec.key,
                      record["miou"], record["predicted_ms"], spec.budget_ms, record["measured_median_ms"])
         planned = [p for p in points if p["key"] in keys]
         times = retime(planned, device, protocol, args.threads, args.retime_rounds, not args.no_progress, reference)
     (args.out / RETIMED).write_text(json.dumps({"rounds": args.retime_rounds, "times_ms": times}, indent=2) + "\n")
+    if args.retime_rounds:
+        append_line(args.out / RETIMINGS, {"utc_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                           "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+                                           "rounds": args.retime_rounds, "times_ms": times})
     summary = summarize(apply_retimes(planned, times), device_units)
+    history = read_lines(args.out / RETIMINGS)
+    pooled = pooled_summary(summarize(apply_retimes(planned, pool_retimes(history)), device_units), len(history))
     step_cost = json.loads(STEP_COST.read_text()) if STEP_COST.exists() else None
     goal = goals(summary, step_cost)
     untuned = sum(p["compile"]["kernels_total"] - p["compile"]["kernels_tuned"] for p in summary["points"])
@@ -501,7 +517,7 @@ def run(args: argparse.Namespace) -> int:
         "wall_seconds_this_run": round(time.monotonic() - started, 1),
         "point_seconds_total": round(sum(sum(p["seconds"].values()) for p in summary["points"]), 1),
         "points_wall_span_seconds": _span_seconds(summary["points"]),
-        "trained_with": trained_with(base), "goals": goal, **summary,
+        "trained_with": trained_with(base), "goals": goal, "pooled_retimings": pooled, **summary,
     }
     (args.out / RESULT).write_text(json.dumps(result, indent=2) + "\n")
     title = (f"{args.model} {args.input_size}px, {args.predictor} budgets, seeds {args.seeds}, trials "
@@ -510,6 +526,9 @@ def run(args: argparse.Namespace) -> int:
     if args.note:
         print(f"\nNOTE: {args.note}")
     print_summary(summary, goal)
+    shares = pooled["bilevel_within_budget"]
+    print(f"pooled over all {pooled['timings']} re-timings in {args.out / RETIMINGS}: bilevel within 5% of budget by "
+          f"measured ms {shares['share_by_measured']} ({shares['networks']} networks)")
     print(f"\ntrained with: {trained_with(base)}")
     print(f"\n{protocol.describe()}\nresult in {args.out / RESULT}, plot {args.out / PLOT}")
     return 0

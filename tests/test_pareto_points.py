@@ -9,7 +9,7 @@ import json
 import pytest
 
 from bench.pareto_points import UNPRUNED, budget_check, goals, plot_pareto, summarize
-from bench.prune_vs_baselines import append_point, check_same_settings, plan_points, read_points
+from bench.prune_vs_baselines import append_line, check_same_settings, plan_points, read_lines
 from runner.errors import EdgesegError
 
 FULL = 10.0  # unpruned predicted ms (nominal)
@@ -43,6 +43,9 @@ def test_summary_means_gaps_and_budget_shares():
     assert gaps[0.25]["gap_points_same_measured_ms"] == pytest.approx(1.0)
     # the curve goes on to the unpruned network (20 ms, 0.60): 0.5136 at 10.4 ms; bilevel 0.56
     assert gaps[0.5]["gap_points_same_measured_ms"] == pytest.approx(4.64)
+    # with the unpruned network's 0.60 at those ms: 60 - 45 and 60 - 51.36 points
+    assert gaps[0.25]["ceiling_points"] == pytest.approx(15.0)
+    assert gaps[0.5]["ceiling_points"] == pytest.approx(8.64)
     # measured budgets are fractions of the unpruned 20 ms: 10 ms (10.4 is 4% over) and 5 ms (7 is 40% over)
     shares = summary["bilevel_within_budget"]
     assert shares["share_by_measured"] == 0.5
@@ -75,15 +78,16 @@ def test_plot_is_written(tmp_path):
 
 def test_points_file_resumes_and_other_settings_are_refused(tmp_path):
     plan = plan_points(["bilevel", "uniform"], [5.0, 2.5], [0, 1], FULL)
-    assert plan[0].method == UNPRUNED and plan[0].budget_ms == FULL and len(plan) == 9
-    assert len({p.key for p in plan}) == 9
+    assert len(plan) == 10 and len({p.key for p in plan}) == 10
+    assert [(p.budget_ms, p.seed) for p in plan if p.method == UNPRUNED] == [(FULL, 0), (FULL, 1)]
+    assert plan[0].method == UNPRUNED and plan[5].method == UNPRUNED  # each seed's block starts with it
     extended = plan_points(["bilevel", "uniform"], [5.0, 2.5], [0, 1], FULL, uniform_budgets_ms=[2.5, 1.5])
-    assert extended[:9] == plan  # the comparisons first; 2.5 ms is planned once
-    assert [(p.method, p.budget_ms, p.seed) for p in extended[9:]] == [("uniform", 1.5, 0), ("uniform", 1.5, 1)]
+    assert extended[:10] == plan  # the comparisons first; 2.5 ms is planned once
+    assert [(p.method, p.budget_ms, p.seed) for p in extended[10:]] == [("uniform", 1.5, 0), ("uniform", 1.5, 1)]
     path = tmp_path / "points.jsonl"
-    append_point(path, {"key": plan[0].key, "miou": 0.5})
-    append_point(path, {"key": plan[1].key, "miou": 0.4})
-    assert [p["key"] for p in read_points(path)] == [plan[0].key, plan[1].key]
+    append_line(path, {"key": plan[0].key, "miou": 0.5})
+    append_line(path, {"key": plan[1].key, "miou": 0.4})
+    assert [p["key"] for p in read_lines(path)] == [plan[0].key, plan[1].key]
     check_same_settings(tmp_path, {"trials": 0})
     check_same_settings(tmp_path, {"trials": 0})  # the same settings resume
     assert json.loads((tmp_path / "settings.json").read_text()) == {"trials": 0}
@@ -106,12 +110,12 @@ def test_points_measured_before_the_weight_decay_was_a_setting_are_not_mixed_wit
 
 def test_a_last_line_cut_short_by_a_crash_is_measured_again(tmp_path):
     path = tmp_path / "points.jsonl"
-    append_point(path, {"key": "a"})
+    append_line(path, {"key": "a"})
     with open(path, "a") as f:
         f.write('{"key": "b", "mi')
-    assert [p["key"] for p in read_points(path)] == ["a"]
-    append_point(path, {"key": "b"})  # on a line of its own, after the cut one
-    assert [p["key"] for p in read_points(path)] == ["a", "b"]
+    assert [p["key"] for p in read_lines(path)] == ["a"]
+    append_line(path, {"key": "b"})  # on a line of its own, after the cut one
+    assert [p["key"] for p in read_lines(path)] == ["a", "b"]
 
 
 def test_retimed_medians_replace_the_timings_taken_after_each_build():
@@ -122,6 +126,21 @@ def test_retimed_medians_replace_the_timings_taken_after_each_build():
     assert retimed[0]["measured_median_ms"] == 12.0 and retimed[0]["measured_at_build_ms"] == 10.0
     assert retimed[0]["retimed_ms"] == [12.0, 11.0, 30.0]
     assert retimed[1] == points[1] and points[0]["measured_median_ms"] == 10.0  # inputs untouched
+
+
+def test_pooled_retimings_judge_each_network_by_the_median_of_every_session():
+    from bench.pareto_points import apply_retimes, pool_retimes, pooled_summary
+
+    # two re-timings: alone, the second puts the 0.5 network 10% over its 5 ms budget
+    history = [{"times_ms": {"u": [20.0, 20.0], "b": [5.0, 5.1, 4.9]}}, {"times_ms": {"u": [20.0], "b": [5.5, 5.5]}}]
+    assert pool_retimes(history) == {"u": [20.0, 20.0, 20.0], "b": [5.0, 5.1, 4.9, 5.5, 5.5]}
+    points = [{**point(UNPRUNED, 1.0, 0, 0.6, 0.0), "key": "u"}, {**point("bilevel", 0.5, 0, 0.5, 0.0), "key": "b"}]
+    latest = summarize(apply_retimes(points, history[-1]["times_ms"]), device_units=True)
+    assert latest["bilevel_within_budget"]["share_by_measured"] == 0.0
+    pooled = pooled_summary(summarize(apply_retimes(points, pool_retimes(history)), device_units=True), len(history))
+    assert pooled["timings"] == 2 and pooled["bilevel_within_budget"]["share_by_measured"] == 1.0
+    assert pooled["bilevel"]["b"]["sessions"] == 5 and pooled["bilevel"]["b"]["measured_ms"] == 5.1
+    assert pooled["bilevel"]["b"]["measured_gap"] == pytest.approx(0.02)
 
 
 def test_the_comparison_says_what_every_point_was_trained_with():
